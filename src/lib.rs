@@ -1,0 +1,7 @@
+//! pixelwatch: a tracking scanner for healthcare websites and a PHI-free Events API relay.
+//!
+//! The scanner (`pixelwatch` binary) drives a real headless Chromium over the Chrome DevTools
+//! Protocol, records every request, cookie, storage entry, script and frame on every page of a
+//! site, stores each scan in SQLite and reports it. The relay (`pixelwatch-relay` binary) accepts
+//! first-party conversion events, gates them on consent, rebuilds them from an allowlist and
+//! delivers them durably to the TikTok Events API.
