@@ -5,3 +5,11 @@
 //! site, stores each scan in SQLite and reports it. The relay (`pixelwatch-relay` binary) accepts
 //! first-party conversion events, gates them on consent, rebuilds them from an allowlist and
 //! delivers them durably to the TikTok Events API.
+
+pub mod browser;
+pub mod crawl;
+pub mod model;
+pub mod rules;
+pub mod scan;
+pub mod fixture;
+pub mod demo;

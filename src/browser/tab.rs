@@ -1,0 +1,1059 @@
+//! One browser tab that visits pages and records everything each page does.
+//!
+//! Order matters (each step was learned the hard way, see reference/chromium-offline.md):
+//! the tab sits on `about:blank` with every listener attached before it navigates; iframes and
+//! workers are auto-attached paused, get Network enabled, then resume, so their first request is
+//! seen; dialogs are answered by a responder task that does not wait for the capture loop; every
+//! CDP call is bounded; a page that never finishes is stopped with `Page.stopLoading`.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::cdp::{CdpError, Connection, Event};
+use crate::model::{Frame, Page, Request, Script, StorageEntry};
+
+/// Longest request body kept in the report.
+pub const MAX_POST_DATA: usize = 64 * 1024;
+const HOOK: &str = include_str!("hook.js");
+const BINDING: &str = "__pixelwatch";
+/// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
+const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long to wait on a page.
+#[derive(Debug, Clone, Copy)]
+pub struct VisitTiming {
+    /// Bound for navigation plus the load event.
+    pub page_timeout: Duration,
+    /// The network must be quiet this long after load...
+    pub settle_quiet: Duration,
+    /// ...but never wait longer than this after load.
+    pub settle_max: Duration,
+}
+
+/// What one visit produced, before the crawler judges scope and vendors.
+#[derive(Debug, Default)]
+pub struct Visit {
+    pub page: Page,
+    /// Links in the DOM after scripts ran (absolute URLs).
+    pub links: Vec<String>,
+    /// URLs reached with history.pushState / replaceState.
+    pub routes: Vec<String>,
+    /// (cookie name, domain or host) from Set-Cookie response headers.
+    pub http_cookies: Vec<(String, String)>,
+    /// (cookie name, domain or host) set by document.cookie / CookieStore.
+    pub script_cookies: Vec<(String, String)>,
+    /// The renderer crashed: the tab must be replaced.
+    pub crashed: bool,
+    /// The main document was not HTML (a download): nothing was rendered.
+    pub not_html: bool,
+}
+
+#[derive(Debug, Default)]
+struct ReqState {
+    request: Request,
+    session: String,
+    done: bool,
+}
+
+#[derive(Debug, Default)]
+struct PageState {
+    reqs: HashMap<(String, String), ReqState>,
+    order: Vec<(String, String)>,
+    hops: Vec<Request>,
+    /// requestId -> raw Set-Cookie header text.
+    set_cookie: Vec<(String, String, String)>,
+    /// requestId -> Referer seen in extra info before the request itself.
+    early_referer: HashMap<(String, String), String>,
+    /// session id -> target type ("iframe", "worker", ...).
+    sessions: HashMap<String, String>,
+    frames: BTreeSet<String>,
+    main_frame: Option<String>,
+    main_url: Option<String>,
+    main_status: Option<u16>,
+    main_mime: Option<String>,
+    load_fired: bool,
+    crashed: bool,
+    routes: Vec<String>,
+    script_cookies: Vec<(String, String)>,
+    last_activity: Option<Instant>,
+}
+
+impl PageState {
+    fn inflight(&self) -> usize {
+        self.reqs.values().filter(|r| !r.done).count()
+    }
+}
+
+/// A tab: one page target and the sessions of its children.
+pub struct Tab {
+    conn: Arc<Connection>,
+    target_id: String,
+    session: String,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Tab {
+    /// Opens a new tab on about:blank with every listener attached.
+    pub async fn open(conn: Arc<Connection>, user_agent: &str) -> Result<Tab, CdpError> {
+        let created = conn
+            .call("Target.createTarget", json!({"url": "about:blank"}), None)
+            .await?;
+        let target_id = created["targetId"].as_str().unwrap_or_default().to_string();
+        let attached = conn
+            .call(
+                "Target.attachToTarget",
+                json!({"targetId": target_id, "flatten": true}),
+                None,
+            )
+            .await?;
+        let session = attached["sessionId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        conn.subscribe(&session, raw_tx);
+        let events = spawn_responder(conn.clone(), raw_rx);
+        let tab = Tab {
+            conn,
+            target_id,
+            session,
+            events,
+        };
+        tab.setup_session(&tab.session, "page", user_agent).await?;
+        Ok(tab)
+    }
+
+    /// Enables what capture needs on a session (the page, or an auto-attached iframe).
+    async fn setup_session(&self, session: &str, kind: &str, ua: &str) -> Result<(), CdpError> {
+        setup_session(&self.conn, session, kind, ua).await
+    }
+
+    /// The target id of this tab.
+    pub fn target_id(&self) -> &str {
+        &self.target_id
+    }
+
+    /// Closes the tab.
+    pub async fn close(self) {
+        self.conn.unsubscribe(&self.session);
+        let _ = self
+            .conn
+            .call_with_timeout(
+                "Target.closeTarget",
+                json!({"targetId": self.target_id}),
+                None,
+                Duration::from_secs(3),
+            )
+            .await;
+    }
+
+    /// Visits `url` and returns what happened. Never fails: problems are recorded on the page.
+    pub async fn visit(&mut self, url: &str, timing: VisitTiming) -> Visit {
+        // Anything still queued belongs to the previous page.
+        while self.events.try_recv().is_ok() {}
+        let mut st = PageState::default();
+        let started = Instant::now();
+        let deadline = started + timing.page_timeout;
+        let mut error: Option<String> = None;
+
+        let nav = self
+            .conn
+            .call_with_timeout(
+                "Page.navigate",
+                json!({"url": url}),
+                Some(&self.session),
+                timing.page_timeout,
+            )
+            .await;
+        match nav {
+            Ok(v) => {
+                st.main_frame = v["frameId"].as_str().map(str::to_string);
+                if let Some(e) = v["errorText"].as_str().filter(|e| !e.is_empty()) {
+                    error = Some(format!("navigation failed: {e}"));
+                }
+            }
+            Err(CdpError::Timeout { .. }) => {
+                error = Some(format!(
+                    "no response within {}s; stopped loading",
+                    timing.page_timeout.as_secs()
+                ));
+                self.stop_loading().await;
+            }
+            Err(e) => error = Some(format!("navigation failed: {e}")),
+        }
+        self.pump(&mut st, Instant::now()).await;
+
+        if error.is_none() {
+            self.pump_until(&mut st, deadline, |s| s.load_fired || s.crashed)
+                .await;
+            if !st.load_fired && !st.crashed {
+                error = Some(format!(
+                    "page did not finish loading within {}s; stopped loading",
+                    timing.page_timeout.as_secs()
+                ));
+                self.stop_loading().await;
+            }
+        }
+        // Adaptive settle: late pixels fire after load; wait for a quiet network, bounded.
+        let settle_end = Instant::now() + timing.settle_max;
+        st.last_activity = Some(Instant::now());
+        loop {
+            if st.crashed {
+                break;
+            }
+            let now = Instant::now();
+            if now >= settle_end {
+                break;
+            }
+            let quiet_since = st.last_activity.unwrap_or(now);
+            if st.inflight() == 0 && now.duration_since(quiet_since) >= timing.settle_quiet {
+                break;
+            }
+            let step = (now + Duration::from_millis(50)).min(settle_end);
+            self.pump(&mut st, step).await;
+        }
+        let load_ms = started.elapsed().as_millis() as u64;
+
+        let mut visit = Visit::default();
+        let not_html = st
+            .main_mime
+            .as_deref()
+            .is_some_and(|m| !m.contains("html") && !m.contains("xml"));
+        if !st.crashed && error.is_none() && !not_html {
+            self.collect_dom(&mut st, &mut visit).await;
+        }
+        if !st.crashed {
+            visit.page.scripts.extend(self.hash_scripts(&st).await);
+            visit.page.storage = self.collect_storage(&st).await;
+            // Leave through about:blank so unload beacons are captured for this page.
+            st.load_fired = false;
+            if self
+                .conn
+                .call_with_timeout(
+                    "Page.navigate",
+                    json!({"url": "about:blank"}),
+                    Some(&self.session),
+                    COLLECT_TIMEOUT,
+                )
+                .await
+                .is_ok()
+            {
+                let until = Instant::now() + Duration::from_secs(2);
+                self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
+                    .await;
+                let until = Instant::now() + Duration::from_millis(100);
+                self.pump(&mut st, until).await;
+            }
+        }
+        if st.crashed {
+            error = Some("the renderer crashed (the tab was replaced)".to_string());
+        }
+        visit.crashed = st.crashed;
+        visit.not_html = not_html;
+        visit.page.url = url.to_string();
+        visit.page.final_url = st.main_url.clone().unwrap_or_else(|| url.to_string());
+        visit.page.status = st.main_status;
+        visit.page.error = error;
+        visit.page.load_ms = load_ms;
+        visit.page.frames = st
+            .frames
+            .iter()
+            .map(|u| Frame {
+                url: u.clone(),
+                third_party: false,
+            })
+            .collect();
+        visit.routes = std::mem::take(&mut st.routes);
+        visit.script_cookies = std::mem::take(&mut st.script_cookies);
+        visit.http_cookies = set_cookie_names(&st);
+        let mut requests = std::mem::take(&mut st.hops);
+        for key in &st.order {
+            if let Some(r) = st.reqs.remove(key) {
+                requests.push(r.request);
+            }
+        }
+        visit.page.requests = requests;
+        visit
+    }
+
+    /// Loads `url` as a document and returns its status and body text (robots.txt, sitemaps).
+    pub async fn fetch_text(&mut self, url: &str) -> Option<(u16, String)> {
+        while self.events.try_recv().is_ok() {}
+        let mut st = PageState::default();
+        let limit = Duration::from_secs(15);
+        let nav = self
+            .conn
+            .call_with_timeout(
+                "Page.navigate",
+                json!({"url": url}),
+                Some(&self.session),
+                limit,
+            )
+            .await
+            .ok()?;
+        if nav["errorText"].as_str().is_some_and(|e| !e.is_empty()) {
+            return None;
+        }
+        st.main_frame = nav["frameId"].as_str().map(str::to_string);
+        let until = Instant::now() + limit;
+        self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
+            .await;
+        let status = st.main_status?;
+        let key = st
+            .order
+            .iter()
+            .rev()
+            .find(|k| {
+                k.0 == self.session
+                    && st
+                        .reqs
+                        .get(*k)
+                        .is_some_and(|r| r.request.resource_type == "Document")
+            })?
+            .clone();
+        let body = self
+            .conn
+            .call_with_timeout(
+                "Network.getResponseBody",
+                json!({"requestId": key.1}),
+                Some(&self.session),
+                COLLECT_TIMEOUT,
+            )
+            .await
+            .ok()?;
+        let text = body["body"].as_str().unwrap_or_default();
+        let text = if body["base64Encoded"].as_bool() == Some(true) {
+            String::from_utf8_lossy(
+                &base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .unwrap_or_default(),
+            )
+            .into_owned()
+        } else {
+            text.to_string()
+        };
+        Some((status, text))
+    }
+
+    async fn stop_loading(&self) {
+        let _ = self
+            .conn
+            .call_with_timeout(
+                "Page.stopLoading",
+                json!({}),
+                Some(&self.session),
+                COLLECT_TIMEOUT,
+            )
+            .await;
+    }
+
+    /// Handles queued events until `until`.
+    async fn pump(&mut self, st: &mut PageState, until: Instant) {
+        loop {
+            let now = Instant::now();
+            let wait = until.saturating_duration_since(now);
+            match tokio::time::timeout(wait, self.events.recv()).await {
+                Ok(Some(ev)) => self.handle(st, ev),
+                Ok(None) => {
+                    // The browser went away: treat as a crash of this tab.
+                    st.crashed = true;
+                    return;
+                }
+                Err(_) => return,
+            }
+            if Instant::now() >= until {
+                // Drain what is already queued without waiting.
+                while let Ok(ev) = self.events.try_recv() {
+                    self.handle(st, ev);
+                }
+                return;
+            }
+        }
+    }
+
+    async fn pump_until(
+        &mut self,
+        st: &mut PageState,
+        until: Instant,
+        done: impl Fn(&PageState) -> bool,
+    ) {
+        while !done(st) && Instant::now() < until {
+            let step = (Instant::now() + Duration::from_millis(50)).min(until);
+            self.pump(st, step).await;
+        }
+    }
+
+    fn handle(&self, st: &mut PageState, ev: Event) {
+        let session = ev.session_id.clone().unwrap_or_default();
+        let p = &ev.params;
+        match ev.method.as_str() {
+            "Network.requestWillBeSent" => on_request(&self.conn, st, &session, p),
+            "Network.webSocketCreated" => {
+                let Some(id) = p["requestId"].as_str() else {
+                    return self.conn.count_decode_failure(&ev.method);
+                };
+                let url = p["url"].as_str().unwrap_or_default().to_string();
+                let key = (session.clone(), id.to_string());
+                st.order.push(key.clone());
+                st.reqs.insert(
+                    key,
+                    ReqState {
+                        request: Request {
+                            host: host_of(&url),
+                            url,
+                            method: "GET".into(),
+                            resource_type: "WebSocket".into(),
+                            initiator: initiator_url(&p["initiator"]),
+                            target: target_kind(st, &session),
+                            ..Default::default()
+                        },
+                        session: session.clone(),
+                        done: true,
+                    },
+                );
+            }
+            "Network.requestWillBeSentExtraInfo" => {
+                let Some(id) = p["requestId"].as_str() else {
+                    return self.conn.count_decode_failure(&ev.method);
+                };
+                if let Some(referer) = header(&p["headers"], "referer") {
+                    let key = (session.clone(), id.to_string());
+                    match st.reqs.get_mut(&key) {
+                        Some(r) if r.request.referer.is_none() => {
+                            r.request.referer = Some(referer)
+                        }
+                        Some(_) => {}
+                        None => {
+                            st.early_referer.insert(key, referer);
+                        }
+                    }
+                }
+            }
+            "Network.responseReceived" => {
+                let Some(id) = p["requestId"].as_str() else {
+                    return self.conn.count_decode_failure(&ev.method);
+                };
+                let status = p["response"]["status"].as_u64().map(|s| s as u16);
+                let is_main = p["type"].as_str() == Some("Document")
+                    && p["frameId"].as_str().is_some()
+                    && p["frameId"].as_str() == st.main_frame.as_deref();
+                if is_main {
+                    st.main_status = status;
+                    st.main_mime = p["response"]["mimeType"].as_str().map(str::to_string);
+                }
+                if let Some(r) = st.reqs.get_mut(&(session, id.to_string())) {
+                    r.request.status = status;
+                }
+                st.last_activity = Some(Instant::now());
+            }
+            "Network.responseReceivedExtraInfo" => {
+                let Some(id) = p["requestId"].as_str() else {
+                    return self.conn.count_decode_failure(&ev.method);
+                };
+                if let Some(sc) = header(&p["headers"], "set-cookie") {
+                    st.set_cookie.push((session, id.to_string(), sc));
+                }
+            }
+            "Network.loadingFinished" | "Network.loadingFailed" => {
+                let Some(id) = p["requestId"].as_str() else {
+                    return self.conn.count_decode_failure(&ev.method);
+                };
+                if let Some(r) = st.reqs.get_mut(&(session, id.to_string())) {
+                    r.done = true;
+                    if ev.method == "Network.loadingFailed" {
+                        let text = p["errorText"].as_str().unwrap_or("failed");
+                        let reason = p["blockedReason"].as_str();
+                        r.request.error = Some(match reason {
+                            Some(b) => format!("{text} (blocked: {b})"),
+                            None => text.to_string(),
+                        });
+                    }
+                }
+                st.last_activity = Some(Instant::now());
+            }
+            "Page.loadEventFired" if session == self.session => st.load_fired = true,
+            "Page.frameNavigated" => {
+                let frame = &p["frame"];
+                let url = frame["url"].as_str().unwrap_or_default();
+                if frame["parentId"].as_str().is_some() || session != self.session {
+                    if url.starts_with("http") {
+                        st.frames.insert(strip_fragment(url));
+                    }
+                } else if url.starts_with("http") {
+                    st.main_url = Some(url.to_string());
+                    if st.main_frame.is_none() {
+                        st.main_frame = frame["id"].as_str().map(str::to_string);
+                    }
+                }
+            }
+            "Inspector.targetCrashed" if session == self.session => st.crashed = true,
+            "Target.attachedToTarget" => {
+                let child = p["sessionId"].as_str().unwrap_or_default().to_string();
+                let kind = p["targetInfo"]["type"].as_str().unwrap_or("other");
+                st.sessions.insert(child, kind.to_string());
+            }
+            "Runtime.bindingCalled" if p["name"].as_str() == Some(BINDING) => {
+                let payload: Value =
+                    serde_json::from_str(p["payload"].as_str().unwrap_or("{}")).unwrap_or_default();
+                match payload["t"].as_str() {
+                    Some("route") => {
+                        if let Some(u) = payload["url"].as_str() {
+                            st.routes.push(u.to_string());
+                        }
+                    }
+                    Some("cookie") => {
+                        let name = payload["name"].as_str().unwrap_or_default().to_string();
+                        let domain = payload["domain"]
+                            .as_str()
+                            .filter(|d| !d.is_empty())
+                            .or(payload["host"].as_str())
+                            .unwrap_or_default()
+                            .to_string();
+                        if !name.is_empty() {
+                            st.script_cookies.push((name, domain));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Links, title and inline scripts of every frame, read from an isolated world so page
+    /// scripts cannot tamper with the reader.
+    async fn collect_dom(&self, st: &mut PageState, visit: &mut Visit) {
+        const READER: &str = r#"(() => {
+            const out = {links: [], inline: [], title: document.title || null};
+            if (window === window.top) {
+              for (const a of document.querySelectorAll('a[href], area[href]')) {
+                if (out.links.length >= 5000) break;
+                try { out.links.push(String(a.href)); } catch (e) {}
+              }
+            }
+            let total = 0;
+            for (const s of document.querySelectorAll('script:not([src])')) {
+              const t = s.textContent || '';
+              if (!t.trim()) continue;
+              const ty = (s.type || '').toLowerCase();
+              if (ty && !/(java|ecma)script|module/.test(ty)) continue;
+              total += t.length;
+              if (total > 8000000) break;
+              out.inline.push(t);
+            }
+            return out;
+        })()"#;
+        let frames = self.frame_tree(&self.session).await;
+        let mut inline_hashes = BTreeSet::new();
+        for (i, (frame_id, _url)) in frames.iter().enumerate().take(30) {
+            let Ok(world) = self
+                .conn
+                .call_with_timeout(
+                    "Page.createIsolatedWorld",
+                    json!({"frameId": frame_id, "worldName": "pixelwatch", "grantUniveralAccess": false}),
+                    Some(&self.session),
+                    COLLECT_TIMEOUT,
+                )
+                .await
+            else {
+                continue;
+            };
+            let Some(ctx) = world["executionContextId"].as_i64() else {
+                continue;
+            };
+            let Ok(res) = self
+                .conn
+                .call_with_timeout(
+                    "Runtime.evaluate",
+                    json!({"expression": READER, "contextId": ctx, "returnByValue": true}),
+                    Some(&self.session),
+                    COLLECT_TIMEOUT,
+                )
+                .await
+            else {
+                continue;
+            };
+            let v = &res["result"]["value"];
+            if i == 0 {
+                visit.page.title = v["title"].as_str().map(str::to_string);
+                visit.links = v["links"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|l| l.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+            }
+            for s in v["inline"].as_array().into_iter().flatten() {
+                if let Some(src) = s.as_str() {
+                    inline_hashes.insert(sha256_hex(src.as_bytes()));
+                }
+            }
+        }
+        // Frames that exist now but navigated before listeners saw them (about:srcdoc excluded).
+        for (_, url) in frames.iter().skip(1) {
+            if url.starts_with("http") {
+                st.frames.insert(strip_fragment(url));
+            }
+        }
+        visit
+            .page
+            .scripts
+            .extend(inline_hashes.into_iter().map(|h| Script {
+                url: None,
+                sha256: Some(h),
+                third_party: false,
+            }));
+    }
+
+    /// (frame id, url) for every frame of a session's tree, main frame first.
+    async fn frame_tree(&self, session: &str) -> Vec<(String, String)> {
+        let Ok(tree) = self
+            .conn
+            .call_with_timeout(
+                "Page.getFrameTree",
+                json!({}),
+                Some(session),
+                COLLECT_TIMEOUT,
+            )
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        let mut stack = vec![&tree["frameTree"]];
+        while let Some(node) = stack.pop() {
+            if let Some(id) = node["frame"]["id"].as_str() {
+                let url = node["frame"]["url"].as_str().unwrap_or_default();
+                out.push((id.to_string(), url.to_string()));
+            }
+            if let Some(children) = node["childFrames"].as_array() {
+                stack.extend(children.iter().rev());
+            }
+        }
+        out
+    }
+
+    /// sha256 of every script the page loaded over the network.
+    async fn hash_scripts(&self, st: &PageState) -> Vec<Script> {
+        let mut out = Vec::new();
+        let mut seen = BTreeSet::new();
+        for key in st.order.iter() {
+            let Some(r) = st.reqs.get(key) else { continue };
+            if r.request.resource_type != "Script" || !seen.insert(r.request.url.clone()) {
+                continue;
+            }
+            if out.len() >= 300 {
+                break;
+            }
+            let ok = r.done && r.request.error.is_none();
+            let sha256 = if ok {
+                match self
+                    .conn
+                    .call_with_timeout(
+                        "Network.getResponseBody",
+                        json!({"requestId": key.1}),
+                        Some(&r.session),
+                        COLLECT_TIMEOUT,
+                    )
+                    .await
+                {
+                    Ok(body) => {
+                        let text = body["body"].as_str().unwrap_or_default();
+                        let bytes = if body["base64Encoded"].as_bool() == Some(true) {
+                            base64::engine::general_purpose::STANDARD
+                                .decode(text)
+                                .unwrap_or_default()
+                        } else {
+                            text.as_bytes().to_vec()
+                        };
+                        Some(sha256_hex(&bytes))
+                    }
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            out.push(Script {
+                url: Some(r.request.url.clone()),
+                sha256,
+                third_party: false,
+            });
+        }
+        out
+    }
+
+    /// Keys (never values) of local and session storage for every frame's storage key.
+    async fn collect_storage(&self, st: &PageState) -> Vec<StorageEntry> {
+        let mut sessions = vec![self.session.clone()];
+        sessions.extend(
+            st.sessions
+                .iter()
+                .filter(|(_, kind)| kind.as_str() == "iframe")
+                .map(|(s, _)| s.clone()),
+        );
+        let mut keys = BTreeSet::new();
+        let mut out = BTreeSet::new();
+        for session in &sessions {
+            for (frame_id, url) in self.frame_tree(session).await {
+                if !url.starts_with("http") {
+                    continue;
+                }
+                let Ok(k) = self
+                    .conn
+                    .call_with_timeout(
+                        "Storage.getStorageKey",
+                        json!({"frameId": frame_id}),
+                        Some(session),
+                        COLLECT_TIMEOUT,
+                    )
+                    .await
+                else {
+                    continue;
+                };
+                let Some(storage_key) = k["storageKey"].as_str() else {
+                    continue;
+                };
+                if !keys.insert((session.clone(), storage_key.to_string())) {
+                    continue;
+                }
+                for (is_local, kind) in [(true, "local"), (false, "session")] {
+                    let Ok(items) = self
+                        .conn
+                        .call_with_timeout(
+                            "DOMStorage.getDOMStorageItems",
+                            json!({"storageId": {"storageKey": storage_key, "isLocalStorage": is_local}}),
+                            Some(session),
+                            COLLECT_TIMEOUT,
+                        )
+                        .await
+                    else {
+                        continue;
+                    };
+                    for entry in items["entries"].as_array().into_iter().flatten() {
+                        let Some(key) = entry[0].as_str() else {
+                            continue;
+                        };
+                        out.insert(StorageEntry {
+                            origin: storage_origin(storage_key),
+                            kind: kind.to_string(),
+                            key: key.to_string(),
+                            third_party: false,
+                            storage_key: storage_key.to_string(),
+                            value_len: entry[1].as_str().map(str::len).unwrap_or(0),
+                        });
+                    }
+                }
+            }
+        }
+        out.into_iter().collect()
+    }
+}
+
+/// Enables capture on one session; iframes get the same hooks as the page.
+async fn setup_session(
+    conn: &Connection,
+    session: &str,
+    kind: &str,
+    ua: &str,
+) -> Result<(), CdpError> {
+    let s = Some(session);
+    let network = json!({
+        "maxPostDataSize": 1 << 20,
+        "maxTotalBufferSize": 100 << 20,
+        "maxResourceBufferSize": 20 << 20,
+    });
+    conn.call("Network.enable", network, s).await?;
+    conn.call("Network.setCacheDisabled", json!({"cacheDisabled": true}), s)
+        .await?;
+    if !ua.is_empty() {
+        conn.call("Network.setUserAgentOverride", json!({"userAgent": ua}), s)
+            .await?;
+    }
+    if kind == "page" || kind == "iframe" {
+        conn.call("Page.enable", json!({}), s).await?;
+        conn.call("Runtime.enable", json!({}), s).await?;
+        conn.call("Runtime.addBinding", json!({"name": BINDING}), s)
+            .await?;
+        conn.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            json!({"source": HOOK}),
+            s,
+        )
+        .await?;
+        conn.call("DOMStorage.enable", json!({}), s).await?;
+        if kind == "page" {
+            conn.call("Inspector.enable", json!({}), s).await?;
+        }
+        conn.call(
+            "Target.setAutoAttach",
+            json!({"autoAttach": true, "waitForDebuggerOnStart": true, "flatten": true}),
+            s,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Answers what cannot wait for the capture loop (dialogs, new child targets) and forwards
+/// every event to the tab.
+fn spawn_responder(
+    conn: Arc<Connection>,
+    mut raw: mpsc::UnboundedReceiver<Event>,
+) -> mpsc::UnboundedReceiver<Event> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(ev) = raw.recv().await {
+            match ev.method.as_str() {
+                "Page.javascriptDialogOpening" => {
+                    let conn = conn.clone();
+                    let session = ev.session_id.clone();
+                    tokio::spawn(async move {
+                        tracing::debug!("auto-dismissing a JavaScript dialog");
+                        let _ = conn
+                            .call(
+                                "Page.handleJavaScriptDialog",
+                                json!({"accept": true}),
+                                session.as_deref(),
+                            )
+                            .await;
+                    });
+                }
+                "Target.attachedToTarget" => {
+                    let conn = conn.clone();
+                    let child = ev.params["sessionId"].as_str().unwrap_or_default().to_string();
+                    let kind = ev.params["targetInfo"]["type"]
+                        .as_str()
+                        .unwrap_or("other")
+                        .to_string();
+                    tokio::spawn(async move {
+                        if let Err(e) = setup_session(&conn, &child, &kind, "").await {
+                            tracing::debug!(%kind, error = %e, "child target setup incomplete");
+                        }
+                        let _ = conn
+                            .call("Runtime.runIfWaitingForDebugger", json!({}), Some(&child))
+                            .await;
+                    });
+                }
+                _ => {}
+            }
+            if tx.send(ev).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn on_request(conn: &Connection, st: &mut PageState, session: &str, p: &Value) {
+    let (Some(id), Some(url)) = (p["requestId"].as_str(), p["request"]["url"].as_str()) else {
+        return conn.count_decode_failure("Network.requestWillBeSent");
+    };
+    if !(url.starts_with("http:") || url.starts_with("https:")) {
+        return; // data:, blob:, about: never leave the browser
+    }
+    st.last_activity = Some(Instant::now());
+    let key = (session.to_string(), id.to_string());
+    let mut chain = Vec::new();
+    if let Some(prev) = st.reqs.remove(&key) {
+        // A redirect: the previous hop is complete with the redirect's status.
+        let mut hop = prev.request;
+        hop.status = p["redirectResponse"]["status"].as_u64().map(|s| s as u16);
+        chain = std::mem::take(&mut hop.redirect_chain);
+        chain.push(hop.url.clone());
+        st.hops.push(hop);
+        st.order.retain(|k| k != &key);
+    }
+    let (post_data, truncated) = post_data(&p["request"]);
+    let referer = header(&p["request"]["headers"], "referer")
+        .or_else(|| st.early_referer.remove(&key));
+    let request = Request {
+        url: url.to_string(),
+        host: host_of(url),
+        method: p["request"]["method"].as_str().unwrap_or("GET").to_string(),
+        resource_type: p["type"].as_str().unwrap_or("Other").to_string(),
+        initiator: initiator_url(&p["initiator"]),
+        status: None,
+        third_party: false,
+        post_data,
+        post_data_truncated: truncated,
+        vendor: None,
+        referer,
+        frame_url: p["documentURL"].as_str().map(str::to_string),
+        target: target_kind(st, session),
+        redirect_chain: chain,
+        error: None,
+    };
+    st.order.push(key.clone());
+    st.reqs.insert(
+        key,
+        ReqState {
+            request,
+            session: session.to_string(),
+            done: false,
+        },
+    );
+}
+
+fn target_kind(st: &PageState, session: &str) -> String {
+    st.sessions
+        .get(session)
+        .cloned()
+        .unwrap_or_else(|| "page".to_string())
+}
+
+/// The request body: `postDataEntries` (base64 bytes) or the older `postData` text.
+fn post_data(request: &Value) -> (Option<String>, bool) {
+    let mut bytes = Vec::new();
+    if let Some(entries) = request["postDataEntries"].as_array() {
+        for e in entries {
+            if let Some(b) = e["bytes"].as_str() {
+                bytes.extend(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(b)
+                        .unwrap_or_default(),
+                );
+            }
+        }
+    }
+    if bytes.is_empty() {
+        if let Some(text) = request["postData"].as_str() {
+            bytes = text.as_bytes().to_vec();
+        }
+    }
+    if bytes.is_empty() {
+        return (None, false);
+    }
+    let truncated = bytes.len() > MAX_POST_DATA;
+    bytes.truncate(MAX_POST_DATA);
+    (Some(String::from_utf8_lossy(&bytes).into_owned()), truncated)
+}
+
+/// URL of the script or document that caused a request.
+fn initiator_url(init: &Value) -> Option<String> {
+    if let Some(u) = init["url"].as_str().filter(|u| !u.is_empty()) {
+        return Some(u.to_string());
+    }
+    let mut stack = &init["stack"];
+    while !stack.is_null() {
+        for f in stack["callFrames"].as_array().into_iter().flatten() {
+            if let Some(u) = f["url"].as_str().filter(|u| !u.is_empty()) {
+                return Some(u.to_string());
+            }
+        }
+        stack = &stack["parent"];
+    }
+    None
+}
+
+/// Case-insensitive header lookup in a CDP headers object.
+fn header(headers: &Value, name: &str) -> Option<String> {
+    headers.as_object().and_then(|h| {
+        h.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| v.as_str().map(str::to_string))
+    })
+}
+
+/// (name, domain) of each cookie set by a Set-Cookie header on this page.
+fn set_cookie_names(st: &PageState) -> Vec<(String, String)> {
+    let mut urls: HashMap<(&str, &str), &str> = HashMap::new();
+    for (key, r) in &st.reqs {
+        urls.insert((key.0.as_str(), key.1.as_str()), r.request.url.as_str());
+    }
+    let mut out = Vec::new();
+    for (session, id, text) in &st.set_cookie {
+        let host = urls
+            .get(&(session.as_str(), id.as_str()))
+            .map(|u| host_of(u))
+            .unwrap_or_default();
+        for line in text.lines() {
+            let mut parts = line.split(';');
+            let name = parts
+                .next()
+                .and_then(|kv| kv.split('=').next())
+                .unwrap_or_default()
+                .trim();
+            if name.is_empty() {
+                continue;
+            }
+            let domain = parts
+                .filter_map(|a| {
+                    let (k, v) = a.split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("domain").then(|| v.trim())
+                })
+                .next()
+                .unwrap_or(&host);
+            out.push((name.to_string(), domain.to_string()));
+        }
+    }
+    out
+}
+
+/// "https://a.com/^0https://b.com" -> "https://a.com"
+fn storage_origin(storage_key: &str) -> String {
+    storage_key
+        .split('^')
+        .next()
+        .unwrap_or(storage_key)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+pub(crate) fn host_of(url: &str) -> String {
+    url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn strip_fragment(url: &str) -> String {
+    url.split('#').next().unwrap_or(url).to_string()
+}
+
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn post_data_decodes_entries_and_caps() {
+        let body = "a".repeat(MAX_POST_DATA + 10);
+        let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
+        let (text, truncated) = post_data(&json!({"postDataEntries": [{"bytes": b64}]}));
+        assert_eq!(text.unwrap().len(), MAX_POST_DATA);
+        assert!(truncated);
+        let (text, truncated) = post_data(&json!({"postData": "x=1"}));
+        assert_eq!(text.as_deref(), Some("x=1"));
+        assert!(!truncated);
+    }
+
+    #[test]
+    fn initiator_walks_async_stacks() {
+        let init = json!({"type": "script", "stack": {"callFrames": [],
+            "parent": {"callFrames": [{"url": "https://t.example/px.js"}]}}});
+        assert_eq!(
+            initiator_url(&init).as_deref(),
+            Some("https://t.example/px.js")
+        );
+    }
+
+    #[test]
+    fn storage_origin_strips_partition() {
+        assert_eq!(
+            storage_origin("https://book.example/^0https://clinic.test"),
+            "https://book.example"
+        );
+        assert_eq!(storage_origin("https://clinic.test/"), "https://clinic.test");
+    }
+}

@@ -1,0 +1,233 @@
+//! The scan report (`pixelwatch.scan/v1`): observations per page, findings and a summary.
+//!
+//! Field names are a contract (see DESIGN.md): adding fields is fine, renaming or removing one
+//! needs a new schema id.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Schema id written into every report.
+pub const SCAN_SCHEMA: &str = "pixelwatch.scan/v1";
+
+/// One scan of one site.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanReport {
+    pub schema: String,
+    /// Database id, when the scan was stored.
+    #[serde(default)]
+    pub id: Option<i64>,
+    /// The start URL as normalised.
+    pub site: String,
+    pub started_at: String,
+    pub finished_at: String,
+    /// "none" (never clicks a consent banner), "accept" or "reject".
+    pub consent_mode: String,
+    pub pages: Vec<Page>,
+    /// Same-site URLs found but not visited (limits, downloads, excluded, traps), with why.
+    #[serde(default)]
+    pub skipped: Vec<Skipped>,
+    /// Links to other sites: recorded, never crawled.
+    #[serde(default)]
+    pub external_links: Vec<String>,
+    /// Every cookie seen in the scan, once, with the page where it first appeared.
+    #[serde(default)]
+    pub cookies: Vec<CookieSeen>,
+    pub findings: Vec<Finding>,
+    pub summary: Summary,
+}
+
+/// What one page did.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Page {
+    pub url: String,
+    pub final_url: String,
+    /// HTTP status of the main document, if a response arrived.
+    pub status: Option<u16>,
+    /// Why the page failed or is incomplete (timeout, crash, network error); null when fine.
+    pub error: Option<String>,
+    /// Crawl depth from the start URL.
+    #[serde(default)]
+    pub depth: u32,
+    /// How the page was found: "start", "link", "sitemap", "pushstate".
+    #[serde(default)]
+    pub found_via: String,
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Milliseconds from navigation to the end of the settle window.
+    #[serde(default)]
+    pub load_ms: u64,
+    pub requests: Vec<Request>,
+    pub cookies: Vec<Cookie>,
+    pub storage: Vec<StorageEntry>,
+    pub scripts: Vec<Script>,
+    pub frames: Vec<Frame>,
+}
+
+/// One request that left the browser (each redirect hop is its own entry).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Request {
+    pub url: String,
+    pub host: String,
+    pub method: String,
+    /// CDP resource type: Document, Script, Image, XHR, Fetch, Ping (beacon), ...
+    pub resource_type: String,
+    /// URL of the script or document that caused the request, if known.
+    pub initiator: Option<String>,
+    pub status: Option<u16>,
+    pub third_party: bool,
+    /// Request body as text (decoded from `postDataEntries`); capped, see `post_data_truncated`.
+    pub post_data: Option<String>,
+    #[serde(default)]
+    pub post_data_truncated: bool,
+    /// Rule id of the vendor this request belongs to, if any.
+    pub vendor: Option<String>,
+    /// The `Referer` header as sent.
+    #[serde(default)]
+    pub referer: Option<String>,
+    /// URL of the frame document that issued it.
+    #[serde(default)]
+    pub frame_url: Option<String>,
+    /// "page", "iframe", "worker", "service_worker", ...
+    #[serde(default)]
+    pub target: String,
+    /// For the final hop of a redirect chain: the URLs before it, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redirect_chain: Vec<String>,
+    /// Network error text when the request failed.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A cookie as the browser holds it. Values are never recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Cookie {
+    pub name: String,
+    pub domain: String,
+    pub path: String,
+    /// Unix seconds; null for a session cookie.
+    pub expires: Option<f64>,
+    pub http_only: bool,
+    pub secure: bool,
+    pub same_site: Option<String>,
+    pub third_party: bool,
+    /// "http" (Set-Cookie) or "script" (document.cookie / CookieStore).
+    pub set_by: String,
+    /// Partition key (CHIPS) when partitioned.
+    #[serde(default)]
+    pub partition_key: Option<String>,
+    #[serde(default)]
+    pub value_len: usize,
+}
+
+/// A cookie across the whole scan.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CookieSeen {
+    #[serde(flatten)]
+    pub cookie: Cookie,
+    pub first_seen_page: String,
+}
+
+/// One localStorage or sessionStorage key. Values are never recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct StorageEntry {
+    pub origin: String,
+    /// "local" or "session".
+    pub kind: String,
+    pub key: String,
+    #[serde(default)]
+    pub third_party: bool,
+    /// The storage key when partitioned under a top-level site.
+    #[serde(default)]
+    pub storage_key: String,
+    #[serde(default)]
+    pub value_len: usize,
+}
+
+/// A script the page ran.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Script {
+    /// null for inline scripts.
+    pub url: Option<String>,
+    /// sha256 of the source (hex); null when the body could not be read.
+    pub sha256: Option<String>,
+    pub third_party: bool,
+}
+
+/// A frame in the page (the main frame excluded).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Frame {
+    pub url: String,
+    pub third_party: bool,
+}
+
+/// Same-site URL that was not visited, with why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Skipped {
+    pub url: String,
+    pub reason: String,
+}
+
+/// Something the rules judged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Finding {
+    pub kind: String,
+    pub severity: Severity,
+    pub vendor: Option<String>,
+    pub page: String,
+    pub request_url: Option<String>,
+    pub evidence: String,
+    /// "file:id" of the rule that fired.
+    pub rule: String,
+}
+
+/// Finding severity, worst first when sorted.
+#[derive(
+    Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    High,
+    Medium,
+    Low,
+    Info,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::High => "high",
+            Severity::Medium => "medium",
+            Severity::Low => "low",
+            Severity::Info => "info",
+        }
+    }
+}
+
+/// Totals for people and dashboards.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct Summary {
+    pub pages: usize,
+    pub pages_errored: usize,
+    pub requests: usize,
+    pub third_party_requests: usize,
+    /// Third-party host -> number of requests.
+    pub third_party_hosts: BTreeMap<String, usize>,
+    /// Vendor rule id -> number of requests.
+    pub vendors: BTreeMap<String, usize>,
+    pub cookies: usize,
+    pub third_party_cookies: usize,
+    pub storage_entries: usize,
+    pub scripts: usize,
+    pub frames: usize,
+    pub skipped: usize,
+    pub findings: usize,
+    /// CDP messages the scanner could not decode (protocol drift); should be 0.
+    pub cdp_decode_failures: u64,
+    /// Times the browser had to be restarted during the scan.
+    #[serde(default)]
+    pub browser_restarts: u32,
+    pub duration_ms: u64,
+}

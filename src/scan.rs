@@ -1,0 +1,681 @@
+//! A whole scan: N tabs pull URLs from the frontier, visit them, and the results become one
+//! report. A renderer crash replaces the tab; a browser crash restarts the browser; the scan
+//! always ends with a report.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use regex::Regex;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+
+use crate::browser::{self, Browser, Connection, LaunchError, LaunchOptions, Tab, VisitTiming};
+use crate::crawl::{self, Frontier, Limits, Pending, sitemap};
+use crate::model::{Cookie, CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
+use crate::rules::Engine;
+
+/// Everything that shapes one scan.
+#[derive(Debug, Clone)]
+pub struct ScanOptions {
+    pub start: String,
+    pub max_pages: usize,
+    pub max_depth: u32,
+    pub max_per_pattern: usize,
+    pub concurrency: usize,
+    pub page_timeout: Duration,
+    pub settle_quiet: Duration,
+    pub settle_max: Duration,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+    pub sitemaps: bool,
+    pub browser: Option<PathBuf>,
+    pub browser_args: Vec<String>,
+    pub consent_mode: String,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            start: String::new(),
+            max_pages: 200,
+            max_depth: 5,
+            max_per_pattern: 25,
+            concurrency: 4,
+            page_timeout: Duration::from_secs(30),
+            settle_quiet: Duration::from_millis(500),
+            settle_max: Duration::from_secs(5),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            sitemaps: true,
+            browser: None,
+            browser_args: Vec::new(),
+            consent_mode: "none".to_string(),
+        }
+    }
+}
+
+/// Why a scan could not run at all. (A page that fails is recorded, not an error.)
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("'{0}' is not an http(s) URL")]
+    BadUrl(String),
+    #[error("bad --{flag} pattern '{pattern}': {source}")]
+    BadPattern {
+        flag: &'static str,
+        pattern: String,
+        source: regex::Error,
+    },
+    #[error("--{0} must be at least 1")]
+    Zero(&'static str),
+    #[error(transparent)]
+    Launch(#[from] LaunchError),
+}
+
+impl ScanError {
+    /// Whether the error is the user's input (exit 3) rather than a run failure (exit 1).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            ScanError::BadUrl(_) | ScanError::BadPattern { .. } | ScanError::Zero(_)
+        ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
+    }
+}
+
+/// Progress callbacks for a terminal or a log.
+pub trait Progress: Send + Sync {
+    fn page_started(&self, _url: &str) {}
+    fn page_finished(&self, _page: &Page, _done: usize, _queued: usize, _errors: usize) {}
+    fn browser_restarted(&self, _reason: &str) {}
+}
+
+/// Progress that reports nothing.
+pub struct Silent;
+impl Progress for Silent {}
+
+struct BrowserSlot {
+    current: tokio::sync::Mutex<(Option<Browser>, u64)>,
+    opts: LaunchOptions,
+    restarts: Mutex<u32>,
+}
+
+impl BrowserSlot {
+    /// The live browser's connection and generation.
+    async fn get(&self) -> Result<(Arc<Connection>, u64, String), LaunchError> {
+        let mut cur = self.current.lock().await;
+        if cur.0.is_none() {
+            let b = launch_prepared(&self.opts).await?;
+            cur.0 = Some(b);
+            cur.1 += 1;
+        }
+        let b = cur.0.as_ref().expect("browser just set");
+        Ok((b.connection(), cur.1, b.user_agent().to_string()))
+    }
+
+    /// Replaces the browser of generation `gen` (if nobody did already).
+    async fn restart(&self, generation: u64, progress: &dyn Progress) {
+        let mut cur = self.current.lock().await;
+        if cur.1 != generation {
+            return;
+        }
+        if let Some(old) = cur.0.take() {
+            old.close().await;
+        }
+        *self.restarts.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        progress.browser_restarted("the browser crashed or stopped answering");
+        tracing::warn!("browser crashed or stopped answering; restarting it");
+    }
+
+    async fn shutdown(&self) {
+        if let Some(b) = self.current.lock().await.0.take() {
+            b.close().await;
+        }
+    }
+
+    /// The running browser's pid (tests use it to crash the browser on purpose).
+    pub async fn pid(&self) -> Option<u32> {
+        self.current.lock().await.0.as_ref().and_then(|b| b.pid())
+    }
+}
+
+async fn launch_prepared(opts: &LaunchOptions) -> Result<Browser, LaunchError> {
+    let b = Browser::launch(opts).await?;
+    browser::prepare_browser(&b.connection()).await?;
+    Ok(b)
+}
+
+#[derive(Default)]
+struct Shared {
+    frontier: Option<Frontier>,
+    pages: Vec<Page>,
+    in_flight: usize,
+    errors: usize,
+    cookies: HashMap<(String, String, String, String), CookieSeen>,
+}
+
+/// Hooks for tests: learn the browser's pid while a scan runs.
+pub type PidHook = Arc<dyn Fn(u32) + Send + Sync>;
+
+/// Runs a scan to the end and returns its report.
+pub async fn run(opts: &ScanOptions, progress: Arc<dyn Progress>) -> Result<ScanReport, ScanError> {
+    run_with_hook(opts, progress, None).await
+}
+
+/// [`run`], calling `pid_hook` with the browser's pid whenever a page starts.
+pub async fn run_with_hook(
+    opts: &ScanOptions,
+    progress: Arc<dyn Progress>,
+    pid_hook: Option<PidHook>,
+) -> Result<ScanReport, ScanError> {
+    let started_at = now_rfc3339();
+    let t0 = Instant::now();
+    let start = crawl::normalize(&opts.start).ok_or_else(|| ScanError::BadUrl(opts.start.clone()))?;
+    if opts.concurrency == 0 {
+        return Err(ScanError::Zero("concurrency"));
+    }
+    if opts.max_pages == 0 {
+        return Err(ScanError::Zero("max-pages"));
+    }
+    let compile = |flag: &'static str, pats: &[String]| -> Result<Vec<Regex>, ScanError> {
+        pats.iter()
+            .map(|p| {
+                Regex::new(p).map_err(|source| ScanError::BadPattern {
+                    flag,
+                    pattern: p.clone(),
+                    source,
+                })
+            })
+            .collect()
+    };
+    let include = compile("include", &opts.include)?;
+    let exclude = compile("exclude", &opts.exclude)?;
+    let frontier = Frontier::new(
+        &start,
+        Limits {
+            max_pages: opts.max_pages,
+            max_depth: opts.max_depth,
+            max_per_pattern: opts.max_per_pattern,
+        },
+        include,
+        exclude,
+    );
+    let site = frontier.site().to_string();
+    let slot = Arc::new(BrowserSlot {
+        current: tokio::sync::Mutex::new((None, 0)),
+        opts: LaunchOptions {
+            executable: opts.browser.clone(),
+            extra_args: opts.browser_args.clone(),
+        },
+        restarts: Mutex::new(0),
+    });
+    // Fail fast, with the launcher's message, if the browser cannot start at all.
+    let (conn, _, ua) = slot.get().await?;
+    let shared = Arc::new(Mutex::new(Shared {
+        frontier: Some(frontier),
+        ..Default::default()
+    }));
+    if opts.sitemaps {
+        let found = discover_sitemaps(conn.clone(), &ua, &start).await;
+        let mut s = lock(&shared);
+        let f = s.frontier.as_mut().expect("frontier");
+        for u in found {
+            f.offer(&u, 1, "sitemap");
+        }
+    }
+
+    let notify = Arc::new(Notify::new());
+    let timing = VisitTiming {
+        page_timeout: opts.page_timeout,
+        settle_quiet: opts.settle_quiet,
+        settle_max: opts.settle_max,
+    };
+    let mut workers = Vec::new();
+    for _ in 0..opts.concurrency {
+        let w = Worker {
+            slot: slot.clone(),
+            shared: shared.clone(),
+            notify: notify.clone(),
+            progress: progress.clone(),
+            timing,
+            site: site.clone(),
+            pid_hook: pid_hook.clone(),
+        };
+        workers.push(tokio::spawn(w.run()));
+    }
+    for w in workers {
+        if let Err(e) = w.await {
+            tracing::error!(error = %e, "a scan worker panicked");
+        }
+    }
+    let decode_failures = slot
+        .current
+        .lock()
+        .await
+        .0
+        .as_ref()
+        .map(|b| b.connection().decode_failures())
+        .unwrap_or(0);
+    slot.shutdown().await;
+
+    let mut s = lock(&shared);
+    let (skipped, skipped_total, external_links) =
+        s.frontier.take().expect("frontier").finish();
+    let mut pages = std::mem::take(&mut s.pages);
+    let mut cookies: Vec<CookieSeen> = s.cookies.drain().map(|(_, c)| c).collect();
+    drop(s);
+    cookies.sort_by(|a, b| {
+        (&a.cookie.domain, &a.cookie.name).cmp(&(&b.cookie.domain, &b.cookie.name))
+    });
+    let engine = Engine::bundled();
+    classify(&mut pages, &site, &engine);
+    let findings = tracker_findings(&pages, &engine);
+    let restarts = *slot.restarts.lock().unwrap_or_else(|p| p.into_inner());
+    let summary = summarize(
+        &pages,
+        &cookies,
+        skipped_total,
+        &findings,
+        decode_failures,
+        restarts,
+        t0.elapsed(),
+    );
+    Ok(ScanReport {
+        schema: SCAN_SCHEMA.to_string(),
+        id: None,
+        site: start.to_string(),
+        started_at,
+        finished_at: now_rfc3339(),
+        consent_mode: opts.consent_mode.clone(),
+        pages,
+        skipped,
+        external_links,
+        cookies,
+        findings,
+        summary,
+    })
+}
+
+struct Worker {
+    slot: Arc<BrowserSlot>,
+    shared: Arc<Mutex<Shared>>,
+    notify: Arc<Notify>,
+    progress: Arc<dyn Progress>,
+    timing: VisitTiming,
+    site: String,
+    pid_hook: Option<PidHook>,
+}
+
+impl Worker {
+    async fn run(self) {
+        let mut tab: Option<(Tab, Arc<Connection>, u64)> = None;
+        loop {
+            let job = {
+                let mut s = lock(&self.shared);
+                let next = s.frontier.as_mut().and_then(Frontier::next);
+                match next {
+                    Some(p) => {
+                        s.in_flight += 1;
+                        Some(p)
+                    }
+                    None if s.in_flight == 0 => break,
+                    None => None,
+                }
+            };
+            let Some(job) = job else {
+                // Others may still find links: wait for one of them to finish a page.
+                let _ = tokio::time::timeout(Duration::from_millis(200), self.notify.notified())
+                    .await;
+                continue;
+            };
+            self.progress.page_started(&job.url);
+            let (page, visit_links) = self.visit(&mut tab, &job).await;
+            let mut s = lock(&self.shared);
+            if page.error.is_some() {
+                s.errors += 1;
+            }
+            if let Some(f) = s.frontier.as_mut() {
+                for (url, via) in visit_links {
+                    f.offer(&url, job.depth + 1, via);
+                }
+            }
+            s.pages.push(page);
+            s.in_flight -= 1;
+            let queued = s.frontier.as_ref().map(Frontier::queued).unwrap_or(0);
+            let (done, errors) = (s.pages.len(), s.errors);
+            let last = s.pages.last().expect("just pushed").clone();
+            drop(s);
+            self.progress.page_finished(&last, done, queued, errors);
+            self.notify.notify_waiters();
+        }
+        if let Some((t, _, _)) = tab {
+            t.close().await;
+        }
+        self.notify.notify_waiters();
+    }
+
+    /// Visits one page, handling tab and browser failure. Returns the page and the links found.
+    async fn visit(
+        &self,
+        tab: &mut Option<(Tab, Arc<Connection>, u64)>,
+        job: &Pending,
+    ) -> (Page, Vec<(String, &'static str)>) {
+        let failed = |error: String| {
+            let page = Page {
+                url: job.url.clone(),
+                final_url: job.url.clone(),
+                error: Some(error),
+                depth: job.depth,
+                found_via: job.via.to_string(),
+                ..Default::default()
+            };
+            (page, Vec::new())
+        };
+        if tab.as_ref().is_some_and(|(_, c, _)| c.is_closed()) {
+            *tab = None;
+        }
+        if tab.is_none() {
+            let (conn, generation, ua) = match self.slot.get().await {
+                Ok(v) => v,
+                Err(e) => return failed(format!("the browser could not be started: {e}")),
+            };
+            match Tab::open(conn.clone(), &ua).await {
+                Ok(t) => *tab = Some((t, conn, generation)),
+                Err(e) => {
+                    self.slot.restart(generation, self.progress.as_ref()).await;
+                    return failed(format!("could not open a tab: {e}"));
+                }
+            }
+        }
+        if let Some(hook) = &self.pid_hook
+            && let Some(pid) = self.slot.pid().await
+        {
+            hook(pid);
+        }
+        let (t, conn, generation) = tab.as_mut().expect("tab just opened");
+        let mut visit = t.visit(&job.url, self.timing).await;
+        let browser_died = conn.is_closed();
+        let snapshot = if browser_died {
+            None
+        } else {
+            cookie_jar(conn).await
+        };
+        let mut page = std::mem::take(&mut visit.page);
+        page.depth = job.depth;
+        page.found_via = job.via.to_string();
+        if browser_died {
+            page.error = Some("the browser crashed during this page (it was restarted)".into());
+            let generation = *generation;
+            *tab = None;
+            self.slot.restart(generation, self.progress.as_ref()).await;
+        } else if visit.crashed {
+            if let Some((t, _, _)) = tab.take() {
+                t.close().await;
+            }
+        }
+        if visit.not_html && page.error.is_none() {
+            page.error = Some("not an HTML page (download); recorded, not rendered".into());
+        }
+        if let Some(jar) = snapshot {
+            self.attribute_cookies(&mut page, &visit, &jar);
+        }
+        let mut links: Vec<(String, &'static str)> = visit
+            .links
+            .into_iter()
+            .map(|l| (l, "link"))
+            .chain(visit.routes.into_iter().map(|r| (r, "pushstate")))
+            .collect();
+        // A redirect to another same-site URL: that URL counts as seen.
+        if page.final_url != page.url {
+            links.push((page.final_url.clone(), "redirect"));
+        }
+        (page, links)
+    }
+
+    /// The page's cookies are those its responses and scripts set, as the jar now holds them.
+    fn attribute_cookies(&self, page: &mut Page, visit: &browser::Visit, jar: &[Value]) {
+        let mut s = lock(&self.shared);
+        for c in jar {
+            let cookie = cookie_from_cdp(c, &self.site);
+            let by_http = visit
+                .http_cookies
+                .iter()
+                .any(|(n, d)| *n == cookie.name && domain_matches(&cookie.domain, d));
+            let by_script = visit
+                .script_cookies
+                .iter()
+                .any(|(n, d)| *n == cookie.name && domain_matches(&cookie.domain, d));
+            let key = (
+                cookie.name.clone(),
+                cookie.domain.clone(),
+                cookie.path.clone(),
+                cookie.partition_key.clone().unwrap_or_default(),
+            );
+            let set_by = if by_http {
+                "http"
+            } else if by_script {
+                "script"
+            } else {
+                // Not set by this page; note it if nobody claimed it yet.
+                s.cookies.entry(key).or_insert_with(|| CookieSeen {
+                    cookie: Cookie {
+                        set_by: if cookie.http_only { "http" } else { "script" }.into(),
+                        ..cookie
+                    },
+                    first_seen_page: page.url.clone(),
+                });
+                continue;
+            };
+            let cookie = Cookie {
+                set_by: set_by.to_string(),
+                ..cookie
+            };
+            s.cookies
+                .entry(key)
+                .and_modify(|seen| seen.cookie.set_by = set_by.to_string())
+                .or_insert_with(|| CookieSeen {
+                    cookie: cookie.clone(),
+                    first_seen_page: page.url.clone(),
+                });
+            page.cookies.push(cookie);
+        }
+    }
+}
+
+/// Every cookie in the browser, third-party and partitioned ones included.
+async fn cookie_jar(conn: &Connection) -> Option<Vec<Value>> {
+    let v = conn
+        .call_with_timeout("Storage.getCookies", json!({}), None, Duration::from_secs(5))
+        .await
+        .ok()?;
+    v["cookies"].as_array().cloned()
+}
+
+fn cookie_from_cdp(c: &Value, site: &str) -> Cookie {
+    let domain = c["domain"].as_str().unwrap_or_default().to_string();
+    let expires = c["expires"].as_f64().filter(|e| *e > 0.0);
+    let partition_key = match &c["partitionKey"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("topLevelSite").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    };
+    Cookie {
+        name: c["name"].as_str().unwrap_or_default().to_string(),
+        third_party: !crawl::same_site(site, domain.trim_start_matches('.')),
+        domain,
+        path: c["path"].as_str().unwrap_or("/").to_string(),
+        expires,
+        http_only: c["httpOnly"].as_bool().unwrap_or(false),
+        secure: c["secure"].as_bool().unwrap_or(false),
+        same_site: c["sameSite"].as_str().map(str::to_string),
+        set_by: String::new(),
+        partition_key,
+        value_len: c["value"].as_str().map(str::len).unwrap_or(0),
+    }
+}
+
+/// Whether a jar cookie domain (".clinic.test" or "www.clinic.test") is the one a Set-Cookie
+/// or script named (its Domain attribute, or the host that set it).
+fn domain_matches(jar: &str, named: &str) -> bool {
+    let j = jar.trim_start_matches('.').to_ascii_lowercase();
+    let n = named.trim_start_matches('.').to_ascii_lowercase();
+    n == j || n.ends_with(&format!(".{j}"))
+}
+
+/// Marks third parties and vendors on everything recorded.
+fn classify(pages: &mut [Page], site: &str, engine: &Engine) {
+    let third = |url: &str| -> bool {
+        let host = crate::browser::tab::host_of(url);
+        !host.is_empty() && !crawl::same_site(site, &host)
+    };
+    for p in pages.iter_mut() {
+        for r in &mut p.requests {
+            r.third_party = !r.host.is_empty() && !crawl::same_site(site, &r.host);
+            r.vendor = engine.match_url(&r.url).map(|m| m.vendor.id.clone());
+        }
+        for s in &mut p.scripts {
+            s.third_party = s.url.as_deref().is_some_and(third);
+        }
+        for f in &mut p.frames {
+            f.third_party = third(&f.url);
+        }
+        for st in &mut p.storage {
+            st.third_party = third(&st.origin);
+        }
+    }
+}
+
+/// One `tracker` finding per vendor per page, naming the first request and the rule.
+fn tracker_findings(pages: &[Page], engine: &Engine) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for p in pages {
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &p.requests {
+            let Some(m) = engine.match_url(&r.url) else { continue };
+            if !r.third_party || !seen.insert(m.vendor.id.clone()) {
+                continue;
+            }
+            let baa = if m.vendor.baa {
+                "offers a BAA".to_string()
+            } else {
+                format!("offers no BAA (checked {})", m.vendor.baa_checked)
+            };
+            out.push(Finding {
+                kind: "tracker".into(),
+                severity: m.vendor.severity,
+                vendor: Some(m.vendor.id.clone()),
+                page: p.url.clone(),
+                request_url: Some(r.url.clone()),
+                evidence: format!(
+                    "{} ({}, {baa}) loaded: {} request to {} matched host pattern '{}'",
+                    m.vendor.name, m.vendor.category, r.resource_type, r.host, m.pattern
+                ),
+                rule: m.vendor.rule.clone(),
+            });
+        }
+    }
+    out.sort_by(|a, b| (a.severity, &a.page).cmp(&(b.severity, &b.page)));
+    out
+}
+
+fn summarize(
+    pages: &[Page],
+    cookies: &[CookieSeen],
+    skipped: usize,
+    findings: &[Finding],
+    cdp_decode_failures: u64,
+    browser_restarts: u32,
+    took: Duration,
+) -> Summary {
+    let mut third_party_hosts = BTreeMap::new();
+    let mut vendors = BTreeMap::new();
+    let mut requests = 0;
+    let mut third_party_requests = 0;
+    let mut storage = std::collections::BTreeSet::new();
+    let mut scripts = std::collections::BTreeSet::new();
+    let mut frames = std::collections::BTreeSet::new();
+    for p in pages {
+        for r in &p.requests {
+            requests += 1;
+            if r.third_party {
+                third_party_requests += 1;
+                *third_party_hosts.entry(r.host.clone()).or_insert(0) += 1;
+            }
+            if let Some(v) = &r.vendor {
+                *vendors.entry(v.clone()).or_insert(0) += 1;
+            }
+        }
+        for s in &p.storage {
+            storage.insert((&s.origin, &s.kind, &s.key));
+        }
+        for s in &p.scripts {
+            scripts.insert((&s.url, &s.sha256));
+        }
+        for f in &p.frames {
+            frames.insert(&f.url);
+        }
+    }
+    Summary {
+        pages: pages.len(),
+        pages_errored: pages.iter().filter(|p| p.error.is_some()).count(),
+        requests,
+        third_party_requests,
+        third_party_hosts,
+        vendors,
+        cookies: cookies.len(),
+        third_party_cookies: cookies.iter().filter(|c| c.cookie.third_party).count(),
+        storage_entries: storage.len(),
+        scripts: scripts.len(),
+        frames: frames.len(),
+        skipped,
+        findings: findings.len(),
+        cdp_decode_failures,
+        browser_restarts,
+        duration_ms: took.as_millis() as u64,
+    }
+}
+
+/// robots.txt Sitemap lines, /sitemap.xml, and sitemap indexes (bounded), fetched by the
+/// browser so proxies and host mappings apply exactly as for pages.
+async fn discover_sitemaps(conn: Arc<Connection>, ua: &str, start: &url::Url) -> Vec<String> {
+    let Ok(mut tab) = Tab::open(conn, ua).await else {
+        return Vec::new();
+    };
+    let origin = start.origin().ascii_serialization();
+    let mut queue: Vec<String> = Vec::new();
+    if let Some((200, robots)) = tab.fetch_text(&format!("{origin}/robots.txt")).await {
+        queue.extend(sitemap::robots_sitemaps(&robots));
+    }
+    let default = format!("{origin}/sitemap.xml");
+    if !queue.contains(&default) {
+        queue.push(default);
+    }
+    let mut pages = Vec::new();
+    let mut fetched = 0;
+    while let Some(url) = queue.pop() {
+        if fetched >= 50 || pages.len() >= 50_000 {
+            break;
+        }
+        fetched += 1;
+        let Some((200, text)) = tab.fetch_text(&url).await else {
+            continue;
+        };
+        match sitemap::parse_sitemap(&text) {
+            Some(sitemap::SitemapDoc::Pages(urls)) => pages.extend(urls),
+            Some(sitemap::SitemapDoc::Index(more)) => queue.extend(more),
+            None => tracing::debug!(%url, "not a sitemap"),
+        }
+    }
+    tab.close().await;
+    tracing::debug!(count = pages.len(), "URLs from sitemaps");
+    pages
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Current time as RFC 3339 (UTC, seconds).
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
