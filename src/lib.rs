@@ -13,3 +13,6 @@ pub mod rules;
 pub mod scan;
 pub mod fixture;
 pub mod demo;
+pub mod report;
+pub mod store;
+pub mod cli;

@@ -1,1 +1,5 @@
-fn main(){}
+//! `pixelwatch`: the scanner's command line. All work happens in the library.
+
+fn main() {
+    std::process::exit(pixelwatch::cli::main_with_args(std::env::args_os()));
+}

@@ -1,0 +1,397 @@
+//! Scan history in SQLite: schema from `migrations/scanner/*.sql` applied on open, WAL mode,
+//! one transaction per scan.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::model::ScanReport;
+
+/// Scanner migrations, in order. Never edit one that has shipped; add a new file.
+const MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_scans.sql",
+    include_str!("../migrations/scanner/0001_scans.sql"),
+)];
+
+/// How long a writer waits for another process holding the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Database errors, each naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the directory for database '{path}': {source}")]
+    Dir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot open database '{path}': {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "database '{path}' is locked by another process (waited {}s); try again when it finishes",
+        BUSY_TIMEOUT.as_secs()
+    )]
+    Locked { path: String },
+    #[error("database '{path}': migration {name} failed: {source}")]
+    Migration {
+        path: String,
+        name: String,
+        source: rusqlite::Error,
+    },
+    #[error("database '{path}' was written by a newer pixelwatch (schema {found}, this one knows {known})")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: usize,
+    },
+    #[error("database '{path}': {source}")]
+    Sql {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("no scan with id {0}")]
+    NotFound(i64),
+    #[error("database '{path}': scan {id} has an unreadable report: {source}")]
+    Corrupt {
+        path: String,
+        id: i64,
+        source: serde_json::Error,
+    },
+}
+
+/// One line of `scans list`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScanRow {
+    pub id: i64,
+    pub site: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub pages: i64,
+    pub pages_errored: i64,
+    pub third_party_hosts: i64,
+    pub cookies: i64,
+    pub findings: i64,
+    pub worst_severity: Option<String>,
+}
+
+/// An open scan database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// The default database: `$PIXELWATCH_DB`, else `$XDG_DATA_HOME/pixelwatch/pixelwatch.db`,
+/// else `~/.local/share/pixelwatch/pixelwatch.db`.
+pub fn default_db_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PIXELWATCH_DB").filter(|v| !v.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("pixelwatch").join("pixelwatch.db")
+}
+
+impl Store {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: shown.clone(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store
+            .conn
+            .busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| store.err(e))?;
+        store
+            .conn
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .map_err(|e| store.err(e))?;
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StoreError {
+        let path = self.path.display().to_string();
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path }
+            }
+            _ => StoreError::Sql { path, source },
+        }
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let version: i64 = self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        if version as usize > MIGRATIONS.len() {
+            return Err(StoreError::TooNew {
+                path: self.path.display().to_string(),
+                found: version,
+                known: MIGRATIONS.len(),
+            });
+        }
+        for (i, (name, sql)) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let batch = format!(
+                "BEGIN IMMEDIATE; {sql}\nPRAGMA user_version = {}; COMMIT;",
+                i + 1
+            );
+            if let Err(source) = self.conn.execute_batch(&batch) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                if matches!(
+                    source.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy)
+                ) {
+                    return Err(self.err(source));
+                }
+                return Err(StoreError::Migration {
+                    path: self.path.display().to_string(),
+                    name: name.to_string(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Saves a scan in one transaction and returns its id (also written into the report).
+    pub fn save_scan(&mut self, report: &mut ScanReport) -> Result<i64, StoreError> {
+        let path = self.path.display().to_string();
+        let map = |source: rusqlite::Error| match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path: path.clone() }
+            }
+            _ => StoreError::Sql {
+                path: path.clone(),
+                source,
+            },
+        };
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(map)?;
+        let worst = report
+            .findings
+            .iter()
+            .map(|f| f.severity)
+            .min()
+            .map(|s| s.as_str().to_string());
+        tx.execute(
+            "INSERT INTO scans (site, started_at, finished_at, consent_mode, pages, pages_errored,
+                requests, third_party_hosts, cookies, findings, worst_severity, report_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, '')",
+            params![
+                report.site,
+                report.started_at,
+                report.finished_at,
+                report.consent_mode,
+                report.summary.pages as i64,
+                report.summary.pages_errored as i64,
+                report.summary.requests as i64,
+                report.summary.third_party_hosts.len() as i64,
+                report.summary.cookies as i64,
+                report.findings.len() as i64,
+                worst,
+            ],
+        )
+        .map_err(map)?;
+        let scan_id = tx.last_insert_rowid();
+        report.id = Some(scan_id);
+        {
+            let mut page_stmt = tx
+                .prepare(
+                    "INSERT INTO pages (scan_id, url, final_url, status, error, depth, found_via)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(map)?;
+            let mut req_stmt = tx
+                .prepare(
+                    "INSERT INTO requests (page_id, url, host, method, resource_type, initiator,
+                        status, third_party, vendor) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )
+                .map_err(map)?;
+            let mut storage_stmt = tx
+                .prepare(
+                    "INSERT INTO storage (page_id, origin, kind, key, third_party)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(map)?;
+            let mut script_stmt = tx
+                .prepare(
+                    "INSERT INTO scripts (page_id, url, sha256, third_party) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(map)?;
+            let mut frame_stmt = tx
+                .prepare("INSERT INTO frames (page_id, url, third_party) VALUES (?1, ?2, ?3)")
+                .map_err(map)?;
+            for p in &report.pages {
+                page_stmt
+                    .execute(params![
+                        scan_id,
+                        p.url,
+                        p.final_url,
+                        p.status,
+                        p.error,
+                        p.depth,
+                        p.found_via
+                    ])
+                    .map_err(map)?;
+                let page_id = tx.last_insert_rowid();
+                for r in &p.requests {
+                    req_stmt
+                        .execute(params![
+                            page_id,
+                            r.url,
+                            r.host,
+                            r.method,
+                            r.resource_type,
+                            r.initiator,
+                            r.status,
+                            r.third_party,
+                            r.vendor
+                        ])
+                        .map_err(map)?;
+                }
+                for s in &p.storage {
+                    storage_stmt
+                        .execute(params![page_id, s.origin, s.kind, s.key, s.third_party])
+                        .map_err(map)?;
+                }
+                for s in &p.scripts {
+                    script_stmt
+                        .execute(params![page_id, s.url, s.sha256, s.third_party])
+                        .map_err(map)?;
+                }
+                for f in &p.frames {
+                    frame_stmt
+                        .execute(params![page_id, f.url, f.third_party])
+                        .map_err(map)?;
+                }
+            }
+            let mut cookie_stmt = tx
+                .prepare(
+                    "INSERT INTO cookies (scan_id, name, domain, path, expires, http_only, secure,
+                        same_site, third_party, set_by, first_seen_page)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                )
+                .map_err(map)?;
+            for c in &report.cookies {
+                let k = &c.cookie;
+                cookie_stmt
+                    .execute(params![
+                        scan_id,
+                        k.name,
+                        k.domain,
+                        k.path,
+                        k.expires,
+                        k.http_only,
+                        k.secure,
+                        k.same_site,
+                        k.third_party,
+                        k.set_by,
+                        c.first_seen_page
+                    ])
+                    .map_err(map)?;
+            }
+            let mut finding_stmt = tx
+                .prepare(
+                    "INSERT INTO findings (scan_id, kind, severity, vendor, page, request_url,
+                        evidence, rule) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )
+                .map_err(map)?;
+            for f in &report.findings {
+                finding_stmt
+                    .execute(params![
+                        scan_id,
+                        f.kind,
+                        f.severity.as_str(),
+                        f.vendor,
+                        f.page,
+                        f.request_url,
+                        f.evidence,
+                        f.rule
+                    ])
+                    .map_err(map)?;
+            }
+        }
+        let json = serde_json::to_string(report).expect("a report always serializes");
+        tx.execute(
+            "UPDATE scans SET report_json = ?1 WHERE id = ?2",
+            params![json, scan_id],
+        )
+        .map_err(map)?;
+        tx.commit().map_err(map)?;
+        Ok(scan_id)
+    }
+
+    /// Recent scans, newest first, optionally of one site.
+    pub fn list_scans(&self, site: Option<&str>, limit: usize) -> Result<Vec<ScanRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, site, started_at, finished_at, pages, pages_errored, third_party_hosts,
+                    cookies, findings, worst_severity
+                 FROM scans WHERE (?1 IS NULL OR site = ?1) ORDER BY id DESC LIMIT ?2",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![site, limit as i64], |r| {
+                Ok(ScanRow {
+                    id: r.get(0)?,
+                    site: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    pages: r.get(4)?,
+                    pages_errored: r.get(5)?,
+                    third_party_hosts: r.get(6)?,
+                    cookies: r.get(7)?,
+                    findings: r.get(8)?,
+                    worst_severity: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The full report of scan `id`.
+    pub fn load_scan(&self, id: i64) -> Result<ScanReport, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT report_json FROM scans WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let json = json.ok_or(StoreError::NotFound(id))?;
+        serde_json::from_str(&json).map_err(|source| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            id,
+            source,
+        })
+    }
+}
