@@ -177,7 +177,10 @@ where
         }
     };
     init_tracing(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -321,7 +324,11 @@ async fn scan_and_report(opts: ScanOptions, common: &CommonScanArgs) -> i32 {
             println!("\nJSON report: {}", p.display());
         }
         if saved {
-            println!("Stored in {} as scan #{}", db_path.display(), report.id.unwrap_or(0));
+            println!(
+                "Stored in {} as scan #{}",
+                db_path.display(),
+                report.id.unwrap_or(0)
+            );
         }
     }
     if let Some(reason) = unscannable(&report) {
@@ -393,7 +400,10 @@ fn scans(cmd: ScansCommand) -> i32 {
             };
             match store.load_scan(id) {
                 Ok(r) if json => {
-                    println!("{}", serde_json::to_string_pretty(&r).expect("serializable"));
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&r).expect("serializable")
+                    );
                     EXIT_OK
                 }
                 Ok(r) => {
@@ -453,7 +463,10 @@ fn rules(cmd: RulesCommand) -> i32 {
                         if v.baa { "offered" } else { "not offered" },
                         v.baa_checked
                     );
-                    println!("  matched:  host pattern '{}' of rule {}", m.pattern, v.rule);
+                    println!(
+                        "  matched:  host pattern '{}' of rule {}",
+                        m.pattern, v.rule
+                    );
                 }
                 None => println!("{url}\n  no vendor rule matches"),
             }

@@ -152,7 +152,8 @@ impl Site {
         prefix: &str,
         f: impl Fn(&LoggedRequest) -> Response + Send + Sync + 'static,
     ) -> Site {
-        self.prefixes.push((host.into(), prefix.into(), Arc::new(f)));
+        self.prefixes
+            .push((host.into(), prefix.into(), Arc::new(f)));
         self.prefixes
             .sort_by_key(|(_, p, _)| std::cmp::Reverse(p.len()));
         self
@@ -200,11 +201,10 @@ impl FixtureServer {
         let hosts = site.hosts();
         let cert = rcgen::generate_simple_self_signed(hosts.clone())
             .map_err(|e| std::io::Error::other(format!("certificate: {e}")))?;
-        let spki = base64::engine::general_purpose::STANDARD
-            .encode(Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&cert.signing_key)));
-        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(
-            cert.signing_key.serialize_der().into(),
-        );
+        let spki = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(
+            rcgen::PublicKeyData::subject_public_key_info(&cert.signing_key),
+        ));
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
@@ -308,7 +308,12 @@ async fn serve(
     let headers = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let body = match req.into_body().collect().await {
         Ok(b) => b.to_bytes().to_vec(),
@@ -336,7 +341,9 @@ async fn serve(
             let first = futures_util::stream::once(async move {
                 Ok::<_, Infallible>(Frame::data(Bytes::from(first)))
             });
-            BodyExt::boxed(StreamBody::new(first.chain(futures_util::stream::pending())))
+            BodyExt::boxed(StreamBody::new(
+                first.chain(futures_util::stream::pending()),
+            ))
         }
     };
     let mut builder = hyper::Response::builder().status(resp.status);

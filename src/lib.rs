@@ -7,12 +7,12 @@
 //! delivers them durably to the TikTok Events API.
 
 pub mod browser;
+pub mod cli;
 pub mod crawl;
+pub mod demo;
+pub mod fixture;
 pub mod model;
+pub mod report;
 pub mod rules;
 pub mod scan;
-pub mod fixture;
-pub mod demo;
-pub mod report;
 pub mod store;
-pub mod cli;

@@ -151,7 +151,8 @@ struct Shared {
     pages: Vec<Page>,
     in_flight: usize,
     errors: usize,
-    cookies: HashMap<(String, String, String, String), CookieSeen>,
+    /// Every cookie by (name, domain, path, partition) and whether a page claimed setting it.
+    cookies: HashMap<(String, String, String, String), (CookieSeen, bool)>,
 }
 
 /// Hooks for tests: learn the browser's pid while a scan runs.
@@ -170,7 +171,8 @@ pub async fn run_with_hook(
 ) -> Result<ScanReport, ScanError> {
     let started_at = now_rfc3339();
     let t0 = Instant::now();
-    let start = crawl::normalize(&opts.start).ok_or_else(|| ScanError::BadUrl(opts.start.clone()))?;
+    let start =
+        crawl::normalize(&opts.start).ok_or_else(|| ScanError::BadUrl(opts.start.clone()))?;
     if opts.concurrency == 0 {
         return Err(ScanError::Zero("concurrency"));
     }
@@ -259,10 +261,9 @@ pub async fn run_with_hook(
     slot.shutdown().await;
 
     let mut s = lock(&shared);
-    let (skipped, skipped_total, external_links) =
-        s.frontier.take().expect("frontier").finish();
+    let (skipped, skipped_total, external_links) = s.frontier.take().expect("frontier").finish();
     let mut pages = std::mem::take(&mut s.pages);
-    let mut cookies: Vec<CookieSeen> = s.cookies.drain().map(|(_, c)| c).collect();
+    let mut cookies: Vec<CookieSeen> = s.cookies.drain().map(|(_, (c, _))| c).collect();
     drop(s);
     cookies.sort_by(|a, b| {
         (&a.cookie.domain, &a.cookie.name).cmp(&(&b.cookie.domain, &b.cookie.name))
@@ -324,8 +325,8 @@ impl Worker {
             };
             let Some(job) = job else {
                 // Others may still find links: wait for one of them to finish a page.
-                let _ = tokio::time::timeout(Duration::from_millis(200), self.notify.notified())
-                    .await;
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(200), self.notify.notified()).await;
                 continue;
             };
             self.progress.page_started(&job.url);
@@ -451,32 +452,40 @@ impl Worker {
                 cookie.path.clone(),
                 cookie.partition_key.clone().unwrap_or_default(),
             );
-            let set_by = if by_http {
-                "http"
-            } else if by_script {
-                "script"
-            } else {
-                // Not set by this page; note it if nobody claimed it yet.
-                s.cookies.entry(key).or_insert_with(|| CookieSeen {
-                    cookie: Cookie {
-                        set_by: if cookie.http_only { "http" } else { "script" }.into(),
-                        ..cookie
-                    },
-                    first_seen_page: page.url.clone(),
+            let claimed = by_http || by_script;
+            if !claimed {
+                // Not set by this page: remember where it was first seen, unless a page claims it.
+                let set_by = if cookie.http_only { "http" } else { "script" };
+                s.cookies.entry(key).or_insert_with(|| {
+                    let seen = CookieSeen {
+                        cookie: Cookie {
+                            set_by: set_by.into(),
+                            ..cookie
+                        },
+                        first_seen_page: page.url.clone(),
+                    };
+                    (seen, false)
                 });
                 continue;
-            };
+            }
             let cookie = Cookie {
-                set_by: set_by.to_string(),
+                set_by: if by_http { "http" } else { "script" }.to_string(),
                 ..cookie
             };
-            s.cookies
-                .entry(key)
-                .and_modify(|seen| seen.cookie.set_by = set_by.to_string())
-                .or_insert_with(|| CookieSeen {
-                    cookie: cookie.clone(),
-                    first_seen_page: page.url.clone(),
-                });
+            let seen = CookieSeen {
+                cookie: cookie.clone(),
+                first_seen_page: page.url.clone(),
+            };
+            match s.cookies.entry(key) {
+                std::collections::hash_map::Entry::Occupied(mut e) if !e.get().1 => {
+                    // Seen first by a page running beside the one that set it.
+                    e.insert((seen, true));
+                }
+                std::collections::hash_map::Entry::Occupied(_) => {}
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert((seen, true));
+                }
+            }
             page.cookies.push(cookie);
         }
     }
@@ -485,7 +494,12 @@ impl Worker {
 /// Every cookie in the browser, third-party and partitioned ones included.
 async fn cookie_jar(conn: &Connection) -> Option<Vec<Value>> {
     let v = conn
-        .call_with_timeout("Storage.getCookies", json!({}), None, Duration::from_secs(5))
+        .call_with_timeout(
+            "Storage.getCookies",
+            json!({}),
+            None,
+            Duration::from_secs(5),
+        )
         .await
         .ok()?;
     v["cookies"].as_array().cloned()
@@ -496,7 +510,10 @@ fn cookie_from_cdp(c: &Value, site: &str) -> Cookie {
     let expires = c["expires"].as_f64().filter(|e| *e > 0.0);
     let partition_key = match &c["partitionKey"] {
         Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o.get("topLevelSite").and_then(Value::as_str).map(str::to_string),
+        Value::Object(o) => o
+            .get("topLevelSite")
+            .and_then(Value::as_str)
+            .map(str::to_string),
         _ => None,
     };
     Cookie {
@@ -551,7 +568,9 @@ fn tracker_findings(pages: &[Page], engine: &Engine) -> Vec<Finding> {
     for p in pages {
         let mut seen = std::collections::BTreeSet::new();
         for r in &p.requests {
-            let Some(m) = engine.match_url(&r.url) else { continue };
+            let Some(m) = engine.match_url(&r.url) else {
+                continue;
+            };
             if !r.third_party || !seen.insert(m.vendor.id.clone()) {
                 continue;
             }

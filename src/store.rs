@@ -41,7 +41,9 @@ pub enum StoreError {
         name: String,
         source: rusqlite::Error,
     },
-    #[error("database '{path}' was written by a newer pixelwatch (schema {found}, this one knows {known})")]
+    #[error(
+        "database '{path}' was written by a newer pixelwatch (schema {found}, this one knows {known})"
+    )]
     TooNew {
         path: String,
         found: i64,
@@ -121,7 +123,9 @@ impl Store {
             .map_err(|e| store.err(e))?;
         store
             .conn
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            )
             .map_err(|e| store.err(e))?;
         store.migrate()?;
         Ok(store)

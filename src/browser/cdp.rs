@@ -73,13 +73,12 @@ impl Connection {
         let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(512 << 20))
             .max_frame_size(Some(512 << 20));
-        let (stream, _) =
-            tokio_tungstenite::connect_async_with_config(ws_url, Some(config), false)
-                .await
-                .map_err(|source| CdpError::Connect {
-                    url: ws_url.to_string(),
-                    source,
-                })?;
+        let (stream, _) = tokio_tungstenite::connect_async_with_config(ws_url, Some(config), false)
+            .await
+            .map_err(|source| CdpError::Connect {
+                url: ws_url.to_string(),
+                source,
+            })?;
         let (mut sink, mut source) = stream.split();
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
@@ -105,7 +104,9 @@ impl Connection {
                     Ok(Message::Binary(bytes)) => match std::str::from_utf8(&bytes) {
                         Ok(text) => reader_shared.dispatch(text),
                         Err(_) => {
-                            reader_shared.invalid_messages.fetch_add(1, Ordering::Relaxed);
+                            reader_shared
+                                .invalid_messages
+                                .fetch_add(1, Ordering::Relaxed);
                         }
                     },
                     Ok(Message::Close(_)) | Err(_) => break,
@@ -218,12 +219,19 @@ impl Shared {
                     .to_string();
                 Err(CdpError::Protocol { method, message })
             } else {
-                Ok(value.get_mut("result").map(Value::take).unwrap_or(Value::Null))
+                Ok(value
+                    .get_mut("result")
+                    .map(Value::take)
+                    .unwrap_or(Value::Null))
             };
             let _ = tx.send(result);
             return;
         }
-        let Some(method) = value.get("method").and_then(Value::as_str).map(str::to_string) else {
+        let Some(method) = value
+            .get("method")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+        else {
             self.invalid_messages.fetch_add(1, Ordering::Relaxed);
             return;
         };
@@ -231,7 +239,10 @@ impl Shared {
             .get("sessionId")
             .and_then(Value::as_str)
             .map(str::to_string);
-        let params = value.get_mut("params").map(Value::take).unwrap_or(Value::Null);
+        let params = value
+            .get_mut("params")
+            .map(Value::take)
+            .unwrap_or(Value::Null);
         let mut subs = lock(&self.subscribers);
         let key = session_id.clone().unwrap_or_default();
         if method == "Target.attachedToTarget" && !key.is_empty() {

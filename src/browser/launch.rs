@@ -29,7 +29,9 @@ pub enum LaunchError {
     },
     #[error("browser '{path}' exited during start-up; its last output: {stderr}")]
     Exited { path: String, stderr: String },
-    #[error("browser '{path}' did not open its DevTools endpoint within {secs}s; last output: {stderr}")]
+    #[error(
+        "browser '{path}' did not open its DevTools endpoint within {secs}s; last output: {stderr}"
+    )]
     NoEndpoint {
         path: String,
         secs: u64,
@@ -156,6 +158,11 @@ impl Browser {
             "--disable-site-isolation-trials".into(),
             "--disable-blink-features=AutomationControlled".into(),
             "--mute-audio".into(),
+            // Background tabs must run timers at full speed: pixels fire from setTimeout.
+            "--disable-background-timer-throttling".into(),
+            "--disable-renderer-backgrounding".into(),
+            "--disable-backgrounding-occluded-windows".into(),
+            "--disable-ipc-flooding-protection".into(),
             "--hide-scrollbars".into(),
             "--window-size=1366,900".into(),
             "--remote-debugging-port=0".into(),

@@ -425,9 +425,7 @@ impl Tab {
                 if let Some(referer) = header(&p["headers"], "referer") {
                     let key = (session.clone(), id.to_string());
                     match st.reqs.get_mut(&key) {
-                        Some(r) if r.request.referer.is_none() => {
-                            r.request.referer = Some(referer)
-                        }
+                        Some(r) if r.request.referer.is_none() => r.request.referer = Some(referer),
                         Some(_) => {}
                         None => {
                             st.early_referer.insert(key, referer);
@@ -580,6 +578,7 @@ impl Tab {
                 continue;
             };
             let v = &res["result"]["value"];
+            tracing::debug!(frame = i, links = v["links"].as_array().map(Vec::len).unwrap_or(0), exc = %res["exceptionDetails"], "dom read");
             if i == 0 {
                 visit.page.title = v["title"].as_str().map(str::to_string);
                 visit.links = v["links"]
@@ -771,8 +770,12 @@ async fn setup_session(
         "maxResourceBufferSize": 20 << 20,
     });
     conn.call("Network.enable", network, s).await?;
-    conn.call("Network.setCacheDisabled", json!({"cacheDisabled": true}), s)
-        .await?;
+    conn.call(
+        "Network.setCacheDisabled",
+        json!({"cacheDisabled": true}),
+        s,
+    )
+    .await?;
     if !ua.is_empty() {
         conn.call("Network.setUserAgentOverride", json!({"userAgent": ua}), s)
             .await?;
@@ -791,6 +794,13 @@ async fn setup_session(
         conn.call("DOMStorage.enable", json!({}), s).await?;
         if kind == "page" {
             conn.call("Inspector.enable", json!({}), s).await?;
+            // Every tab behaves as the focused one (focus/visibility-gated pixels fire).
+            conn.call(
+                "Emulation.setFocusEmulationEnabled",
+                json!({"enabled": true}),
+                s,
+            )
+            .await?;
         }
         conn.call(
             "Target.setAutoAttach",
@@ -828,7 +838,10 @@ fn spawn_responder(
                 }
                 "Target.attachedToTarget" => {
                     let conn = conn.clone();
-                    let child = ev.params["sessionId"].as_str().unwrap_or_default().to_string();
+                    let child = ev.params["sessionId"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     let kind = ev.params["targetInfo"]["type"]
                         .as_str()
                         .unwrap_or("other")
@@ -872,8 +885,8 @@ fn on_request(conn: &Connection, st: &mut PageState, session: &str, p: &Value) {
         st.order.retain(|k| k != &key);
     }
     let (post_data, truncated) = post_data(&p["request"]);
-    let referer = header(&p["request"]["headers"], "referer")
-        .or_else(|| st.early_referer.remove(&key));
+    let referer =
+        header(&p["request"]["headers"], "referer").or_else(|| st.early_referer.remove(&key));
     let request = Request {
         url: url.to_string(),
         host: host_of(url),
@@ -933,7 +946,10 @@ fn post_data(request: &Value) -> (Option<String>, bool) {
     }
     let truncated = bytes.len() > MAX_POST_DATA;
     bytes.truncate(MAX_POST_DATA);
-    (Some(String::from_utf8_lossy(&bytes).into_owned()), truncated)
+    (
+        Some(String::from_utf8_lossy(&bytes).into_owned()),
+        truncated,
+    )
 }
 
 /// URL of the script or document that caused a request.
@@ -1054,6 +1070,9 @@ mod tests {
             storage_origin("https://book.example/^0https://clinic.test"),
             "https://book.example"
         );
-        assert_eq!(storage_origin("https://clinic.test/"), "https://clinic.test");
+        assert_eq!(
+            storage_origin("https://clinic.test/"),
+            "https://clinic.test"
+        );
     }
 }

@@ -4,9 +4,28 @@ use url::Url;
 
 /// Query parameters that only track a visit; dropped so `?utm_source=x` is not a new page.
 const TRACKING_PARAMS: &[&str] = &[
-    "gclid", "gbraid", "wbraid", "dclid", "fbclid", "ttclid", "msclkid", "yclid", "twclid",
-    "li_fat_id", "epik", "mc_cid", "mc_eid", "_hsenc", "_hsmi", "_ga", "_gl", "igshid", "srsltid",
-    "ref_src", "s_kwcid", "ef_id",
+    "gclid",
+    "gbraid",
+    "wbraid",
+    "dclid",
+    "fbclid",
+    "ttclid",
+    "msclkid",
+    "yclid",
+    "twclid",
+    "li_fat_id",
+    "epik",
+    "mc_cid",
+    "mc_eid",
+    "_hsenc",
+    "_hsmi",
+    "_ga",
+    "_gl",
+    "igshid",
+    "srsltid",
+    "ref_src",
+    "s_kwcid",
+    "ef_id",
 ];
 
 /// Normalises a page URL for de-duplication: fragment dropped, tracking parameters folded,
@@ -109,16 +128,61 @@ pub fn is_dangerous(u: &Url) -> bool {
 /// File types that are downloads, not pages: recorded, never rendered.
 pub fn is_download(u: &Url) -> bool {
     let path = u.path().to_ascii_lowercase();
-    let Some(ext) = path.rsplit('/').next().and_then(|f| f.rsplit_once('.')).map(|(_, e)| e) else {
+    let Some(ext) = path
+        .rsplit('/')
+        .next()
+        .and_then(|f| f.rsplit_once('.'))
+        .map(|(_, e)| e)
+    else {
         return false;
     };
     matches!(
         ext,
-        "pdf" | "zip" | "gz" | "tgz" | "rar" | "7z" | "doc" | "docx" | "xls" | "xlsx" | "ppt"
-            | "pptx" | "csv" | "jpg" | "jpeg" | "png" | "gif" | "webp" | "svg" | "ico" | "mp4"
-            | "mov" | "avi" | "webm" | "mp3" | "wav" | "ogg" | "exe" | "dmg" | "msi" | "apk"
-            | "iso" | "bin" | "ics" | "vcf" | "txt" | "json" | "css" | "js" | "woff" | "woff2"
-            | "ttf" | "eot" | "rss" | "atom"
+        "pdf"
+            | "zip"
+            | "gz"
+            | "tgz"
+            | "rar"
+            | "7z"
+            | "doc"
+            | "docx"
+            | "xls"
+            | "xlsx"
+            | "ppt"
+            | "pptx"
+            | "csv"
+            | "jpg"
+            | "jpeg"
+            | "png"
+            | "gif"
+            | "webp"
+            | "svg"
+            | "ico"
+            | "mp4"
+            | "mov"
+            | "avi"
+            | "webm"
+            | "mp3"
+            | "wav"
+            | "ogg"
+            | "exe"
+            | "dmg"
+            | "msi"
+            | "apk"
+            | "iso"
+            | "bin"
+            | "ics"
+            | "vcf"
+            | "txt"
+            | "json"
+            | "css"
+            | "js"
+            | "woff"
+            | "woff2"
+            | "ttf"
+            | "eot"
+            | "rss"
+            | "atom"
     )
 }
 
@@ -163,11 +227,19 @@ mod tests {
 
     #[test]
     fn traps_and_downloads() {
-        assert!(is_dangerous(&normalize("https://c.com/account/logout").unwrap()));
-        assert!(is_dangerous(&normalize("https://c.com/x?action=delete").unwrap()));
+        assert!(is_dangerous(
+            &normalize("https://c.com/account/logout").unwrap()
+        ));
+        assert!(is_dangerous(
+            &normalize("https://c.com/x?action=delete").unwrap()
+        ));
         assert!(!is_dangerous(&normalize("https://c.com/login").unwrap()));
-        assert!(is_download(&normalize("https://c.com/forms/intake.PDF").unwrap()));
-        assert!(!is_download(&normalize("https://c.com/services/botox").unwrap()));
+        assert!(is_download(
+            &normalize("https://c.com/forms/intake.PDF").unwrap()
+        ));
+        assert!(!is_download(
+            &normalize("https://c.com/services/botox").unwrap()
+        ));
         assert!(!is_download(&normalize("https://c.com/page.html").unwrap()));
     }
 }

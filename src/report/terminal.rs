@@ -10,7 +10,10 @@ use crate::store::ScanRow;
 pub fn summary(report: &ScanReport) -> String {
     let s = &report.summary;
     let mut out = String::new();
-    let id = report.id.map(|i| format!(" (scan #{i})")).unwrap_or_default();
+    let id = report
+        .id
+        .map(|i| format!(" (scan #{i})"))
+        .unwrap_or_default();
     let _ = writeln!(out, "pixelwatch scan of {}{id}", report.site);
     let _ = writeln!(
         out,
@@ -42,7 +45,8 @@ pub fn summary(report: &ScanReport) -> String {
         let _ = writeln!(out, "\nFindings, worst first:");
         let mut findings: Vec<_> = report.findings.iter().collect();
         findings.sort_by(|a, b| {
-            (a.severity, &a.kind, &a.vendor, &a.page).cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
+            (a.severity, &a.kind, &a.vendor, &a.page)
+                .cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
         });
         // Group identical (severity, kind, vendor) so 200 pages with one pixel read as one line.
         let mut i = 0;
@@ -75,7 +79,12 @@ pub fn summary(report: &ScanReport) -> String {
     if !errored.is_empty() {
         let _ = writeln!(out, "\nPages with errors:");
         for p in errored.iter().take(20) {
-            let _ = writeln!(out, "  {}: {}", p.url, p.error.as_deref().unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                p.url,
+                p.error.as_deref().unwrap_or_default()
+            );
         }
         if errored.len() > 20 {
             let _ = writeln!(out, "  ... and {} more", errored.len() - 20);

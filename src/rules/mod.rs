@@ -170,9 +170,8 @@ impl Engine {
             });
         }
         // Most specific first: a path pattern beats a host, an exact host beats a wildcard.
-        self.patterns.sort_by_key(|p| {
-            std::cmp::Reverse((p.path_prefix.len(), !p.wildcard, p.host.len()))
-        });
+        self.patterns
+            .sort_by_key(|p| std::cmp::Reverse((p.path_prefix.len(), !p.wildcard, p.host.len())));
         Ok(())
     }
 
@@ -230,16 +229,30 @@ mod tests {
         let e = Engine::bundled();
         assert!(e.vendors().len() >= 35);
         let cases = [
-            ("https://analytics.tiktok.com/i18n/pixel/events.js", "tiktok"),
+            (
+                "https://analytics.tiktok.com/i18n/pixel/events.js",
+                "tiktok",
+            ),
             ("https://www.facebook.com/tr?id=1&ev=PageView", "meta"),
             ("https://connect.facebook.net/en_US/fbevents.js", "meta"),
-            ("https://www.googletagmanager.com/gtag/js?id=G-1", "google-analytics"),
-            ("https://www.googletagmanager.com/gtm.js?id=GTM-1", "google-tag-manager"),
-            ("https://region1.google-analytics.com/g/collect", "google-analytics"),
+            (
+                "https://www.googletagmanager.com/gtag/js?id=G-1",
+                "google-analytics",
+            ),
+            (
+                "https://www.googletagmanager.com/gtm.js?id=GTM-1",
+                "google-tag-manager",
+            ),
+            (
+                "https://region1.google-analytics.com/g/collect",
+                "google-analytics",
+            ),
             ("https://bat.bing.com/action/0", "microsoft-uet"),
         ];
         for (url, id) in cases {
-            let m = e.match_url(url).unwrap_or_else(|| panic!("{url} unmatched"));
+            let m = e
+                .match_url(url)
+                .unwrap_or_else(|| panic!("{url} unmatched"));
             assert_eq!(m.vendor.id, id, "{url}");
         }
         assert!(e.match_url("https://www.facebook.com/clinicpage").is_none());

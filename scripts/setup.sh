@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs what pixelwatch needs on Debian/Ubuntu: Chromium from apt (if no browser is found).
+# Idempotent; safe to run every time.
+set -euo pipefail
+have_browser() {
+  [ -n "${CHROME:-}" ] && [ -x "${CHROME}" ] && return 0
+  for p in /usr/lib/chromium/chromium /usr/bin/chromium /usr/bin/chromium-browser /usr/bin/google-chrome; do
+    [ -x "$p" ] && return 0
+  done
+  return 1
+}
+if ! have_browser; then
+  echo "pixelwatch setup: installing Chromium from apt" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "pixelwatch setup: cargo not found; install Rust (https://rustup.rs) first" >&2
+  exit 1
+fi
