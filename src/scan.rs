@@ -313,7 +313,7 @@ impl Worker {
         loop {
             let job = {
                 let mut s = lock(&self.shared);
-                let next = s.frontier.as_mut().and_then(Frontier::next);
+                let next = s.frontier.as_mut().and_then(Frontier::next_page);
                 match next {
                     Some(p) => {
                         s.in_flight += 1;
@@ -409,10 +409,10 @@ impl Worker {
             let generation = *generation;
             *tab = None;
             self.slot.restart(generation, self.progress.as_ref()).await;
-        } else if visit.crashed {
-            if let Some((t, _, _)) = tab.take() {
-                t.close().await;
-            }
+        } else if visit.crashed
+            && let Some((t, _, _)) = tab.take()
+        {
+            t.close().await;
         }
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());
@@ -542,7 +542,7 @@ fn domain_matches(jar: &str, named: &str) -> bool {
 /// Marks third parties and vendors on everything recorded.
 fn classify(pages: &mut [Page], site: &str, engine: &Engine) {
     let third = |url: &str| -> bool {
-        let host = crate::browser::tab::host_of(url);
+        let host = crate::browser::capture::host_of(url);
         !host.is_empty() && !crawl::same_site(site, &host)
     };
     for p in pages.iter_mut() {

@@ -140,8 +140,12 @@ fn init_logs() {
         .try_init();
 }
 
+/// One browser scan at a time in this binary: parallel Chromiums on 2 cores only add noise.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn scan(opts: &ScanOptions) -> ScanReport {
     init_logs();
+    let _turn = ONE_AT_A_TIME.lock().await;
     tokio::time::timeout(Duration::from_secs(240), scan::run(opts, Arc::new(Silent)))
         .await
         .expect("a scan must end in bounded time")
@@ -359,13 +363,15 @@ async fn finds_every_page_and_records_what_the_server_saw() {
 
 fn hostile_site() -> Site {
     let c = CLINIC;
+    // 5 MB in one line of text: big to transfer and parse. (100k separate paragraphs take
+    // Chromium itself ~8 s to lay out here, which would test Chromium, not the scanner.)
     let five_mb = format!("<p>{}</p>", "patient education text ".repeat(230_000));
     Site::new()
         .page(
             c,
             "/",
             &html(r#"<a href="/loop-a">loop</a> <a href="/never">never</a> <a href="/hang">hang</a>
-                <a href="/dialog">dialog</a> <a href="/crash">crash</a> <a href="/big">big</a>
+                <a href="/dialog">dialog</a> <a href="/big">big</a>
                 <a href="/calendar/2031/1">calendar</a> <a href="/popup">popup</a>
                 <a href="/after">after</a>"#),
         )
@@ -392,11 +398,6 @@ fn hostile_site() -> Site {
             </script>"#),
         )
         .route(c, "/after-dialog.gif", Response::ok("image/gif", pixelwatch::demo::GIF.to_vec()))
-        .page(
-            c,
-            "/crash",
-            &html("<script>const hog = []; for (;;) { hog.push(new Array(1e6).fill(Math.random())); }</script>"),
-        )
         .page(c, "/big", &html(&five_mb))
         .handler(c, "/calendar/", |req| {
             let month: u32 = req.target.rsplit('/').next().and_then(|m| m.parse().ok()).unwrap_or(1);
@@ -417,7 +418,7 @@ fn hostile_site() -> Site {
 async fn hostile_pages_end_in_bounded_time_with_errors_recorded() {
     let server = FixtureServer::start(hostile_site()).await.unwrap();
     let mut opts = options(&server, &format!("https://{CLINIC}/"));
-    opts.page_timeout = Duration::from_secs(5);
+    opts.page_timeout = Duration::from_secs(10);
     opts.max_per_pattern = 5;
     opts.max_depth = 10;
     opts.concurrency = 2;
@@ -449,7 +450,6 @@ async fn hostile_pages_end_in_bounded_time_with_errors_recorded() {
         !err("/hang").is_empty(),
         "a page with no response must be errored"
     );
-    assert!(err("/crash").contains("crashed"), "{}", err("/crash"));
     // Dialogs were dismissed: the page finished and ran the code after them.
     let dialog = page(&report, &format!("https://{CLINIC}/dialog"));
     assert_eq!(dialog.error, None);
@@ -524,6 +524,7 @@ async fn a_browser_crash_restarts_the_browser_and_the_scan_goes_on() {
             }
         })
     };
+    let _turn = ONE_AT_A_TIME.lock().await;
     let report = tokio::time::timeout(
         Duration::from_secs(120),
         scan::run_with_hook(&opts, Arc::new(Silent), Some(hook)),
@@ -544,4 +545,41 @@ async fn a_browser_crash_restarts_the_browser_and_the_scan_goes_on() {
     );
     let ok = report.pages.iter().filter(|p| p.error.is_none()).count();
     assert_eq!(ok, 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renderer_crash_replaces_the_tab_and_the_scan_goes_on() {
+    let c = CLINIC;
+    let site = Site::new()
+        .page(c, "/", &html(r#"<a href="/crash">crash</a> <a href="/after-crash">after</a>"#))
+        .page(
+            c,
+            "/crash",
+            &html("<script>const hog = []; for (;;) { hog.push(new Array(1e6).fill(Math.random())); }</script>"),
+        )
+        .page(c, "/after-crash", &html("<h1>Still scanning</h1>"));
+    let server = FixtureServer::start(site).await.unwrap();
+    let mut opts = options(&server, &format!("https://{c}/"));
+    opts.concurrency = 1;
+    opts.sitemaps = false;
+    // A small JS heap turns the memory hog into a quick renderer crash.
+    opts.browser_args
+        .push("--js-flags=--max-old-space-size=32".into());
+    let report = scan(&opts).await;
+    let crash = page(&report, &format!("https://{c}/crash"));
+    assert!(
+        crash
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("renderer crashed"),
+        "{:?}",
+        crash.error
+    );
+    assert_eq!(
+        page(&report, &format!("https://{c}/after-crash")).error,
+        None
+    );
+    assert_eq!(report.summary.browser_restarts, 0);
+    assert_eq!(report.summary.cdp_decode_failures, 0);
 }

@@ -29,7 +29,7 @@ pub enum CdpError {
     #[error("cannot connect to the browser's DevTools endpoint {url}: {source}")]
     Connect {
         url: String,
-        source: tokio_tungstenite::tungstenite::Error,
+        source: Box<tokio_tungstenite::tungstenite::Error>,
     },
     #[error("the browser connection is closed")]
     Closed,
@@ -77,7 +77,7 @@ impl Connection {
             .await
             .map_err(|source| CdpError::Connect {
                 url: ws_url.to_string(),
-                source,
+                source: Box::new(source),
             })?;
         let (mut sink, mut source) = stream.split();
         let shared = Arc::new(Shared {

@@ -1,5 +1,6 @@
 //! The real browser: find and launch Chromium, speak CDP, capture what each page does.
 
+pub mod capture;
 pub mod cdp;
 pub mod launch;
 pub mod tab;

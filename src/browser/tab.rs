@@ -6,22 +6,22 @@
 //! seen; dialogs are answered by a responder task that does not wait for the capture loop; every
 //! CDP call is bounded; a page that never finishes is stopped with `Page.stopLoading`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::capture::{
+    PageState, handle_event, set_cookie_names, sha256_hex, storage_origin, strip_fragment,
+};
 use super::cdp::{CdpError, Connection, Event};
-use crate::model::{Frame, Page, Request, Script, StorageEntry};
+use crate::model::{Frame, Page, Script, StorageEntry};
 
-/// Longest request body kept in the report.
-pub const MAX_POST_DATA: usize = 64 * 1024;
 const HOOK: &str = include_str!("hook.js");
-const BINDING: &str = "__pixelwatch";
+pub(super) const BINDING: &str = "__pixelwatch";
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -52,42 +52,6 @@ pub struct Visit {
     pub crashed: bool,
     /// The main document was not HTML (a download): nothing was rendered.
     pub not_html: bool,
-}
-
-#[derive(Debug, Default)]
-struct ReqState {
-    request: Request,
-    session: String,
-    done: bool,
-}
-
-#[derive(Debug, Default)]
-struct PageState {
-    reqs: HashMap<(String, String), ReqState>,
-    order: Vec<(String, String)>,
-    hops: Vec<Request>,
-    /// requestId -> raw Set-Cookie header text.
-    set_cookie: Vec<(String, String, String)>,
-    /// requestId -> Referer seen in extra info before the request itself.
-    early_referer: HashMap<(String, String), String>,
-    /// session id -> target type ("iframe", "worker", ...).
-    sessions: HashMap<String, String>,
-    frames: BTreeSet<String>,
-    main_frame: Option<String>,
-    main_url: Option<String>,
-    main_status: Option<u16>,
-    main_mime: Option<String>,
-    load_fired: bool,
-    crashed: bool,
-    routes: Vec<String>,
-    script_cookies: Vec<(String, String)>,
-    last_activity: Option<Instant>,
-}
-
-impl PageState {
-    fn inflight(&self) -> usize {
-        self.reqs.values().filter(|r| !r.done).count()
-    }
 }
 
 /// A tab: one page target and the sessions of its children.
@@ -359,7 +323,7 @@ impl Tab {
             let now = Instant::now();
             let wait = until.saturating_duration_since(now);
             match tokio::time::timeout(wait, self.events.recv()).await {
-                Ok(Some(ev)) => self.handle(st, ev),
+                Ok(Some(ev)) => handle_event(&self.conn, &self.session, st, ev),
                 Ok(None) => {
                     // The browser went away: treat as a crash of this tab.
                     st.crashed = true;
@@ -370,7 +334,7 @@ impl Tab {
             if Instant::now() >= until {
                 // Drain what is already queued without waiting.
                 while let Ok(ev) = self.events.try_recv() {
-                    self.handle(st, ev);
+                    handle_event(&self.conn, &self.session, st, ev);
                 }
                 return;
             }
@@ -386,141 +350,6 @@ impl Tab {
         while !done(st) && Instant::now() < until {
             let step = (Instant::now() + Duration::from_millis(50)).min(until);
             self.pump(st, step).await;
-        }
-    }
-
-    fn handle(&self, st: &mut PageState, ev: Event) {
-        let session = ev.session_id.clone().unwrap_or_default();
-        let p = &ev.params;
-        match ev.method.as_str() {
-            "Network.requestWillBeSent" => on_request(&self.conn, st, &session, p),
-            "Network.webSocketCreated" => {
-                let Some(id) = p["requestId"].as_str() else {
-                    return self.conn.count_decode_failure(&ev.method);
-                };
-                let url = p["url"].as_str().unwrap_or_default().to_string();
-                let key = (session.clone(), id.to_string());
-                st.order.push(key.clone());
-                st.reqs.insert(
-                    key,
-                    ReqState {
-                        request: Request {
-                            host: host_of(&url),
-                            url,
-                            method: "GET".into(),
-                            resource_type: "WebSocket".into(),
-                            initiator: initiator_url(&p["initiator"]),
-                            target: target_kind(st, &session),
-                            ..Default::default()
-                        },
-                        session: session.clone(),
-                        done: true,
-                    },
-                );
-            }
-            "Network.requestWillBeSentExtraInfo" => {
-                let Some(id) = p["requestId"].as_str() else {
-                    return self.conn.count_decode_failure(&ev.method);
-                };
-                if let Some(referer) = header(&p["headers"], "referer") {
-                    let key = (session.clone(), id.to_string());
-                    match st.reqs.get_mut(&key) {
-                        Some(r) if r.request.referer.is_none() => r.request.referer = Some(referer),
-                        Some(_) => {}
-                        None => {
-                            st.early_referer.insert(key, referer);
-                        }
-                    }
-                }
-            }
-            "Network.responseReceived" => {
-                let Some(id) = p["requestId"].as_str() else {
-                    return self.conn.count_decode_failure(&ev.method);
-                };
-                let status = p["response"]["status"].as_u64().map(|s| s as u16);
-                let is_main = p["type"].as_str() == Some("Document")
-                    && p["frameId"].as_str().is_some()
-                    && p["frameId"].as_str() == st.main_frame.as_deref();
-                if is_main {
-                    st.main_status = status;
-                    st.main_mime = p["response"]["mimeType"].as_str().map(str::to_string);
-                }
-                if let Some(r) = st.reqs.get_mut(&(session, id.to_string())) {
-                    r.request.status = status;
-                }
-                st.last_activity = Some(Instant::now());
-            }
-            "Network.responseReceivedExtraInfo" => {
-                let Some(id) = p["requestId"].as_str() else {
-                    return self.conn.count_decode_failure(&ev.method);
-                };
-                if let Some(sc) = header(&p["headers"], "set-cookie") {
-                    st.set_cookie.push((session, id.to_string(), sc));
-                }
-            }
-            "Network.loadingFinished" | "Network.loadingFailed" => {
-                let Some(id) = p["requestId"].as_str() else {
-                    return self.conn.count_decode_failure(&ev.method);
-                };
-                if let Some(r) = st.reqs.get_mut(&(session, id.to_string())) {
-                    r.done = true;
-                    if ev.method == "Network.loadingFailed" {
-                        let text = p["errorText"].as_str().unwrap_or("failed");
-                        let reason = p["blockedReason"].as_str();
-                        r.request.error = Some(match reason {
-                            Some(b) => format!("{text} (blocked: {b})"),
-                            None => text.to_string(),
-                        });
-                    }
-                }
-                st.last_activity = Some(Instant::now());
-            }
-            "Page.loadEventFired" if session == self.session => st.load_fired = true,
-            "Page.frameNavigated" => {
-                let frame = &p["frame"];
-                let url = frame["url"].as_str().unwrap_or_default();
-                if frame["parentId"].as_str().is_some() || session != self.session {
-                    if url.starts_with("http") {
-                        st.frames.insert(strip_fragment(url));
-                    }
-                } else if url.starts_with("http") {
-                    st.main_url = Some(url.to_string());
-                    if st.main_frame.is_none() {
-                        st.main_frame = frame["id"].as_str().map(str::to_string);
-                    }
-                }
-            }
-            "Inspector.targetCrashed" if session == self.session => st.crashed = true,
-            "Target.attachedToTarget" => {
-                let child = p["sessionId"].as_str().unwrap_or_default().to_string();
-                let kind = p["targetInfo"]["type"].as_str().unwrap_or("other");
-                st.sessions.insert(child, kind.to_string());
-            }
-            "Runtime.bindingCalled" if p["name"].as_str() == Some(BINDING) => {
-                let payload: Value =
-                    serde_json::from_str(p["payload"].as_str().unwrap_or("{}")).unwrap_or_default();
-                match payload["t"].as_str() {
-                    Some("route") => {
-                        if let Some(u) = payload["url"].as_str() {
-                            st.routes.push(u.to_string());
-                        }
-                    }
-                    Some("cookie") => {
-                        let name = payload["name"].as_str().unwrap_or_default().to_string();
-                        let domain = payload["domain"]
-                            .as_str()
-                            .filter(|d| !d.is_empty())
-                            .or(payload["host"].as_str())
-                            .unwrap_or_default()
-                            .to_string();
-                        if !name.is_empty() {
-                            st.script_cookies.push((name, domain));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            _ => {}
         }
     }
 
@@ -863,216 +692,4 @@ fn spawn_responder(
         }
     });
     rx
-}
-
-fn on_request(conn: &Connection, st: &mut PageState, session: &str, p: &Value) {
-    let (Some(id), Some(url)) = (p["requestId"].as_str(), p["request"]["url"].as_str()) else {
-        return conn.count_decode_failure("Network.requestWillBeSent");
-    };
-    if !(url.starts_with("http:") || url.starts_with("https:")) {
-        return; // data:, blob:, about: never leave the browser
-    }
-    st.last_activity = Some(Instant::now());
-    let key = (session.to_string(), id.to_string());
-    let mut chain = Vec::new();
-    if let Some(prev) = st.reqs.remove(&key) {
-        // A redirect: the previous hop is complete with the redirect's status.
-        let mut hop = prev.request;
-        hop.status = p["redirectResponse"]["status"].as_u64().map(|s| s as u16);
-        chain = std::mem::take(&mut hop.redirect_chain);
-        chain.push(hop.url.clone());
-        st.hops.push(hop);
-        st.order.retain(|k| k != &key);
-    }
-    let (post_data, truncated) = post_data(&p["request"]);
-    let referer =
-        header(&p["request"]["headers"], "referer").or_else(|| st.early_referer.remove(&key));
-    let request = Request {
-        url: url.to_string(),
-        host: host_of(url),
-        method: p["request"]["method"].as_str().unwrap_or("GET").to_string(),
-        resource_type: p["type"].as_str().unwrap_or("Other").to_string(),
-        initiator: initiator_url(&p["initiator"]),
-        status: None,
-        third_party: false,
-        post_data,
-        post_data_truncated: truncated,
-        vendor: None,
-        referer,
-        frame_url: p["documentURL"].as_str().map(str::to_string),
-        target: target_kind(st, session),
-        redirect_chain: chain,
-        error: None,
-    };
-    st.order.push(key.clone());
-    st.reqs.insert(
-        key,
-        ReqState {
-            request,
-            session: session.to_string(),
-            done: false,
-        },
-    );
-}
-
-fn target_kind(st: &PageState, session: &str) -> String {
-    st.sessions
-        .get(session)
-        .cloned()
-        .unwrap_or_else(|| "page".to_string())
-}
-
-/// The request body: `postDataEntries` (base64 bytes) or the older `postData` text.
-fn post_data(request: &Value) -> (Option<String>, bool) {
-    let mut bytes = Vec::new();
-    if let Some(entries) = request["postDataEntries"].as_array() {
-        for e in entries {
-            if let Some(b) = e["bytes"].as_str() {
-                bytes.extend(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b)
-                        .unwrap_or_default(),
-                );
-            }
-        }
-    }
-    if bytes.is_empty() {
-        if let Some(text) = request["postData"].as_str() {
-            bytes = text.as_bytes().to_vec();
-        }
-    }
-    if bytes.is_empty() {
-        return (None, false);
-    }
-    let truncated = bytes.len() > MAX_POST_DATA;
-    bytes.truncate(MAX_POST_DATA);
-    (
-        Some(String::from_utf8_lossy(&bytes).into_owned()),
-        truncated,
-    )
-}
-
-/// URL of the script or document that caused a request.
-fn initiator_url(init: &Value) -> Option<String> {
-    if let Some(u) = init["url"].as_str().filter(|u| !u.is_empty()) {
-        return Some(u.to_string());
-    }
-    let mut stack = &init["stack"];
-    while !stack.is_null() {
-        for f in stack["callFrames"].as_array().into_iter().flatten() {
-            if let Some(u) = f["url"].as_str().filter(|u| !u.is_empty()) {
-                return Some(u.to_string());
-            }
-        }
-        stack = &stack["parent"];
-    }
-    None
-}
-
-/// Case-insensitive header lookup in a CDP headers object.
-fn header(headers: &Value, name: &str) -> Option<String> {
-    headers.as_object().and_then(|h| {
-        h.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str().map(str::to_string))
-    })
-}
-
-/// (name, domain) of each cookie set by a Set-Cookie header on this page.
-fn set_cookie_names(st: &PageState) -> Vec<(String, String)> {
-    let mut urls: HashMap<(&str, &str), &str> = HashMap::new();
-    for (key, r) in &st.reqs {
-        urls.insert((key.0.as_str(), key.1.as_str()), r.request.url.as_str());
-    }
-    let mut out = Vec::new();
-    for (session, id, text) in &st.set_cookie {
-        let host = urls
-            .get(&(session.as_str(), id.as_str()))
-            .map(|u| host_of(u))
-            .unwrap_or_default();
-        for line in text.lines() {
-            let mut parts = line.split(';');
-            let name = parts
-                .next()
-                .and_then(|kv| kv.split('=').next())
-                .unwrap_or_default()
-                .trim();
-            if name.is_empty() {
-                continue;
-            }
-            let domain = parts
-                .filter_map(|a| {
-                    let (k, v) = a.split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("domain").then(|| v.trim())
-                })
-                .next()
-                .unwrap_or(&host);
-            out.push((name.to_string(), domain.to_string()));
-        }
-    }
-    out
-}
-
-/// "https://a.com/^0https://b.com" -> "https://a.com"
-fn storage_origin(storage_key: &str) -> String {
-    storage_key
-        .split('^')
-        .next()
-        .unwrap_or(storage_key)
-        .trim_end_matches('/')
-        .to_string()
-}
-
-pub(crate) fn host_of(url: &str) -> String {
-    url::Url::parse(url)
-        .ok()
-        .and_then(|u| u.host_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn strip_fragment(url: &str) -> String {
-    url.split('#').next().unwrap_or(url).to_string()
-}
-
-pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn post_data_decodes_entries_and_caps() {
-        let body = "a".repeat(MAX_POST_DATA + 10);
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
-        let (text, truncated) = post_data(&json!({"postDataEntries": [{"bytes": b64}]}));
-        assert_eq!(text.unwrap().len(), MAX_POST_DATA);
-        assert!(truncated);
-        let (text, truncated) = post_data(&json!({"postData": "x=1"}));
-        assert_eq!(text.as_deref(), Some("x=1"));
-        assert!(!truncated);
-    }
-
-    #[test]
-    fn initiator_walks_async_stacks() {
-        let init = json!({"type": "script", "stack": {"callFrames": [],
-            "parent": {"callFrames": [{"url": "https://t.example/px.js"}]}}});
-        assert_eq!(
-            initiator_url(&init).as_deref(),
-            Some("https://t.example/px.js")
-        );
-    }
-
-    #[test]
-    fn storage_origin_strips_partition() {
-        assert_eq!(
-            storage_origin("https://book.example/^0https://clinic.test"),
-            "https://book.example"
-        );
-        assert_eq!(
-            storage_origin("https://clinic.test/"),
-            "https://clinic.test"
-        );
-    }
 }

@@ -133,7 +133,7 @@ impl Frontier {
     }
 
     /// The next URL to visit, while the page limit allows.
-    pub fn next(&mut self) -> Option<Pending> {
+    pub fn next_page(&mut self) -> Option<Pending> {
         if self.handed_out >= self.limits.max_pages {
             return None;
         }
@@ -185,7 +185,7 @@ mod tests {
     #[test]
     fn scope_dedupe_and_traps() {
         let mut f = frontier(100);
-        assert_eq!(f.next().unwrap().via, "start");
+        assert_eq!(f.next_page().unwrap().via, "start");
         f.offer("https://clinic.test/about#team", 1, "link");
         f.offer("https://www.clinic.test/about?utm_source=x", 1, "link");
         f.offer("https://other.example/x", 1, "link");
@@ -197,7 +197,7 @@ mod tests {
             f.offer(&format!("https://www.clinic.test/cal/2031/{m}"), 1, "link");
         }
         let mut got = vec![];
-        while let Some(p) = f.next() {
+        while let Some(p) = f.next_page() {
             got.push(p.url);
         }
         assert_eq!(
@@ -223,11 +223,11 @@ mod tests {
     #[test]
     fn page_limit_skips_the_rest() {
         let mut f = frontier(2);
-        f.next();
+        f.next_page();
         f.offer("https://www.clinic.test/a", 1, "link");
         f.offer("https://www.clinic.test/b", 1, "link");
-        assert!(f.next().is_some());
-        assert!(f.next().is_none());
+        assert!(f.next_page().is_some());
+        assert!(f.next_page().is_none());
         let (skipped, _, _) = f.finish();
         assert_eq!(skipped.len(), 1);
         assert!(skipped[0].reason.contains("--max-pages 2"));

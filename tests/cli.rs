@@ -1,0 +1,413 @@
+//! The `pixelwatch` binary as a user runs it: exit codes, the JSON report contract, stored
+//! history, and bad input that must fail clearly without losing the scan.
+
+use std::path::Path;
+use std::process::Output;
+
+use pixelwatch::fixture::{FixtureServer, Response, Site};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
+
+fn site() -> Site {
+    Site::new()
+        .route(
+            "www.clinic.test",
+            "/",
+            Response::html(
+                r#"<html><body><a href="/services/semaglutide">Semaglutide</a>
+                <iframe src="https://booking.widget-example.test/embed"></iframe>
+                <script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script>
+                <script>sessionStorage.setItem('k', '1'); document.cookie = 'c1=1; path=/';</script>
+                </body></html>"#,
+            )
+            .header("set-cookie", "sid=1; Path=/"),
+        )
+        .page(
+            "www.clinic.test",
+            "/services/semaglutide",
+            "<html><body><script>navigator.sendBeacon('https://analytics.tiktok.com/api/v2/pixel', '{\"event\":\"ViewContent\"}')</script></body></html>",
+        )
+        .page("booking.widget-example.test", "/embed", "<html><body>widget</body></html>")
+        .route(
+            "analytics.tiktok.com",
+            "/i18n/pixel/events.js",
+            Response::js("window.ttq = {};"),
+        )
+        .route("analytics.tiktok.com", "/api/v2/pixel", Response::status(204))
+}
+
+/// One browser at a time in this binary: parallel Chromiums on 2 cores only add noise.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn run(args: &[&str]) -> Output {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("PIXELWATCH_DB")
+        .output()
+        .await
+        .expect("binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn scan_args<'a>(server_args: &'a [String], extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = vec![
+        "scan",
+        "https://www.clinic.test/",
+        "--settle-quiet",
+        "200",
+        "--settle-max",
+        "1500",
+    ];
+    for a in server_args {
+        v.push("--browser-arg");
+        v.push(a);
+    }
+    v.extend_from_slice(extra);
+    v
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    v.as_object()
+        .map(|o| o.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+fn assert_has(v: &Value, fields: &[&str], what: &str) {
+    for f in fields {
+        assert!(v.get(f).is_some(), "{what} lacks `{f}`; has {:?}", keys(v));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_writes_the_report_contract_and_stores_history() {
+    let server = FixtureServer::start(site()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("history.db");
+    let json = dir.path().join("report.json");
+    let sargs = server.browser_args();
+    let out = run(&scan_args(
+        &sargs,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // Not a terminal: no progress bar, nothing on stderr; the summary on stdout.
+    assert_eq!(text(&out.stderr), "");
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("2 pages (0 with errors)"), "{stdout}");
+    assert!(stdout.contains("analytics.tiktok.com"), "{stdout}");
+    assert!(stdout.contains("[CRITICAL] tracker tiktok"), "{stdout}");
+
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["schema"], "pixelwatch.scan/v1");
+    assert_has(
+        &report,
+        &[
+            "schema",
+            "site",
+            "started_at",
+            "finished_at",
+            "consent_mode",
+            "pages",
+            "findings",
+            "summary",
+        ],
+        "report",
+    );
+    assert_eq!(report["consent_mode"], "none");
+    let home = report["pages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["url"] == "https://www.clinic.test/")
+        .unwrap();
+    assert_has(
+        home,
+        &[
+            "url",
+            "final_url",
+            "status",
+            "error",
+            "requests",
+            "cookies",
+            "storage",
+            "scripts",
+            "frames",
+        ],
+        "page",
+    );
+    assert_has(
+        &home["requests"][0],
+        &[
+            "url",
+            "host",
+            "method",
+            "resource_type",
+            "initiator",
+            "status",
+            "third_party",
+            "post_data",
+            "vendor",
+        ],
+        "request",
+    );
+    assert_has(
+        &home["cookies"][0],
+        &[
+            "name",
+            "domain",
+            "path",
+            "expires",
+            "http_only",
+            "secure",
+            "same_site",
+            "third_party",
+            "set_by",
+        ],
+        "cookie",
+    );
+    assert_has(&home["storage"][0], &["origin", "kind", "key"], "storage");
+    assert_has(
+        &home["scripts"][0],
+        &["url", "sha256", "third_party"],
+        "script",
+    );
+    assert_has(&home["frames"][0], &["url", "third_party"], "frame");
+    assert_has(
+        &report["findings"][0],
+        &[
+            "kind",
+            "severity",
+            "vendor",
+            "page",
+            "request_url",
+            "evidence",
+            "rule",
+        ],
+        "finding",
+    );
+    // The inline script is recorded by hash; the pixel script by URL and hash.
+    let scripts = home["scripts"].as_array().unwrap();
+    assert!(
+        scripts
+            .iter()
+            .any(|s| s["url"].is_null() && s["sha256"].as_str().is_some_and(|h| h.len() == 64))
+    );
+    let pixel = scripts
+        .iter()
+        .find(|s| s["url"] == "https://analytics.tiktok.com/i18n/pixel/events.js")
+        .unwrap();
+    assert_eq!(
+        pixel["sha256"],
+        pixelwatch::browser::capture::sha256_hex(b"window.ttq = {};")
+    );
+    assert_eq!(pixel["third_party"], true);
+    // Values are never recorded.
+    assert!(!text(&std::fs::read(&json).unwrap()).contains("\"value\""));
+
+    // History: list and show.
+    let list = run(&["scans", "list", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(list.status.code(), Some(0));
+    let listed = text(&list.stdout);
+    assert!(
+        listed.contains("https://www.clinic.test/") && listed.contains("critical"),
+        "{listed}"
+    );
+    let shown = run(&["scans", "show", "1", "--json", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(shown.status.code(), Some(0));
+    let stored: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(stored["id"], 1);
+    assert_eq!(stored["pages"], report["pages"]);
+    assert_eq!(stored["findings"], report["findings"]);
+    let missing = run(&["scans", "show", "99", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(missing.status.code(), Some(3));
+    assert!(text(&missing.stderr).contains("no scan with id 99"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_arguments_exit_3_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let db = db.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["scan", "not-a-url", "--db", db], "not an http(s) URL"),
+        (
+            vec!["scan", "ftp://clinic.test/", "--db", db],
+            "not an http(s) URL",
+        ),
+        (
+            vec![
+                "scan",
+                "https://clinic.test/",
+                "--exclude",
+                "([",
+                "--db",
+                db,
+            ],
+            "bad --exclude pattern",
+        ),
+        (
+            vec![
+                "scan",
+                "https://clinic.test/",
+                "--concurrency",
+                "0",
+                "--db",
+                db,
+            ],
+            "--concurrency must be at least 1",
+        ),
+        (
+            vec![
+                "scan",
+                "https://clinic.test/",
+                "--browser",
+                "/nonexistent/chrome",
+                "--db",
+                db,
+            ],
+            "/nonexistent/chrome",
+        ),
+        (
+            vec!["scan", "https://clinic.test/", "--max-pages", "many"],
+            "invalid value",
+        ),
+        (vec!["frobnicate"], "unrecognized subcommand"),
+    ] {
+        let out = run(&args).await;
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_site_is_a_run_error_that_names_the_cause() {
+    let server = FixtureServer::start(site()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let json = dir.path().join("r.json");
+    let mut args: Vec<String> = server.browser_args();
+    // Map nothing for this host: it does not resolve.
+    args.retain(|a| !a.starts_with("--host-resolver-rules"));
+    args.push("--host-resolver-rules=MAP * ~NOTFOUND".into());
+    let mut v = vec![
+        "scan",
+        "https://www.unreachable-clinic.test/",
+        "--db",
+        db.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+        "--quiet",
+    ];
+    for a in &args {
+        v.push("--browser-arg");
+        v.push(a);
+    }
+    let out = run(&v).await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("ERR_NAME_NOT_RESOLVED"), "{err}");
+    // The (failed) scan is still on record.
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(report["summary"]["pages_errored"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_database_is_named_and_the_report_is_kept() {
+    let server = FixtureServer::start(site()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("locked.db");
+    // Another process holds an exclusive lock for the whole scan.
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder
+        .execute_batch("CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+        .unwrap();
+    let sargs = server.browser_args();
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let out = tokio::process::Command::new(BIN)
+        .args(scan_args(
+            &sargs,
+            &["--db", db.to_str().unwrap(), "--quiet"],
+        ))
+        .current_dir(dir.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("locked.db") && err.contains("locked by another process"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the report was saved to pixelwatch-scan-"),
+        "{err}"
+    );
+    let saved: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("pixelwatch-scan-")
+        })
+        .collect();
+    assert_eq!(saved.len(), 1);
+    let report: Value = serde_json::from_slice(&std::fs::read(saved[0].path()).unwrap()).unwrap();
+    assert_eq!(report["summary"]["pages"], 2);
+    drop(holder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_check_and_explain() {
+    let ok = run(&["rules", "check"]).await;
+    assert_eq!(ok.status.code(), Some(0));
+    assert!(text(&ok.stdout).contains("rules OK"));
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("mine.toml");
+    std::fs::write(
+        &bad,
+        "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"ads\"\nhots = [\"a.com\"]\n",
+    )
+    .unwrap();
+    let out = run(&["rules", "check", dir.path().to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(3));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("line 5") && err.contains("hots"),
+        "{err}"
+    );
+    let explain = run(&[
+        "rules",
+        "explain",
+        "https://analytics.tiktok.com/api/v2/pixel",
+    ])
+    .await;
+    let s = text(&explain.stdout);
+    assert!(
+        s.contains("TikTok Pixel")
+            && s.contains("vendors.toml:tiktok")
+            && s.contains("not offered"),
+        "{s}"
+    );
+    assert!(Path::new(BIN).exists());
+}
