@@ -5,3 +5,5 @@
 //! site, stores each scan in SQLite and reports it. The relay (`pixelwatch-relay` binary) accepts
 //! first-party conversion events, gates them on consent, rebuilds them from an allowlist and
 //! delivers them durably to the TikTok Events API.
+pub mod lexicon;
+pub mod relay;
