@@ -14,7 +14,7 @@ async fn consented_glp1_booking_reaches_tiktok_as_one_bare_schedule() {
     let (s, v) = h
         .browser(
             "/v1/events",
-            &glp1_event("bk-1001", "E.C.P.Cq8xYz01", Some(&token)),
+            &glp1_event("0000000000001001", "E.C.P.Cq8xYz01", Some(&token)),
             false,
         )
         .await;
@@ -26,7 +26,7 @@ async fn consented_glp1_booking_reaches_tiktok_as_one_bare_schedule() {
     let expected = json!({
         "event": "Schedule",
         "event_time": sent["event_time"],
-        "event_id": "bk-1001",
+        "event_id": "0000000000001001",
         "user": {"ttclid": "E.C.P.Cq8xYz01"},
         "page": {"url": "https://clinic.example/booking"},
     });
@@ -204,7 +204,7 @@ async fn parameter_error_dead_letters_and_replay_delivers() {
     let token = h.grant_consent().await;
     h.browser(
         "/v1/events",
-        &glp1_event("dl-1", "E.C.P.dead", Some(&token)),
+        &glp1_event("00000000000000d1", "E.C.P.dead", Some(&token)),
         false,
     )
     .await;
@@ -214,7 +214,7 @@ async fn parameter_error_dead_letters_and_replay_delivers() {
     })
     .await;
     let dead = pixelwatch::relay::audit::dead_letters(&db).expect("list");
-    assert_eq!(dead[0].event_id, "dl-1");
+    assert_eq!(dead[0].event_id, "00000000000000d1");
     assert_eq!(dead[0].last_error.as_deref(), Some("tiktok_code:40002"));
     assert_eq!(h.audit()[0].1, "dead_lettered");
     assert!(h.standin.events().is_empty());
@@ -224,7 +224,7 @@ async fn parameter_error_dead_letters_and_replay_delivers() {
     );
     let st = h.standin.clone();
     wait_for(10, "replayed delivery", || st.events().len() == 1).await;
-    assert_eq!(st.events()[0]["event_id"], "dl-1");
+    assert_eq!(st.events()[0]["event_id"], "00000000000000d1");
     h.shutdown().await;
 }
 
@@ -266,7 +266,7 @@ async fn test_events_never_share_a_batch_with_live_events() {
         .push_modes([Mode::Http(503), Mode::Http(503), Mode::Http(503)]);
     let mut batch = Vec::new();
     for i in 0..6u32 {
-        let mut e = glp1_event(&format!("mix-{i}"), "E.C.P.mix", Some(&token));
+        let mut e = glp1_event(&format!("{i:016x}"), "E.C.P.mix", Some(&token));
         if i.is_multiple_of(2) {
             e["test_event_code"] = json!("TEST42");
         }
@@ -281,7 +281,7 @@ async fn test_events_never_share_a_batch_with_live_events() {
     for acc in st.accepted() {
         let test = acc.test_event_code.is_some();
         for e in &acc.events {
-            let n: u32 = e["event_id"].as_str().unwrap()[4..].parse().unwrap();
+            let n = u32::from_str_radix(e["event_id"].as_str().unwrap(), 16).unwrap();
             assert_eq!(n.is_multiple_of(2), test, "event {n} in the wrong batch");
         }
     }
@@ -298,7 +298,7 @@ async fn unmapped_and_phi_carrying_events_never_leave() {
             &json!({"events": [
                 {"event": "OzempicRefillRequested", "ttclid": "E.C.P.x1", "consent_token": token},
                 {"event": "BookedGLP1Consultation", "ttclid": "E.C.P.semaglutide", "consent_token": token},
-                {"event": "BookedGLP1Consultation", "event_id": "ok-1", "ttclid": "E.C.P.fine", "consent_token": token,
+                {"event": "BookedGLP1Consultation", "event_id": "00000000000000a1", "ttclid": "E.C.P.fine", "consent_token": token,
                  "notes": "type 2 diabetes", "ozempic_dose_mg": 1}
             ]}),
             false,
@@ -316,7 +316,7 @@ async fn unmapped_and_phi_carrying_events_never_leave() {
     wait_for(10, "delivery", || st.events().len() == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(st.events().len(), 1);
-    assert_eq!(st.events()[0]["event_id"], "ok-1");
+    assert_eq!(st.events()[0]["event_id"], "00000000000000a1");
     let audit = h.audit();
     let all = format!("{audit:?}").to_lowercase();
     assert!(
@@ -334,7 +334,7 @@ async fn graceful_shutdown_keeps_undelivered_events_for_the_next_start() {
     let token = h.grant_consent().await;
     h.browser(
         "/v1/events",
-        &glp1_event("gs-1", "E.C.P.gs", Some(&token)),
+        &glp1_event("00000000000000c1", "E.C.P.gs", Some(&token)),
         false,
     )
     .await;
@@ -356,7 +356,7 @@ async fn graceful_shutdown_keeps_undelivered_events_for_the_next_start() {
     .expect("restart");
     let st = standin2.clone();
     wait_for(10, "delivery after restart", || st.events().len() == 1).await;
-    assert_eq!(st.events()[0]["event_id"], "gs-1");
+    assert_eq!(st.events()[0]["event_id"], "00000000000000c1");
     assert!(standin.events().is_empty());
     relay.shutdown().await.expect("shutdown");
 }

@@ -26,6 +26,8 @@ static DATE: LazyLock<Regex> = LazyLock::new(|| {
     )
     .expect("date regex")
 });
+static SSN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static HEX64: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9a-f]{64}$").expect("hex regex"));
 
 /// Scan text for PHI-like content; returns reason codes such as `health_term:glp1_drug`.
@@ -51,6 +53,9 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
         }
         if DATE.is_match(t) {
             out.push("date".into());
+        }
+        if SSN.is_match(t) {
+            out.push("ssn".into());
         }
         if decoded == text {
             break;
@@ -133,6 +138,7 @@ mod tests {
             ("dob 1984-03-07", "date"),
             ("03/07/1984", "date"),
             ("March 7, 1984", "date"),
+            ("123-45-6789", "ssn"),
             ("https://c.example/?q=type%202%20diabetes", "health_term"),
         ];
         for (text, kind) in cases {

@@ -1,8 +1,8 @@
 //! Sanitize by construction: build the outgoing TikTok event from an allowlist of derived values.
 //!
 //! Nothing from the incoming event is copied through by default. The outgoing event holds only:
-//! a mapped standard event name, `event_time`, an `event_id` (the caller's if it is an opaque id,
-//! else derived), `user.ttclid`, `user.ttp` (if enabled), hashed email/phone (if enabled),
+//! a mapped standard event name, `event_time`, an `event_id` (the caller's if it is a UUID or hex
+//! id, else a keyed hash of it), `user.ttclid`, `user.ttp` (if enabled), hashed email/phone (if enabled),
 //! `properties.value`/`currency` (if the mapping allows) and a generic `page.url` from the
 //! configured categories. Then [`super::detector`] scans the result and blocks on any match.
 
@@ -29,12 +29,18 @@ pub const MAX_AGE_SECS: i64 = 7 * 24 * 3600;
 /// Latest accepted event, seconds after now.
 pub const MAX_FUTURE_SECS: i64 = 600;
 
-static OPAQUE_ID: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.:-]{1,128}$").expect("id regex"));
+/// Caller ids passed through unchanged: UUIDs and 16-64 hex digits, shapes that cannot carry a
+/// name or a word. Anything else is replaced by a keyed hash of it (stable, not reversible
+/// without the per-installation salt).
+static OPAQUE_ID: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}|[0-9a-fA-F]{16,64})$")
+        .expect("id regex")
+});
 static CLICK_ID: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9._~+/=-]{4,512}$").expect("click id regex"));
+/// TikTok test event codes look like `TEST12345`; nothing else is accepted per event.
 static TEST_CODE: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"^[A-Za-z0-9]{1,32}$").expect("test code regex"));
+    LazyLock::new(|| Regex::new(r"^TEST[0-9]{1,12}$").expect("test code regex"));
 static FIELD_NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Za-z0-9_.-]{1,64}$").expect("field regex"));
 static E164: LazyLock<Regex> =
@@ -376,7 +382,7 @@ url = "https://clinic.example/"
         let mut e = ev("BookedGLP1Consultation");
         e.email = Some("jane@example.com".into());
         e.url = Some("https://clinic.example/book/glp1-weight-loss?dob=1980-01-02".into());
-        e.event_id = Some("ord-77".into());
+        e.event_id = Some("4f1c2a9e-0b7d-4c3e-9a51-2f6d8e0c1b77".into());
         let out = s.sanitize(&e, NOW);
         let Verdict::Forward(o) = &out.verdict else {
             panic!("{out:?}")
@@ -384,7 +390,7 @@ url = "https://clinic.example/"
         let v: Value = serde_json::from_str(&o.payload).expect("json");
         assert_eq!(
             v,
-            json!({"event":"Schedule","event_time":NOW-5,"event_id":"ord-77",
+            json!({"event":"Schedule","event_time":NOW-5,"event_id":"4f1c2a9e-0b7d-4c3e-9a51-2f6d8e0c1b77",
                 "user":{"ttclid":"E.C.P.abc123"},"page":{"url":"https://clinic.example/booking"}})
         );
         assert!(out.reasons.contains(&"dropped_field:email".to_string()));

@@ -30,8 +30,10 @@ pub struct Opts {
     pub timeout_ms: u64,
     /// Attempts before dead letter.
     pub max_attempts: u32,
-    /// Whether a token is configured.
+    /// Token given to the relay (default: the stand-in's).
     pub token: Option<String>,
+    /// Events per TikTok request.
+    pub batch_size: usize,
 }
 
 impl Default for Opts {
@@ -42,6 +44,7 @@ impl Default for Opts {
             timeout_ms: 2_000,
             max_attempts: 8,
             token: None,
+            batch_size: 1000,
         }
     }
 }
@@ -75,7 +78,7 @@ timeout_ms = {timeout}
 {extra}
 
 [dispatch]
-batch_size = 1000
+batch_size = {batch_size}
 poll_ms = 25
 backoff_base_ms = 20
 backoff_cap_ms = 200
@@ -103,6 +106,7 @@ url = "https://clinic.example/"
         timeout = opts.timeout_ms,
         extra = opts.tiktok_extra,
         max_attempts = opts.max_attempts,
+        batch_size = opts.batch_size,
     )
 }
 
