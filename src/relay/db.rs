@@ -1,0 +1,107 @@
+//! SQLite access: open the relay database, set pragmas and apply `migrations/relay/*.sql` in order.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::config::Synchronous;
+use super::error::StoreError;
+
+/// Migrations in order; the database's `PRAGMA user_version` is the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/relay/0001_init.sql")];
+
+/// Schema version this relay writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+    move |source| StoreError::Sqlite {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Open (creating if needed) and migrate the database. WAL journal; `synchronous` per config.
+pub fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(err(path))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(err(path))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(err(path))?;
+    let level = match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+    };
+    conn.pragma_update(None, "synchronous", level)
+        .map_err(err(path))?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err(path))?;
+    migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// Open an existing database for reading (admin commands); migrates it if it is older.
+pub fn open_existing(path: &Path) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Sqlite {
+            path: path.display().to_string(),
+            source: rusqlite::Error::InvalidPath(path.to_path_buf()),
+        });
+    }
+    open(path, Synchronous::Full)
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let current: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(err(path))?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: current,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        let tx = conn.unchecked_transaction().map_err(err(path))?;
+        tx.execute_batch(sql).map_err(err(path))?;
+        tx.pragma_update(None, "user_version", version)
+            .map_err(err(path))?;
+        tx.commit().map_err(err(path))?;
+        tracing::info!(version, "applied relay migration");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("r.db");
+        let c = open(&p, Synchronous::Full).expect("open");
+        let v: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, SCHEMA_VERSION);
+        drop(c);
+        let c = open(&p, Synchronous::Normal).expect("reopen");
+        let n: i64 = c
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+            .expect("table exists");
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn newer_database_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("r.db");
+        let c = Connection::open(&p).expect("open");
+        c.pragma_update(None, "user_version", 99).expect("set");
+        drop(c);
+        let e = open(&p, Synchronous::Full).expect_err("too new");
+        assert!(e.to_string().contains("99"), "{e}");
+    }
+}

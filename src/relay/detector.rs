@@ -1,0 +1,160 @@
+//! Second line of defence: scan a final outgoing payload for health terms, emails, phones, dates.
+//!
+//! The sanitizer already builds payloads from an allowlist; this detector assumes it might be
+//! wrong. It walks every key and string value of the JSON about to leave and reports what kind of
+//! thing matched (never the matched text), so the event can be blocked.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+use crate::lexicon::Lexicon;
+
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)[a-z0-9._%+-]+(@|%40)[a-z0-9.-]+\.[a-z]{2,}").expect("email regex")
+});
+static PHONE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b|\+\d{10,15}\b",
+    )
+    .expect("phone regex")
+});
+static DATE: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?i)\b(19|20)\d{2}[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])\b|\b(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.](19|20)?\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(st|nd|rd|th)?,?\s+(19|20)\d{2}\b",
+    )
+    .expect("date regex")
+});
+static SSN: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
+static HEX64: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9a-f]{64}$").expect("hex regex"));
+
+/// Scan text for PHI-like content; returns reason codes such as `health_term:glp1_drug`.
+/// `opaque` selects plain word splitting for random identifiers (click ids, event ids).
+pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
+    let lex = Lexicon::bundled();
+    let mut out = Vec::new();
+    let decoded = percent_decode(text);
+    for t in [text, decoded.as_str()] {
+        let hit = if opaque {
+            lex.find_plain(t)
+        } else {
+            lex.find(t)
+        };
+        if let Some(m) = hit {
+            out.push(format!("health_term:{}", m.category));
+        }
+        if EMAIL.is_match(t) {
+            out.push("email".into());
+        }
+        if PHONE.is_match(t) {
+            out.push("phone".into());
+        }
+        if DATE.is_match(t) {
+            out.push("date".into());
+        }
+        if SSN.is_match(t) {
+            out.push("ssn".into());
+        }
+        if decoded == text {
+            break;
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+/// Scan an outgoing TikTok event (one `data[]` element). Returns `detector:<field>:<kind>`
+/// reasons; an empty list means the payload may leave.
+pub fn scan_payload(event: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk(event, "", &mut out);
+    out
+}
+
+fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                for r in scan_text(k, false) {
+                    out.push(format!("detector:{path}{k}(key):{r}"));
+                }
+                walk(child, &format!("{path}{k}."), out);
+            }
+        }
+        Value::Array(a) => {
+            for child in a {
+                walk(child, path, out);
+            }
+        }
+        Value::String(s) => {
+            let field = path.trim_end_matches('.');
+            if matches!(field, "user.email" | "user.phone") {
+                if !HEX64.is_match(s) {
+                    out.push(format!("detector:{field}:not_hashed"));
+                }
+                return;
+            }
+            let opaque = matches!(field, "user.ttclid" | "user.ttp" | "event_id");
+            for r in scan_text(s, opaque) {
+                out.push(format!("detector:{field}:{r}"));
+            }
+        }
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn clean_payload_passes() {
+        let ev = json!({"event":"Schedule","event_time":1767225600,"event_id":"evt_9f2c",
+            "user":{"ttclid":"E.C.P.CqgBAbc123XyZ","email":"a".repeat(64)},
+            "properties":{"value":10,"currency":"USD"},
+            "page":{"url":"https://clinic.example/booking"}});
+        assert_eq!(scan_payload(&ev), Vec::<String>::new());
+    }
+
+    #[test]
+    fn each_kind_is_caught() {
+        let cases = [
+            ("https://c.example/wegovy", "health_term"),
+            ("jane.doe@example.com", "email"),
+            ("jane.doe%40example.com", "email"),
+            ("call (555) 123-4567", "phone"),
+            ("+15551234567", "phone"),
+            ("dob 1984-03-07", "date"),
+            ("03/07/1984", "date"),
+            ("March 7, 1984", "date"),
+            ("123-45-6789", "ssn"),
+            ("https://c.example/?q=type%202%20diabetes", "health_term"),
+        ];
+        for (text, kind) in cases {
+            let ev = json!({"page": {"url": text}});
+            let r = scan_payload(&ev);
+            assert!(r.iter().any(|x| x.contains(kind)), "{text}: {r:?}");
+            assert!(
+                r.iter().all(|x| !x.contains(text)),
+                "reason leaks the value"
+            );
+        }
+    }
+
+    #[test]
+    fn unhashed_email_field_is_caught() {
+        let r = scan_payload(&json!({"user": {"email": "abc"}}));
+        assert_eq!(r, vec!["detector:user.email:not_hashed"]);
+    }
+}
