@@ -6,6 +6,7 @@
 //! first-party conversion events, gates them on consent, rebuilds them from an allowlist and
 //! delivers them durably to the TikTok Events API.
 
+pub mod analyze;
 pub mod browser;
 pub mod cli;
 pub mod crawl;

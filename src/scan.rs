@@ -270,7 +270,7 @@ pub async fn run_with_hook(
     });
     let engine = Engine::bundled();
     classify(&mut pages, &site, &engine);
-    let findings = tracker_findings(&pages, &engine);
+    let findings = crate::analyze::findings(&pages, &engine);
     let restarts = *slot.restarts.lock().unwrap_or_else(|p| p.into_inner());
     let summary = summarize(
         &pages,
@@ -560,41 +560,6 @@ fn classify(pages: &mut [Page], site: &str, engine: &Engine) {
             st.third_party = third(&st.origin);
         }
     }
-}
-
-/// One `tracker` finding per vendor per page, naming the first request and the rule.
-fn tracker_findings(pages: &[Page], engine: &Engine) -> Vec<Finding> {
-    let mut out = Vec::new();
-    for p in pages {
-        let mut seen = std::collections::BTreeSet::new();
-        for r in &p.requests {
-            let Some(m) = engine.match_url(&r.url) else {
-                continue;
-            };
-            if !r.third_party || !seen.insert(m.vendor.id.clone()) {
-                continue;
-            }
-            let baa = if m.vendor.baa {
-                "offers a BAA".to_string()
-            } else {
-                format!("offers no BAA (checked {})", m.vendor.baa_checked)
-            };
-            out.push(Finding {
-                kind: "tracker".into(),
-                severity: m.vendor.severity,
-                vendor: Some(m.vendor.id.clone()),
-                page: p.url.clone(),
-                request_url: Some(r.url.clone()),
-                evidence: format!(
-                    "{} ({}, {baa}) loaded: {} request to {} matched host pattern '{}'",
-                    m.vendor.name, m.vendor.category, r.resource_type, r.host, m.pattern
-                ),
-                rule: m.vendor.rule.clone(),
-            });
-        }
-    }
-    out.sort_by(|a, b| (a.severity, &a.page).cmp(&(b.severity, &b.page)));
-    out
 }
 
 fn summarize(

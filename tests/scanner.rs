@@ -583,3 +583,61 @@ async fn a_renderer_crash_replaces_the_tab_and_the_scan_goes_on() {
     assert_eq!(report.summary.browser_restarts, 0);
     assert_eq!(report.summary.cdp_decode_failures, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_scan_reports_its_planted_pixels_and_leaks() {
+    let server = pixelwatch::demo::serve().await.unwrap();
+    let report = scan(&pixelwatch::demo::scan_options(&server)).await;
+    assert_eq!(report.pages.len(), 7, "{:?}", urls(&report));
+    assert_eq!(report.summary.pages_errored, 0);
+    let has = |kind: &str, vendor: &str, page: &str, needle: &str| {
+        report.findings.iter().any(|f| {
+            f.kind == kind
+                && f.vendor.as_deref() == Some(vendor)
+                && f.page == format!("https://www.demo-clinic.test{page}")
+                && f.evidence.contains(needle)
+        })
+    };
+    for page in ["/", "/about", "/services/semaglutide-weight-loss/book"] {
+        assert!(has("tracker", "tiktok", page, "TikTok Pixel"), "{page}");
+        assert!(has("tracker", "meta", page, "Meta Pixel"), "{page}");
+    }
+    let book = "/services/semaglutide-weight-loss/book";
+    assert!(has(
+        "phi_leak",
+        "tiktok",
+        book,
+        "event name 'BookedGLP1Consultation'"
+    ));
+    assert!(has(
+        "phi_leak",
+        "meta",
+        book,
+        "event name 'BookedGLP1Consultation'"
+    ));
+    assert!(has(
+        "phi_leak",
+        "tiktok",
+        book,
+        "'context.page.url' carries a health-revealing URL"
+    ));
+    assert!(has(
+        "phi_leak",
+        "meta",
+        "/services/semaglutide-weight-loss",
+        "query field 'dl'"
+    ));
+    // Not health-revealing: no leak findings on /about.
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.kind == "phi_leak" && f.page.ends_with("/about"))
+    );
+    let critical = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == pixelwatch::model::Severity::Critical && f.kind == "phi_leak")
+        .count();
+    assert!(critical >= 4, "{critical}");
+}

@@ -48,7 +48,7 @@ pub fn summary(report: &ScanReport) -> String {
             (a.severity, &a.kind, &a.vendor, &a.page)
                 .cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
         });
-        // Group identical (severity, kind, vendor) so 200 pages with one pixel read as one line.
+        // Group identical (severity, kind, vendor, rule) so 200 pages with one pixel read as one.
         let mut i = 0;
         while i < findings.len() {
             let f = findings[i];
@@ -57,6 +57,7 @@ pub fn summary(report: &ScanReport) -> String {
                 && findings[j].severity == f.severity
                 && findings[j].kind == f.kind
                 && findings[j].vendor == f.vendor
+                && findings[j].rule == f.rule
             {
                 j += 1;
             }

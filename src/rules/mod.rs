@@ -49,6 +49,12 @@ struct VendorDef {
     baa: bool,
     baa_checked: String,
     severity: Severity,
+    /// The vendor's standard event names; anything else is a custom (descriptive) event.
+    #[serde(default)]
+    standard_events: Vec<String>,
+    /// Payload parser for event names: "tiktok", "meta", "ga4".
+    #[serde(default)]
+    parser: Option<String>,
 }
 
 /// One vendor as compiled.
@@ -60,6 +66,8 @@ pub struct Vendor {
     pub baa: bool,
     pub baa_checked: String,
     pub severity: Severity,
+    pub standard_events: Vec<String>,
+    pub parser: Option<String>,
     /// "file:id", for provenance.
     pub rule: String,
 }
@@ -132,6 +140,13 @@ impl Engine {
                 id: def.id.clone(),
                 message: message.to_string(),
             };
+            if let Some(p) = def.parser.as_deref()
+                && !["tiktok", "meta", "ga4"].contains(&p)
+            {
+                return Err(invalid(&format!(
+                    "unknown parser '{p}' (known: tiktok, meta, ga4)"
+                )));
+            }
             if def.hosts.is_empty() {
                 return Err(invalid("`hosts` is empty"));
             }
@@ -167,6 +182,8 @@ impl Engine {
                 baa: def.baa,
                 baa_checked: def.baa_checked,
                 severity: def.severity,
+                standard_events: def.standard_events,
+                parser: def.parser,
             });
         }
         // Most specific first: a path pattern beats a host, an exact host beats a wildcard.
