@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::diff::Baseline;
 use crate::model::ScanReport;
-use crate::report::{self, progress::Bar, terminal};
+use crate::policy::Policy;
+use crate::report::{self, ci, progress::Bar, terminal};
 use crate::rules::Engine;
 use crate::scan::{self, ScanOptions};
 use crate::store::{self, Store};
@@ -54,6 +56,79 @@ pub enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// CI gate: scan, then exit 2 if the policy is violated or (with a baseline) anything drifted.
+    Check(CheckArgs),
+    /// Approved baselines: the state drift is measured against.
+    Baseline {
+        #[command(subcommand)]
+        command: BaselineCommand,
+    },
+    /// Drift of a stored scan against the approved baseline (exit 2 when something drifted).
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub scan: ScanArgs,
+    /// Policy file (TOML); default: no advertising vendor, no phi_leak, no no_consent.
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Baseline file (from `baseline export`): fail on drift too.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write JUnit XML.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Write SARIF 2.1.0 (GitHub code scanning).
+    #[arg(long, value_name = "FILE")]
+    pub sarif: Option<PathBuf>,
+    /// Write Markdown (job summary, PR comment).
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BaselineCommand {
+    /// Approve a scan (default: the newest of the site) as the site's baseline.
+    Approve {
+        /// The site's start URL.
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long)]
+        scan: Option<i64>,
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+    /// Write a site's approved baseline as a portable JSON file (for CI without a database).
+    Export {
+        file: PathBuf,
+        #[arg(long)]
+        site: Option<String>,
+        #[arg(long, value_name = "PATH")]
+        db: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The site (default: the site of the scan).
+    #[arg(long)]
+    pub site: Option<String>,
+    /// The scan to judge (default: the newest).
+    #[arg(long)]
+    pub scan: Option<i64>,
+    /// Compare with this scan instead of the approved baseline.
+    #[arg(long)]
+    pub against: Option<i64>,
+    /// Compare with a baseline file instead of the approved baseline.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Write the drift as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -207,19 +282,10 @@ fn init_tracing(verbose: u8) {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> i32 {
     match cli.command {
-        Command::Scan(a) => {
-            let opts = ScanOptions {
-                start: a.url.clone(),
-                max_pages: a.max_pages,
-                max_depth: a.max_depth,
-                max_per_pattern: a.max_per_pattern,
-                include: a.include.clone(),
-                exclude: a.exclude.clone(),
-                sitemaps: !a.no_sitemap,
-                ..scan_options(&a.common)
-            };
-            scan_and_report(opts, &a.common).await
-        }
+        Command::Scan(a) => match scan_and_report(site_scan_options(&a), &a.common).await {
+            Ok((_, code)) => code,
+            Err(code) => code,
+        },
         Command::Demo(a) => {
             let server = match crate::demo::serve().await {
                 Ok(s) => s,
@@ -244,10 +310,29 @@ pub async fn run(cli: Cli) -> i32 {
                     server.port()
                 );
             }
-            scan_and_report(opts, &common).await
+            match scan_and_report(opts, &common).await {
+                Ok((_, code)) => code,
+                Err(code) => code,
+            }
         }
         Command::Scans { command } => scans(command),
         Command::Rules { command } => rules(command),
+        Command::Check(a) => check(a).await,
+        Command::Baseline { command } => baseline(command),
+        Command::Diff(a) => diff_cmd(a),
+    }
+}
+
+fn site_scan_options(a: &ScanArgs) -> ScanOptions {
+    ScanOptions {
+        start: a.url.clone(),
+        max_pages: a.max_pages,
+        max_depth: a.max_depth,
+        max_per_pattern: a.max_per_pattern,
+        include: a.include.clone(),
+        exclude: a.exclude.clone(),
+        sitemaps: !a.no_sitemap,
+        ..scan_options(&a.common)
     }
 }
 
@@ -263,7 +348,12 @@ fn scan_options(c: &CommonScanArgs) -> ScanOptions {
     }
 }
 
-async fn scan_and_report(opts: ScanOptions, common: &CommonScanArgs) -> i32 {
+/// Scans, stores, writes and prints. `Ok((report, exit code so far))` when a report exists,
+/// `Err(exit code)` when the scan could not run.
+async fn scan_and_report(
+    opts: ScanOptions,
+    common: &CommonScanArgs,
+) -> Result<(ScanReport, i32), i32> {
     // Open the database first: a locked or unwritable database is reported before a long scan.
     let db_path = common.db.clone().unwrap_or_else(store::default_db_path);
     let mut store = match Store::open(&db_path) {
@@ -281,7 +371,7 @@ async fn scan_and_report(opts: ScanOptions, common: &CommonScanArgs) -> i32 {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: {e}");
-            return if e.is_usage() { EXIT_USAGE } else { EXIT_ERROR };
+            return Err(if e.is_usage() { EXIT_USAGE } else { EXIT_ERROR });
         }
     };
     let mut code = EXIT_OK;
@@ -333,9 +423,9 @@ async fn scan_and_report(opts: ScanOptions, common: &CommonScanArgs) -> i32 {
     }
     if let Some(reason) = unscannable(&report) {
         eprintln!("error: {reason}");
-        return EXIT_ERROR;
+        code = EXIT_ERROR;
     }
-    code
+    Ok((report, code))
 }
 
 /// A scan where not one page loaded is a run error, with the start page's reason.
@@ -472,5 +562,200 @@ fn rules(cmd: RulesCommand) -> i32 {
             }
             EXIT_OK
         }
+    }
+}
+
+async fn check(a: CheckArgs) -> i32 {
+    // Read the inputs first: a broken policy or baseline fails before a long scan.
+    let policy = match &a.policy {
+        Some(p) => match Policy::read(p) {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => Policy::default(),
+    };
+    let baseline = match &a.baseline {
+        Some(p) => match Baseline::read(p) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return EXIT_USAGE;
+            }
+        },
+        None => None,
+    };
+    let (report, code) = match scan_and_report(site_scan_options(&a.scan), &a.scan.common).await {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if code != EXIT_OK {
+        return code;
+    }
+    let drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
+    let violations = policy.evaluate(&report, drift.as_ref(), &Engine::bundled());
+    let writes: [(&Option<PathBuf>, String); 3] = [
+        (&a.junit, ci::junit(&report, &violations)),
+        (
+            &a.sarif,
+            serde_json::to_string_pretty(&ci::sarif(&report, &violations)).expect("serializable"),
+        ),
+        (
+            &a.markdown,
+            ci::markdown(&report, &violations, drift.as_ref()),
+        ),
+    ];
+    for (path, text) in writes {
+        if let Some(p) = path
+            && let Err(e) = std::fs::write(p, text)
+        {
+            eprintln!("error: cannot write '{}': {e}", p.display());
+            return EXIT_ERROR;
+        }
+    }
+    if let Some(d) = &drift {
+        print!("\n{}", crate::diff::render(d));
+    }
+    if violations.is_empty() {
+        println!("\ncheck passed: no policy violations");
+        EXIT_OK
+    } else {
+        println!("\ncheck FAILED: {} policy violation(s)", violations.len());
+        for v in &violations {
+            println!(
+                "  [{}] {}: {} (on {} page{})",
+                v.severity.as_str().to_uppercase(),
+                v.rule,
+                v.message,
+                v.pages_total,
+                if v.pages_total == 1 { "" } else { "s" }
+            );
+        }
+        EXIT_VIOLATION
+    }
+}
+
+fn normalize_site(s: String) -> String {
+    crate::crawl::normalize(&s)
+        .map(|u| u.to_string())
+        .unwrap_or(s)
+}
+
+fn baseline(cmd: BaselineCommand) -> i32 {
+    let fail = |e: &dyn std::fmt::Display, code| {
+        eprintln!("error: {e}");
+        code
+    };
+    match cmd {
+        BaselineCommand::Approve { site, scan, db } => {
+            let store = match open_store(db) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let site = site.map(normalize_site);
+            let id = match scan {
+                Some(id) => id,
+                None => match store.latest_scan_id(site.as_deref(), None) {
+                    Ok(id) => id,
+                    Err(e) => return fail(&e, EXIT_USAGE),
+                },
+            };
+            let report = match store.load_scan(id) {
+                Ok(r) => r,
+                Err(e) => return fail(&e, EXIT_USAGE),
+            };
+            if let Some(s) = &site
+                && *s != report.site
+            {
+                return fail(
+                    &format!("scan {id} is of {}, not {s}", report.site),
+                    EXIT_USAGE,
+                );
+            }
+            let b = Baseline::from_scan(&report);
+            if let Err(e) = store.approve_baseline(&b) {
+                return fail(&e, EXIT_ERROR);
+            }
+            println!("approved scan #{id} as the baseline of {}", report.site);
+            EXIT_OK
+        }
+        BaselineCommand::Export { file, site, db } => {
+            let store = match open_store(db) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let site = match site.map(normalize_site) {
+                Some(s) => s,
+                None => match store
+                    .latest_scan_id(None, None)
+                    .and_then(|id| store.load_scan(id))
+                {
+                    Ok(r) => r.site,
+                    Err(e) => return fail(&e, EXIT_USAGE),
+                },
+            };
+            match store.baseline(&site).map(|b| b.write(&file)) {
+                Ok(Ok(())) => {
+                    println!("wrote the baseline of {site} to {}", file.display());
+                    EXIT_OK
+                }
+                Ok(Err(e)) => fail(&e, EXIT_ERROR),
+                Err(e) => fail(&e, EXIT_USAGE),
+            }
+        }
+    }
+}
+
+fn diff_cmd(a: DiffArgs) -> i32 {
+    let fail = |e: &dyn std::fmt::Display, code| {
+        eprintln!("error: {e}");
+        code
+    };
+    let store = match open_store(a.db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let site = a.site.map(normalize_site);
+    let id = match a.scan {
+        Some(id) => id,
+        None => match store.latest_scan_id(site.as_deref(), None) {
+            Ok(id) => id,
+            Err(e) => return fail(&e, EXIT_USAGE),
+        },
+    };
+    let report = match store.load_scan(id) {
+        Ok(r) => r,
+        Err(e) => return fail(&e, EXIT_USAGE),
+    };
+    let base = if let Some(path) = &a.baseline {
+        Baseline::read(path).map_err(|e| fail(&e, EXIT_USAGE))
+    } else if let Some(against) = a.against {
+        store
+            .load_scan(against)
+            .map(|r| Baseline::from_scan(&r))
+            .map_err(|e| fail(&e, EXIT_USAGE))
+    } else {
+        store
+            .baseline(&report.site)
+            .map_err(|e| fail(&e, EXIT_USAGE))
+    };
+    let base = match base {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let drift = crate::diff::diff(&base, &report);
+    if let Some(p) = &a.json {
+        let json = serde_json::to_vec_pretty(&drift).expect("serializable");
+        if let Err(e) = std::fs::write(p, json) {
+            return fail(&format!("cannot write '{}': {e}", p.display()), EXIT_ERROR);
+        }
+    }
+    print!("{}", crate::diff::render(&drift));
+    if drift.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_VIOLATION
     }
 }

@@ -9,10 +9,16 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::model::ScanReport;
 
 /// Scanner migrations, in order. Never edit one that has shipped; add a new file.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "0001_scans.sql",
-    include_str!("../migrations/scanner/0001_scans.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "0001_scans.sql",
+        include_str!("../migrations/scanner/0001_scans.sql"),
+    ),
+    (
+        "0002_baselines.sql",
+        include_str!("../migrations/scanner/0002_baselines.sql"),
+    ),
+];
 
 /// How long a writer waits for another process holding the database.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,6 +62,10 @@ pub enum StoreError {
     },
     #[error("no scan with id {0}")]
     NotFound(i64),
+    #[error("no scans of {0} yet")]
+    NoScans(String),
+    #[error("no approved baseline for {0}; run `pixelwatch baseline approve --site {0}`")]
+    NoBaseline(String),
     #[error("database '{path}': scan {id} has an unreadable report: {source}")]
     Corrupt {
         path: String,
@@ -378,6 +388,56 @@ impl Store {
             })
             .map_err(|e| self.err(e))?;
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// The newest scan of `site` (or of any site), optionally only those older than `before`.
+    pub fn latest_scan_id(
+        &self,
+        site: Option<&str>,
+        before: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let id: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT max(id) FROM scans WHERE (?1 IS NULL OR site = ?1) AND (?2 IS NULL OR id < ?2)",
+                params![site, before],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        id.ok_or_else(|| StoreError::NoScans(site.unwrap_or("any site").to_string()))
+    }
+
+    /// Marks `baseline` as the approved state of its site (replacing any earlier one).
+    pub fn approve_baseline(&self, baseline: &crate::diff::Baseline) -> Result<(), StoreError> {
+        let json = serde_json::to_string(baseline).expect("a baseline always serializes");
+        self.conn
+            .execute(
+                "INSERT INTO baselines (site, scan_id, approved_at, baseline_json) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (site) DO UPDATE SET scan_id = excluded.scan_id,
+                    approved_at = excluded.approved_at, baseline_json = excluded.baseline_json",
+                params![baseline.site, baseline.scan_id, baseline.approved_at, json],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// The approved baseline of `site`.
+    pub fn baseline(&self, site: &str) -> Result<crate::diff::Baseline, StoreError> {
+        let json: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT baseline_json FROM baselines WHERE site = ?1",
+                params![site],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let json = json.ok_or_else(|| StoreError::NoBaseline(site.to_string()))?;
+        serde_json::from_str(&json).map_err(|source| StoreError::Corrupt {
+            path: self.path.display().to_string(),
+            id: 0,
+            source,
+        })
     }
 
     /// The full report of scan `id`.

@@ -1,5 +1,6 @@
 //! Reports for people and programs: the JSON scan report and the terminal summary.
 
+pub mod ci;
 pub mod progress;
 pub mod terminal;
 
