@@ -13,7 +13,8 @@ use regex::Regex;
 use serde_json::Value;
 
 use crate::lexicon::Lexicon;
-use crate::model::{Finding, Page, Request, Severity};
+use crate::model::{Canary, Finding, Page, Request, Severity};
+use crate::rules::consent::ConsentMode;
 use crate::rules::{Engine, Vendor};
 
 /// Categories whose requests are judged as trackers (CDNs, fonts and payments are not).
@@ -26,20 +27,58 @@ const TRACKING_CATEGORIES: &[&str] = &[
 ];
 
 /// All findings for a scan, worst first.
-pub fn findings(pages: &[Page], engine: &Engine) -> Vec<Finding> {
+pub fn findings(
+    pages: &[Page],
+    engine: &Engine,
+    consent: ConsentMode,
+    canaries: &[Canary],
+) -> Vec<Finding> {
     let lexicon = Lexicon::bundled();
     let mut out = Vec::new();
     for p in pages {
         let mut seen_vendor = BTreeSet::new();
         let mut seen_leak = BTreeSet::new();
+        let mut seen_other = BTreeSet::new();
         for r in &p.requests {
             if !r.third_party {
                 continue;
             }
-            let Some(m) = engine.match_url(&r.url) else {
+            let m = engine.match_url(&r.url);
+            // Canaries: searched in every third-party request, known vendor or not.
+            for hit in crate::probe::search(r, canaries) {
+                let who = m
+                    .as_ref()
+                    .map(|m| m.vendor.name.as_str())
+                    .unwrap_or(&r.host);
+                if seen_other.insert(("canary", hit.kind.clone(), r.host.clone())) {
+                    out.push(Finding {
+                        kind: "phi_leak".into(),
+                        severity: Severity::Critical,
+                        vendor: m.as_ref().map(|m| m.vendor.id.clone()),
+                        page: p.url.clone(),
+                        request_url: Some(r.url.clone()),
+                        evidence: format!(
+                            "the {} typed into a form reached {who} ({}) {} in the {}",
+                            hit.kind.replace('_', " "),
+                            r.host,
+                            match hit.encoding {
+                                "plain" => "as typed".to_string(),
+                                e => format!("{e}-encoded"),
+                            },
+                            hit.location
+                        ),
+                        rule: format!("probe:{}", hit.kind),
+                    });
+                }
+            }
+            let Some(m) = m else {
                 continue;
             };
             let v = m.vendor;
+            let tracking = TRACKING_CATEGORIES.contains(&v.category.as_str());
+            if tracking {
+                other_findings(p, r, v, consent, &mut seen_other, &mut out);
+            }
             if seen_vendor.insert(v.id.clone()) {
                 out.push(Finding {
                     kind: "tracker".into(),
@@ -81,6 +120,78 @@ pub fn findings(pages: &[Page], engine: &Engine) -> Vec<Finding> {
         (a.severity, &a.kind, &a.vendor, &a.page).cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
     });
     out
+}
+
+/// `no_consent`, `session_replay` and `third_party_frame` findings for one tracker request.
+fn other_findings(
+    p: &Page,
+    r: &Request,
+    v: &Vendor,
+    consent: ConsentMode,
+    seen: &mut BTreeSet<(&'static str, String, String)>,
+    out: &mut Vec<Finding>,
+) {
+    let mut push = |kind: &'static str, severity: Severity, evidence: String, rule: String| {
+        if seen.insert((kind, v.id.clone(), String::new())) {
+            out.push(Finding {
+                kind: kind.into(),
+                severity,
+                vendor: Some(v.id.clone()),
+                page: p.url.clone(),
+                request_url: Some(r.url.clone()),
+                evidence,
+                rule,
+            });
+        }
+    };
+    let before = r.phase == "load";
+    let after_reject = consent == ConsentMode::Reject && r.phase != "load";
+    if before || after_reject {
+        let when = if after_reject {
+            "after the visitor rejected tracking".to_string()
+        } else if consent == ConsentMode::None {
+            "before any consent interaction (the scan never clicks a banner)".to_string()
+        } else {
+            format!(
+                "before the consent banner was answered ({})",
+                consent.as_str()
+            )
+        };
+        push(
+            "no_consent",
+            Severity::High,
+            format!(
+                "{} sent a {} request to {} {when}",
+                v.name, r.resource_type, r.host
+            ),
+            format!("consent:{}", consent.as_str()),
+        );
+    }
+    if v.category == "session_replay" && p.forms > 0 {
+        push(
+            "session_replay",
+            Severity::High,
+            format!(
+                "{} records sessions on a page with {} form(s): what patients type can be captured",
+                v.name, p.forms
+            ),
+            format!("{}:session_replay", v.rule),
+        );
+    }
+    if let Some(frame) = r.frame_url.as_deref()
+        && frame != p.url
+        && p.frames.iter().any(|f| f.third_party && f.url == frame)
+    {
+        push(
+            "third_party_frame",
+            Severity::High,
+            format!(
+                "the third-party frame {frame} carries {} ({})",
+                v.name, r.host
+            ),
+            format!("{}:frame", v.rule),
+        );
+    }
 }
 
 fn baa_text(v: &Vendor) -> String {
@@ -485,6 +596,8 @@ mod tests {
                 None,
             )])],
             &Engine::bundled(),
+            ConsentMode::None,
+            &[],
         );
         let k = kinds(&f);
         assert!(
@@ -517,7 +630,7 @@ mod tests {
             None,
             Some("https://www.clinic.test/conditions/diabetes"),
         );
-        let f = findings(&[page(vec![r])], &Engine::bundled());
+        let f = findings(&[page(vec![r])], &Engine::bundled(), ConsentMode::None, &[]);
         let ev: Vec<_> = f.iter().map(|f| f.evidence.as_str()).collect();
         assert!(
             ev.iter()
@@ -543,7 +656,7 @@ mod tests {
             None,
             None,
         );
-        let f = findings(&[page(vec![r])], &Engine::bundled());
+        let f = findings(&[page(vec![r])], &Engine::bundled(), ConsentMode::None, &[]);
         let ev: Vec<_> = f
             .iter()
             .map(|f| (f.severity, f.evidence.as_str()))
@@ -573,7 +686,12 @@ mod tests {
             Some(r#"{"event":"Pageview","context":{"user":{"ttp":"2F7h37YkAbcMsEd9"}}}"#),
             None,
         );
-        let f = findings(&[page(vec![fonts, ids])], &Engine::bundled());
+        let f = findings(
+            &[page(vec![fonts, ids])],
+            &Engine::bundled(),
+            ConsentMode::None,
+            &[],
+        );
         assert!(!f.iter().any(|f| f.kind == "phi_leak"), "{:?}", kinds(&f));
     }
 }

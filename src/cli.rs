@@ -14,6 +14,7 @@ use crate::model::ScanReport;
 use crate::policy::Policy;
 use crate::report::{self, ci, progress::Bar, terminal};
 use crate::rules::Engine;
+use crate::rules::consent::ConsentMode;
 use crate::scan::{self, ScanOptions};
 use crate::store::{self, Store};
 
@@ -186,6 +187,13 @@ pub struct CommonScanArgs {
     /// No progress bar and no summary; errors only.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Consent banners: never click (none: everything that fires is pre-consent), or press the
+    /// banner's accept or reject button.
+    #[arg(long, value_enum, default_value_t = ConsentMode::None)]
+    pub consent: ConsentMode,
+    /// Do not type canary values into forms (the probe never lets a form submission reach the site).
+    #[arg(long)]
+    pub no_probe_forms: bool,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +307,8 @@ pub async fn run(cli: Cli) -> i32 {
             opts.browser = base.browser;
             opts.browser_args.extend(base.browser_args);
             opts.page_timeout = base.page_timeout;
+            opts.consent = base.consent;
+            opts.probe_forms = base.probe_forms;
             let mut common = a.common;
             if common.json.is_none() {
                 common.json = Some(PathBuf::from("pixelwatch-demo-report.json"));
@@ -344,6 +354,8 @@ fn scan_options(c: &CommonScanArgs) -> ScanOptions {
         settle_max: Duration::from_millis(c.settle_max),
         browser: c.browser.clone(),
         browser_args: c.browser_args.clone(),
+        consent: c.consent,
+        probe_forms: !c.no_probe_forms,
         ..Default::default()
     }
 }

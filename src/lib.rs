@@ -16,6 +16,7 @@ pub mod fixture;
 pub mod lexicon;
 pub mod model;
 pub mod policy;
+pub mod probe;
 pub mod relay;
 pub mod report;
 pub mod rules;

@@ -33,6 +33,9 @@ pub struct ScanReport {
     /// Every cookie seen in the scan, once, with the page where it first appeared.
     #[serde(default)]
     pub cookies: Vec<CookieSeen>,
+    /// The synthetic values typed into forms (empty with --no-probe-forms).
+    #[serde(default)]
+    pub canaries: Vec<Canary>,
     pub findings: Vec<Finding>,
     pub summary: Summary,
 }
@@ -57,6 +60,18 @@ pub struct Page {
     /// Milliseconds from navigation to the end of the settle window.
     #[serde(default)]
     pub load_ms: u64,
+    /// Forms on the page (after scripts ran).
+    #[serde(default)]
+    pub forms: usize,
+    /// The consent banner button pressed on this page (with --consent accept|reject).
+    #[serde(default)]
+    pub consent_action: Option<String>,
+    /// Form fields typed into with canary values.
+    #[serde(default)]
+    pub probed_fields: usize,
+    /// First-party form submissions the probe held back (never reached the site).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocked_submissions: Vec<String>,
     pub requests: Vec<Request>,
     pub cookies: Vec<Cookie>,
     pub storage: Vec<StorageEntry>,
@@ -97,6 +112,22 @@ pub struct Request {
     /// Network error text when the request failed.
     #[serde(default)]
     pub error: Option<String>,
+    /// When it was sent: "load" (before any interaction), "consent" (after the consent button),
+    /// "probe" (after canary values were typed).
+    #[serde(default = "default_phase")]
+    pub phase: String,
+}
+
+fn default_phase() -> String {
+    "load".to_string()
+}
+
+/// A synthetic value the form probe typed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Canary {
+    /// "email", "phone", "first_name", "last_name", "name", "dob", "text".
+    pub kind: String,
+    pub value: String,
 }
 
 /// A cookie as the browser holds it. Values are never recorded.

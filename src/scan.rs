@@ -11,10 +11,13 @@ use regex::Regex;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 
-use crate::browser::{self, Browser, Connection, LaunchError, LaunchOptions, Tab, VisitTiming};
+use crate::browser::{
+    self, Browser, Connection, LaunchError, LaunchOptions, Plan, Tab, VisitTiming,
+};
 use crate::crawl::{self, Frontier, Limits, Pending, sitemap};
 use crate::model::{Cookie, CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
 use crate::rules::Engine;
+use crate::rules::consent::{ConsentMode, ConsentRules};
 
 /// Everything that shapes one scan.
 #[derive(Debug, Clone)]
@@ -32,7 +35,10 @@ pub struct ScanOptions {
     pub sitemaps: bool,
     pub browser: Option<PathBuf>,
     pub browser_args: Vec<String>,
-    pub consent_mode: String,
+    /// Whether to press consent banners' accept or reject button.
+    pub consent: ConsentMode,
+    /// Type canary values into forms (the site's own submissions are held back).
+    pub probe_forms: bool,
 }
 
 impl Default for ScanOptions {
@@ -51,7 +57,8 @@ impl Default for ScanOptions {
             sitemaps: true,
             browser: None,
             browser_args: Vec::new(),
-            consent_mode: "none".to_string(),
+            consent: ConsentMode::None,
+            probe_forms: true,
         }
     }
 }
@@ -226,6 +233,15 @@ pub async fn run_with_hook(
         }
     }
 
+    let (consent_buttons, consent_generic) = ConsentRules::bundled().buttons(opts.consent);
+    let plan = Arc::new(Plan {
+        consent: opts.consent,
+        consent_buttons,
+        consent_generic,
+        consent_given: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        canaries: opts.probe_forms.then(crate::probe::canaries),
+        site: site.clone(),
+    });
     let notify = Arc::new(Notify::new());
     let timing = VisitTiming {
         page_timeout: opts.page_timeout,
@@ -240,6 +256,7 @@ pub async fn run_with_hook(
             notify: notify.clone(),
             progress: progress.clone(),
             timing,
+            plan: plan.clone(),
             site: site.clone(),
             pid_hook: pid_hook.clone(),
         };
@@ -270,7 +287,8 @@ pub async fn run_with_hook(
     });
     let engine = Engine::bundled();
     classify(&mut pages, &site, &engine);
-    let findings = crate::analyze::findings(&pages, &engine);
+    let canaries = plan.canaries.clone().unwrap_or_default();
+    let findings = crate::analyze::findings(&pages, &engine, opts.consent, &canaries);
     let restarts = *slot.restarts.lock().unwrap_or_else(|p| p.into_inner());
     let summary = summarize(
         &pages,
@@ -287,11 +305,12 @@ pub async fn run_with_hook(
         site: start.to_string(),
         started_at,
         finished_at: now_rfc3339(),
-        consent_mode: opts.consent_mode.clone(),
+        consent_mode: opts.consent.as_str().to_string(),
         pages,
         skipped,
         external_links,
         cookies,
+        canaries,
         findings,
         summary,
     })
@@ -303,6 +322,7 @@ struct Worker {
     notify: Arc<Notify>,
     progress: Arc<dyn Progress>,
     timing: VisitTiming,
+    plan: Arc<Plan>,
     site: String,
     pid_hook: Option<PidHook>,
 }
@@ -394,7 +414,7 @@ impl Worker {
             hook(pid);
         }
         let (t, conn, generation) = tab.as_mut().expect("tab just opened");
-        let mut visit = t.visit(&job.url, self.timing).await;
+        let mut visit = t.visit(&job.url, self.timing, &self.plan).await;
         let browser_died = conn.is_closed();
         let snapshot = if browser_died {
             None

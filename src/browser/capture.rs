@@ -43,6 +43,12 @@ pub(super) struct PageState {
     pub(super) routes: Vec<String>,
     pub(super) script_cookies: Vec<(String, String)>,
     pub(super) last_activity: Option<Instant>,
+    /// Phase stamped on new requests: "load", "consent", "probe".
+    pub(super) phase: String,
+    /// While probing: the site whose own submissions are held back.
+    pub(super) hold_back_site: Option<String>,
+    /// First-party submissions held back by the probe.
+    pub(super) blocked: Vec<String>,
 }
 
 impl PageState {
@@ -139,6 +145,14 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
             st.last_activity = Some(Instant::now());
         }
         "Page.loadEventFired" if session == main_session => st.load_fired = true,
+        "Fetch.requestPaused" => {
+            let url = p["request"]["url"].as_str().unwrap_or_default();
+            let method = p["request"]["method"].as_str().unwrap_or("GET");
+            let kind = p["resourceType"].as_str().unwrap_or_default();
+            if holds_back(st.hold_back_site.as_deref(), url, method, kind) {
+                st.blocked.push(format!("{method} {url}"));
+            }
+        }
         "Page.frameNavigated" => {
             let frame = &p["frame"];
             let url = frame["url"].as_str().unwrap_or_default();
@@ -225,6 +239,7 @@ fn on_request(conn: &Connection, st: &mut PageState, session: &str, p: &Value) {
         target: target_kind(st, session),
         redirect_chain: chain,
         error: None,
+        phase: st.phase.clone(),
     };
     st.order.push(key.clone());
     st.reqs.insert(
@@ -289,6 +304,14 @@ pub(super) fn initiator_url(init: &Value) -> Option<String> {
         stack = &stack["parent"];
     }
     None
+}
+
+/// Whether the form probe holds a request back: the site's own form submissions (a navigation,
+/// or any non-GET) never reach it, so no fake appointment or inquiry is ever created.
+pub fn holds_back(site: Option<&str>, url: &str, method: &str, resource_type: &str) -> bool {
+    let Some(site) = site else { return false };
+    let host = host_of(url);
+    crate::crawl::same_site(site, &host) && (method != "GET" || resource_type == "Document")
 }
 
 /// Case-insensitive header lookup in a CDP headers object.

@@ -2,6 +2,7 @@
 
 pub mod capture;
 pub mod cdp;
+pub mod interact;
 pub mod launch;
 pub mod tab;
 
@@ -11,6 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 pub use cdp::{CdpError, Connection};
+pub use interact::Plan;
 pub use launch::{Browser, LaunchError, LaunchOptions, find_browser};
 pub use tab::{Tab, Visit, VisitTiming};
 

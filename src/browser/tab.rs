@@ -18,6 +18,7 @@ use super::capture::{
     PageState, handle_event, set_cookie_names, sha256_hex, storage_origin, strip_fragment,
 };
 use super::cdp::{CdpError, Connection, Event};
+use super::interact::Plan;
 use crate::model::{Frame, Page, Script, StorageEntry};
 
 const HOOK: &str = include_str!("hook.js");
@@ -56,10 +57,12 @@ pub struct Visit {
 
 /// A tab: one page target and the sessions of its children.
 pub struct Tab {
-    conn: Arc<Connection>,
+    pub(super) conn: Arc<Connection>,
     target_id: String,
-    session: String,
+    pub(super) session: String,
     events: mpsc::UnboundedReceiver<Event>,
+    /// The site whose submissions the responder holds back while probing.
+    pub(super) hold_back: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Tab {
@@ -82,12 +85,14 @@ impl Tab {
             .to_string();
         let (raw_tx, raw_rx) = mpsc::unbounded_channel();
         conn.subscribe(&session, raw_tx);
-        let events = spawn_responder(conn.clone(), raw_rx);
+        let hold_back = Arc::new(std::sync::Mutex::new(None));
+        let events = spawn_responder(conn.clone(), raw_rx, hold_back.clone());
         let tab = Tab {
             conn,
             target_id,
             session,
             events,
+            hold_back,
         };
         tab.setup_session(&tab.session, "page", user_agent).await?;
         Ok(tab)
@@ -118,10 +123,15 @@ impl Tab {
     }
 
     /// Visits `url` and returns what happened. Never fails: problems are recorded on the page.
-    pub async fn visit(&mut self, url: &str, timing: VisitTiming) -> Visit {
+    pub async fn visit(&mut self, url: &str, timing: VisitTiming, plan: &Plan) -> Visit {
         // Anything still queued belongs to the previous page.
         while self.events.try_recv().is_ok() {}
         let mut st = PageState::default();
+        st.phase = if plan.consent_given.load(std::sync::atomic::Ordering::SeqCst) {
+            "consent".into()
+        } else {
+            "load".into()
+        };
         let started = Instant::now();
         let deadline = started + timing.page_timeout;
         let mut error: Option<String> = None;
@@ -164,24 +174,7 @@ impl Tab {
                 self.stop_loading().await;
             }
         }
-        // Adaptive settle: late pixels fire after load; wait for a quiet network, bounded.
-        let settle_end = Instant::now() + timing.settle_max;
-        st.last_activity = Some(Instant::now());
-        loop {
-            if st.crashed {
-                break;
-            }
-            let now = Instant::now();
-            if now >= settle_end {
-                break;
-            }
-            let quiet_since = st.last_activity.unwrap_or(now);
-            if st.inflight() == 0 && now.duration_since(quiet_since) >= timing.settle_quiet {
-                break;
-            }
-            let step = (now + Duration::from_millis(50)).min(settle_end);
-            self.pump(&mut st, step).await;
-        }
+        self.settle(&mut st, timing).await;
         let load_ms = started.elapsed().as_millis() as u64;
 
         let mut visit = Visit::default();
@@ -191,6 +184,7 @@ impl Tab {
             .is_some_and(|m| !m.contains("html") && !m.contains("xml"));
         if !st.crashed && error.is_none() && !not_html {
             self.collect_dom(&mut st, &mut visit).await;
+            self.interact(&mut st, &mut visit, timing, plan).await;
         }
         if !st.crashed {
             visit.page.scripts.extend(self.hash_scripts(&st).await);
@@ -225,6 +219,7 @@ impl Tab {
         visit.page.status = st.main_status;
         visit.page.error = error;
         visit.page.load_ms = load_ms;
+        visit.page.blocked_submissions = std::mem::take(&mut st.blocked);
         visit.page.frames = st
             .frames
             .iter()
@@ -305,6 +300,28 @@ impl Tab {
         Some((status, text))
     }
 
+    /// Adaptive settle: late pixels fire after load (or after a click); wait for a quiet
+    /// network, bounded by `settle_max`.
+    pub(super) async fn settle(&mut self, st: &mut PageState, timing: VisitTiming) {
+        let settle_end = Instant::now() + timing.settle_max;
+        st.last_activity = Some(Instant::now());
+        loop {
+            if st.crashed {
+                break;
+            }
+            let now = Instant::now();
+            if now >= settle_end {
+                break;
+            }
+            let quiet_since = st.last_activity.unwrap_or(now);
+            if st.inflight() == 0 && now.duration_since(quiet_since) >= timing.settle_quiet {
+                break;
+            }
+            let step = (now + Duration::from_millis(50)).min(settle_end);
+            self.pump(st, step).await;
+        }
+    }
+
     async fn stop_loading(&self) {
         let _ = self
             .conn
@@ -318,7 +335,7 @@ impl Tab {
     }
 
     /// Handles queued events until `until`.
-    async fn pump(&mut self, st: &mut PageState, until: Instant) {
+    pub(super) async fn pump(&mut self, st: &mut PageState, until: Instant) {
         loop {
             let now = Instant::now();
             let wait = until.saturating_duration_since(now);
@@ -357,7 +374,7 @@ impl Tab {
     /// scripts cannot tamper with the reader.
     async fn collect_dom(&self, st: &mut PageState, visit: &mut Visit) {
         const READER: &str = r#"(() => {
-            const out = {links: [], inline: [], title: document.title || null};
+            const out = {links: [], inline: [], title: document.title || null, forms: document.forms.length};
             if (window === window.top) {
               for (const a of document.querySelectorAll('a[href], area[href]')) {
                 if (out.links.length >= 5000) break;
@@ -410,6 +427,7 @@ impl Tab {
             tracing::debug!(frame = i, links = v["links"].as_array().map(Vec::len).unwrap_or(0), exc = %res["exceptionDetails"], "dom read");
             if i == 0 {
                 visit.page.title = v["title"].as_str().map(str::to_string);
+                visit.page.forms = v["forms"].as_u64().unwrap_or(0) as usize;
                 visit.links = v["links"]
                     .as_array()
                     .map(|a| {
@@ -646,6 +664,7 @@ async fn setup_session(
 fn spawn_responder(
     conn: Arc<Connection>,
     mut raw: mpsc::UnboundedReceiver<Event>,
+    hold_back: Arc<std::sync::Mutex<Option<String>>>,
 ) -> mpsc::UnboundedReceiver<Event> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -682,6 +701,33 @@ fn spawn_responder(
                         let _ = conn
                             .call("Runtime.runIfWaitingForDebugger", json!({}), Some(&child))
                             .await;
+                    });
+                }
+                "Fetch.requestPaused" => {
+                    let p = &ev.params;
+                    let site = hold_back.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    let block = super::capture::holds_back(
+                        site.as_deref(),
+                        p["request"]["url"].as_str().unwrap_or_default(),
+                        p["request"]["method"].as_str().unwrap_or("GET"),
+                        p["resourceType"].as_str().unwrap_or_default(),
+                    );
+                    let (method, params) = if block {
+                        tracing::debug!("holding back a first-party form submission");
+                        (
+                            "Fetch.failRequest",
+                            json!({"requestId": p["requestId"], "errorReason": "BlockedByClient"}),
+                        )
+                    } else {
+                        (
+                            "Fetch.continueRequest",
+                            json!({"requestId": p["requestId"]}),
+                        )
+                    };
+                    let conn = conn.clone();
+                    let session = ev.session_id.clone();
+                    tokio::spawn(async move {
+                        let _ = conn.call(method, params, session.as_deref()).await;
                     });
                 }
                 _ => {}

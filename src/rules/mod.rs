@@ -1,6 +1,8 @@
 //! Vendor rules: `rules/*.toml` compiled once into an immutable engine that names the vendor of
 //! a request URL and the rule (file and id) that said so.
 
+pub mod consent;
+
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
