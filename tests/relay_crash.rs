@@ -176,3 +176,59 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
         .expect("count");
     assert_eq!(pending, 0);
 }
+
+#[test]
+fn binary_exit_codes_and_admin_commands() {
+    let bin = env!("CARGO_BIN_EXE_pixelwatch-relay");
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"127.0.0.1:0\"\nlisten_typo = 1\n",
+    )
+    .expect("write");
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_typo"));
+    let good = dir.path().join("relay.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/relay.example.toml"),
+        &good,
+    )
+    .expect("copy example");
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut c = Command::new(bin);
+        c.args(args).arg("--config").arg(&good);
+        c.env_remove("PIXELWATCH_TIKTOK_ACCESS_TOKEN");
+        if let Some(t) = token {
+            c.env("PIXELWATCH_TIKTOK_ACCESS_TOKEN", t);
+        }
+        c.output().expect("run")
+    };
+    let out = run(&["check-config"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "missing token is a config error"
+    );
+    let out = run(&["check-config"], Some("secret-token-value"));
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("BookedGLP1Consultation -> Schedule"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret-token-value"),
+        "the token must never be printed"
+    );
+    // Admin commands on a database that does not exist yet fail with a run error.
+    let out = run(&["audit"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(bin).arg("bogus").output().expect("run");
+    assert_eq!(out.status.code(), Some(3));
+}

@@ -258,6 +258,15 @@ async fn consent_input_is_validated() {
         (202, Some("accepted")),
         "{v}"
     );
+    // A browser cannot borrow a subject's consent by naming the subject.
+    let (_, v) = h
+        .browser(
+            "/v1/events",
+            &json!({"event": "BookedGLP1Consultation", "subject": "patient-77", "ttclid": "E.C.P.sub"}),
+            false,
+        )
+        .await;
+    assert_eq!(v["results"][0]["reasons"], json!(["no_consent"]), "{v}");
     h.shutdown().await;
     let text = String::from_utf8_lossy(&std::fs::read(&h.db).expect("db")).into_owned();
     assert!(

@@ -22,6 +22,8 @@ pub struct Dispatcher {
     pub batch_size: usize,
     /// Idle poll interval.
     pub poll: Duration,
+    /// Wait after a wake-up so a batch can fill.
+    pub linger: Duration,
     /// Woken by ingest after an accept.
     pub wake: Arc<Notify>,
     /// Metrics.
@@ -51,10 +53,16 @@ impl Dispatcher {
                 }
             };
             if batch.rows.is_empty() {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = tokio::time::sleep(self.poll) => {}
-                    _ = shutdown.changed() => {}
+                let woken = tokio::select! {
+                    _ = self.wake.notified() => true,
+                    _ = tokio::time::sleep(self.poll) => false,
+                    _ = shutdown.changed() => false,
+                };
+                if woken && !self.linger.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(self.linger) => {}
+                        _ = shutdown.changed() => {}
+                    }
                 }
                 continue;
             }

@@ -72,6 +72,7 @@ impl Relay {
                 },
                 batch_size: cfg.dispatch.batch_size,
                 poll: Duration::from_millis(cfg.dispatch.poll_ms),
+                linger: Duration::from_millis(cfg.dispatch.linger_ms),
                 wake: wake.clone(),
                 metrics: metrics.clone(),
             };
