@@ -68,4 +68,4 @@ for _ in $(seq 100); do
   D=$(curl -fs "http://127.0.0.1:$RELAY/metrics" | awk '/^relay_outbox_depth /{print $2}')
   [ "${D:-1}" = "0" ] && break; sleep 0.2
 done
-curl -fs "http://127.0.0.1:$RELAY/metrics" | grep -E '^relay_(events_accepted_total|events_delivered_total|outbox_depth) '
+curl -fs "http://127.0.0.1:$RELAY/metrics" | grep -E '^relay_(events_accepted_total|events_delivered_total|outbox_depth|outbox_commits_total|outbox_commands_total|outbox_commit_seconds_(sum|count)) '

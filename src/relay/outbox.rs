@@ -19,6 +19,7 @@
 //! failing command does not fail the others.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rand::Rng;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -28,6 +29,7 @@ use super::config::Synchronous;
 use super::consent::NewConsent;
 use super::db;
 use super::error::StoreError;
+use super::metrics::Metrics;
 
 /// Largest number of commands committed together.
 pub const MAX_GROUP: usize = 512;
@@ -205,6 +207,7 @@ impl Outbox {
     pub fn open(
         path: &Path,
         sync: Synchronous,
+        metrics: Arc<Metrics>,
     ) -> Result<(Outbox, WriterThread, Vec<u8>, Connection), StoreError> {
         let conn = db::open(path, sync)?;
         let p = path.to_path_buf();
@@ -231,7 +234,7 @@ impl Outbox {
         let path: PathBuf = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer_loop(conn, rx, path))
+            .spawn(move || writer_loop(conn, rx, path, metrics))
             .map_err(|_| StoreError::WriterGone)?;
         Ok((Outbox { tx }, WriterThread(writer), salt, reader))
     }
@@ -314,7 +317,12 @@ impl Outbox {
     }
 }
 
-fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Cmd>, path: PathBuf) {
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Cmd>,
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+) {
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,
@@ -328,6 +336,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Cmd>, path: PathBuf)
                 Err(_) => break,
             }
         }
+        let started = std::time::Instant::now();
+        metrics
+            .group_commands
+            .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut replies: Vec<Reply> = Vec::with_capacity(group.len());
         let result = (|| -> Result<(), rusqlite::Error> {
             let mut tx = conn.transaction()?;
@@ -336,6 +348,10 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Cmd>, path: PathBuf)
             }
             tx.commit()
         })();
+        metrics.commit_latency.observe(started.elapsed());
+        metrics
+            .group_commits
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         // If BEGIN failed nothing was drained: dropping the commands fails their callers.
         group.clear();
         let failure = result.err().map(err);
@@ -592,7 +608,8 @@ mod tests {
     async fn retry_then_dead_letter_after_max_attempts() {
         let dir = tempfile::tempdir().expect("dir");
         let (ob, writer, _, _) =
-            Outbox::open(&dir.path().join("o.db"), Synchronous::Full).expect("open");
+            Outbox::open(&dir.path().join("o.db"), Synchronous::Full, Arc::default())
+                .expect("open");
         let audit = NewAudit {
             received_ms: 1,
             source: "server",
