@@ -18,14 +18,19 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spawn(config: &std::path::Path, token: &str) -> Child {
+fn spawn(config: &std::path::Path, token: &str, log: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     Command::new(env!("CARGO_BIN_EXE_pixelwatch-relay"))
         .args(["serve", "--config"])
         .arg(config)
         .env("PIXELWATCH_TIKTOK_ACCESS_TOKEN", token)
-        .env("PIXELWATCH_LOG", "warn")
+        .env("PIXELWATCH_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn relay binary")
 }
@@ -67,7 +72,8 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
     );
     std::fs::write(&cfg_path, text).expect("write config");
 
-    let mut child = spawn(&cfg_path, &standin.token);
+    let log = dir.path().join("relay.log");
+    let mut child = spawn(&cfg_path, &standin.token, &log);
     wait_healthy(&base).await;
 
     // Producers: 8 concurrent senders, single-event requests, until the relay dies.
@@ -81,7 +87,8 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
         producers.push(tokio::spawn(async move {
             for i in 0..10_000u32 {
                 let id = format!("{p:08x}{i:08x}");
-                let ev = json!({"event": "BookedGLP1Consultation", "event_id": id, "ttclid": "E.C.P.crash"});
+                let ev = json!({"event": "BookedGLP1Consultation", "event_id": id, "ttclid": "E.C.P.crash",
+                    "email": "jane.doe@example.com", "url": "https://clinic.example/book/ozempic?dob=1984-03-07"});
                 let r = http
                     .post(format!("{base}/v1/events"))
                     .header("Origin", relay_support::ORIGIN)
@@ -121,7 +128,7 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
 
     // Restart on the same database with a healthy TikTok.
     standin.push_modes(std::iter::empty());
-    let mut child = spawn(&cfg_path, &standin.token);
+    let mut child = spawn(&cfg_path, &standin.token, &log);
     wait_healthy(&base).await;
     let st = standin.clone();
     let want = accepted.clone();
@@ -170,9 +177,79 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
         repeats.len(),
         extra.len()
     );
+    // Logs at info and above: no event values, no token.
+    let logs = std::fs::read_to_string(&log).expect("logs").to_lowercase();
+    assert!(
+        logs.contains("relay listening"),
+        "logs were captured: {logs}"
+    );
+    for secret in [
+        "jane",
+        "ozempic",
+        "1984-03-07",
+        &standin.token.to_lowercase(),
+    ] {
+        assert!(!logs.contains(secret), "{secret:?} in the relay's logs");
+    }
     let c = rusqlite::Connection::open(dir.path().join("relay.db")).expect("db");
     let pending: i64 = c
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .expect("count");
     assert_eq!(pending, 0);
+}
+
+#[test]
+fn binary_exit_codes_and_admin_commands() {
+    let bin = env!("CARGO_BIN_EXE_pixelwatch-relay");
+    let dir = tempfile::tempdir().expect("dir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[server]\nlisten = \"127.0.0.1:0\"\nlisten_typo = 1\n",
+    )
+    .expect("write");
+    let out = Command::new(bin)
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("listen_typo"));
+    let good = dir.path().join("relay.toml");
+    std::fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/relay.example.toml"),
+        &good,
+    )
+    .expect("copy example");
+    let run = |args: &[&str], token: Option<&str>| {
+        let mut c = Command::new(bin);
+        c.args(args).arg("--config").arg(&good);
+        c.env_remove("PIXELWATCH_TIKTOK_ACCESS_TOKEN");
+        if let Some(t) = token {
+            c.env("PIXELWATCH_TIKTOK_ACCESS_TOKEN", t);
+        }
+        c.output().expect("run")
+    };
+    let out = run(&["check-config"], None);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "missing token is a config error"
+    );
+    let out = run(&["check-config"], Some("secret-token-value"));
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("BookedGLP1Consultation -> Schedule"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("secret-token-value"),
+        "the token must never be printed"
+    );
+    // Admin commands on a database that does not exist yet fail with a run error.
+    let out = run(&["audit"], None);
+    assert_eq!(out.status.code(), Some(1));
+    let out = Command::new(bin).arg("bogus").output().expect("run");
+    assert_eq!(out.status.code(), Some(3));
 }

@@ -360,3 +360,35 @@ async fn graceful_shutdown_keeps_undelivered_events_for_the_next_start() {
     assert!(standin.events().is_empty());
     relay.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn one_bad_event_is_isolated_and_the_rest_of_the_batch_delivered() {
+    let mut h = Harness::start(Opts::default()).await;
+    let token = h.grant_consent().await;
+    let poisoned = format!("{:016x}", 3);
+    h.standin.poison(&poisoned);
+    let batch: Vec<_> = (0..8u32)
+        .map(|i| glp1_event(&format!("{i:016x}"), "E.C.P.bisect", Some(&token)))
+        .collect();
+    let (s, _) = h
+        .browser("/v1/events", &json!({"events": batch}), false)
+        .await;
+    assert_eq!(s, 202);
+    let st = h.standin.clone();
+    wait_for(10, "seven delivered", || st.events().len() == 7).await;
+    let db = h.db.clone();
+    wait_for(10, "one dead letter", || {
+        pixelwatch::relay::audit::dead_letters(&db).is_ok_and(|d| d.len() == 1)
+    })
+    .await;
+    let dead = pixelwatch::relay::audit::dead_letters(&db).expect("list");
+    assert_eq!(dead[0].event_id, poisoned);
+    assert!(
+        st.events()
+            .iter()
+            .all(|e| e["event_id"] != poisoned.as_str())
+    );
+    // 1 full batch + bisection: 8 -> 4+4 -> 2+2 -> 1+1: 7 requests in all.
+    assert_eq!(st.requests(), 7, "bisection cost");
+    h.shutdown().await;
+}

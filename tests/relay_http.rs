@@ -3,7 +3,7 @@
 mod relay_support;
 
 use relay_support::{Harness, ORIGIN, Opts, SECRET};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use pixelwatch::relay::ingest::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
 
@@ -258,6 +258,15 @@ async fn consent_input_is_validated() {
         (202, Some("accepted")),
         "{v}"
     );
+    // A browser cannot borrow a subject's consent by naming the subject.
+    let (_, v) = h
+        .browser(
+            "/v1/events",
+            &json!({"event": "BookedGLP1Consultation", "subject": "patient-77", "ttclid": "E.C.P.sub"}),
+            false,
+        )
+        .await;
+    assert_eq!(v["results"][0]["reasons"], json!(["no_consent"]), "{v}");
     h.shutdown().await;
     let text = String::from_utf8_lossy(&std::fs::read(&h.db).expect("db")).into_owned();
     assert!(
@@ -325,4 +334,80 @@ async fn readyz_fails_without_a_destination() {
             .contains("\"destination_configured\":false")
     );
     relay.shutdown().await.expect("shutdown");
+}
+
+/// The stand-in must reject what TikTok rejects, or the delivery tests prove nothing.
+#[tokio::test]
+async fn standin_rejects_what_tiktok_rejects() {
+    let st = relay_support::StandIn::start().await;
+    let http = reqwest::Client::new();
+    let good_event = json!({"event": "Schedule", "event_time": 1767225600, "event_id": "e1",
+        "user": {"ttclid": "E.C.P.x"}, "page": {"url": "https://clinic.example/booking"}});
+    let body =
+        |data: Value| json!({"event_source": "web", "event_source_id": st.pixel, "data": data});
+    let send = |b: Value, token: &str| {
+        http.post(&st.endpoint)
+            .header("Access-Token", token)
+            .header("Content-Type", "application/json")
+            .body(b.to_string())
+            .send()
+    };
+    let code = |r: reqwest::Response| async move {
+        assert_eq!(
+            r.status().as_u16(),
+            200,
+            "TikTok answers business errors with HTTP 200"
+        );
+        r.json::<Value>().await.expect("json")["code"]
+            .as_i64()
+            .expect("code")
+    };
+    assert_eq!(
+        code(send(body(json!([good_event])), &st.token).await.unwrap()).await,
+        0
+    );
+    assert_eq!(
+        code(send(body(json!([good_event])), "wrong").await.unwrap()).await,
+        40105
+    );
+    let mut wrong_pixel = body(json!([good_event]));
+    wrong_pixel["event_source_id"] = json!("OTHER");
+    assert_eq!(
+        code(send(wrong_pixel, &st.token).await.unwrap()).await,
+        40001
+    );
+    let bad_events = [
+        json!({"event_time": 1767225600000i64}),
+        json!({"event_time": "1767225600"}),
+        json!({"event_id": 42}),
+        json!({"user": {"ttclid": "x", "email": "jane@example.com"}}),
+        json!({"user": {"ttclid": "x", "first_name": "Jane"}}),
+        json!({"properties": {"value": 1, "currency": "XYZ"}}),
+        json!({"properties": {"diagnosis": "x"}}),
+        json!({"custom_data": {}}),
+    ];
+    for patch in bad_events {
+        let mut ev = good_event.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            ev[k] = v.clone();
+        }
+        let c = code(send(body(json!([ev])), &st.token).await.unwrap()).await;
+        assert_eq!(c, 40002, "{ev}");
+    }
+    assert_eq!(
+        code(send(body(json!([])), &st.token).await.unwrap()).await,
+        40002
+    );
+    let many: Vec<Value> = (0..1001).map(|_| good_event.clone()).collect();
+    assert_eq!(
+        code(send(body(json!(many)), &st.token).await.unwrap()).await,
+        40002
+    );
+    let mut src = body(json!([good_event]));
+    src["event_source"] = json!("browser");
+    assert_eq!(code(send(src, &st.token).await.unwrap()).await, 40002);
+    let mut extra = body(json!([good_event]));
+    extra["partner_name"] = json!("x");
+    assert_eq!(code(send(extra, &st.token).await.unwrap()).await, 40002);
+    assert_eq!(st.accepted().len(), 1);
 }

@@ -162,6 +162,9 @@ pub struct DispatchConfig {
     /// Idle poll interval in milliseconds.
     #[serde(default = "default_poll")]
     pub poll_ms: u64,
+    /// After an accept wakes the dispatcher, wait this long so a batch can fill (ms).
+    #[serde(default = "default_linger")]
+    pub linger_ms: u64,
     /// First retry delay in milliseconds.
     #[serde(default = "default_backoff_base")]
     pub backoff_base_ms: u64,
@@ -178,6 +181,7 @@ impl Default for DispatchConfig {
         DispatchConfig {
             batch_size: default_batch(),
             poll_ms: default_poll(),
+            linger_ms: default_linger(),
             backoff_base_ms: default_backoff_base(),
             backoff_cap_ms: default_backoff_cap(),
             max_attempts: default_max_attempts(),
@@ -256,6 +260,9 @@ fn default_batch() -> usize {
 }
 fn default_poll() -> u64 {
     500
+}
+fn default_linger() -> u64 {
+    50
 }
 fn default_backoff_base() -> u64 {
     1_000

@@ -30,6 +30,23 @@ static SSN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static HEX64: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9a-f]{64}$").expect("hex regex"));
 
+/// Keys of the outgoing schema; any other key is scanned like a value.
+const SCHEMA_KEYS: &[&str] = &[
+    "event",
+    "event_time",
+    "event_id",
+    "user",
+    "ttclid",
+    "ttp",
+    "email",
+    "phone",
+    "properties",
+    "value",
+    "currency",
+    "page",
+    "url",
+];
+
 /// Scan text for PHI-like content; returns reason codes such as `health_term:glp1_drug`.
 /// `opaque` selects plain word splitting for random identifiers (click ids, event ids).
 pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
@@ -85,8 +102,10 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
-                for r in scan_text(k, false) {
-                    out.push(format!("detector:{path}{k}(key):{r}"));
+                if !SCHEMA_KEYS.contains(&k.as_str()) {
+                    for r in scan_text(k, false) {
+                        out.push(format!("detector:{path}{k}(key):{r}"));
+                    }
                 }
                 walk(child, &format!("{path}{k}."), out);
             }

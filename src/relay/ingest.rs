@@ -272,7 +272,8 @@ async fn events_inner(st: &AppState, headers: &HeaderMap, body: Body) -> Respons
         let gate = st.consent.check(
             &st.cfg.consent,
             ev.consent_token.as_deref(),
-            ev.subject.as_deref(),
+            // Only a signed back-end caller may name a subject; a browser could name anyone.
+            ev.subject.as_deref().filter(|_| source == "server"),
             gpc,
             now,
         );

@@ -77,6 +77,12 @@ pub struct Metrics {
     pub delivery_latency: Histogram,
     /// Time from accept to acknowledgement.
     pub end_to_end_latency: Histogram,
+    /// Duration of one outbox group commit (apply + COMMIT incl. fsync).
+    pub commit_latency: Histogram,
+    /// Commands per group commit.
+    pub group_commands: AtomicU64,
+    /// Group commits.
+    pub group_commits: AtomicU64,
 }
 
 impl Metrics {
@@ -172,6 +178,23 @@ impl Metrics {
             "relay_delivery_request_seconds",
             "Duration of one request to TikTok.",
             &mut out,
+        );
+        self.commit_latency.render(
+            "relay_outbox_commit_seconds",
+            "Duration of one outbox group commit, fsync included.",
+            &mut out,
+        );
+        counter(
+            &mut out,
+            "relay_outbox_commits_total",
+            "Outbox group commits.",
+            &self.group_commits,
+        );
+        counter(
+            &mut out,
+            "relay_outbox_commands_total",
+            "Commands applied by group commits (commands / commits = mean group size).",
+            &self.group_commands,
         );
         self.end_to_end_latency.render(
             "relay_accept_to_delivery_seconds",

@@ -45,15 +45,18 @@ impl Relay {
     /// relay still accepts and stores events (readyz reports not ready) but does not deliver.
     pub async fn start(cfg: RelayConfig, secrets: Secrets) -> Result<Relay, RelayError> {
         let cfg = Arc::new(cfg);
-        let (outbox, writer, salt, reader) =
-            outbox::Outbox::open(&cfg.database.path, cfg.database.synchronous)?;
+        let metrics = Arc::new(metrics::Metrics::default());
+        let (outbox, writer, salt, reader) = outbox::Outbox::open(
+            &cfg.database.path,
+            cfg.database.synchronous,
+            metrics.clone(),
+        )?;
         let consent =
             consent::ConsentIndex::load(&reader).map_err(|source| StoreError::Sqlite {
                 path: cfg.database.path.display().to_string(),
                 source,
             })?;
         drop(reader);
-        let metrics = Arc::new(metrics::Metrics::default());
         let wake = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
         let dispatcher = secrets.access_token.as_ref().map(|token| {
@@ -72,6 +75,7 @@ impl Relay {
                 },
                 batch_size: cfg.dispatch.batch_size,
                 poll: Duration::from_millis(cfg.dispatch.poll_ms),
+                linger: Duration::from_millis(cfg.dispatch.linger_ms),
                 wake: wake.clone(),
                 metrics: metrics.clone(),
             };

@@ -80,6 +80,7 @@ timeout_ms = {timeout}
 [dispatch]
 batch_size = {batch_size}
 poll_ms = 25
+linger_ms = 5
 backoff_base_ms = 20
 backoff_cap_ms = 200
 max_attempts = {max_attempts}

@@ -46,6 +46,7 @@ struct Inner {
     raw_bodies: Vec<String>,
     requests: usize,
     rejections: Vec<(i64, String)>,
+    poison: Option<String>,
 }
 
 /// Handle to a running stand-in.
@@ -91,6 +92,11 @@ impl StandIn {
     /// Queue behaviours for the next requests (then back to normal).
     pub fn push_modes(&self, modes: impl IntoIterator<Item = Mode>) {
         self.inner.lock().unwrap().modes.extend(modes);
+    }
+
+    /// From now on, answer 40002 to any request containing an event with this event_id.
+    pub fn poison(&self, event_id: &str) {
+        self.inner.lock().unwrap().poison = Some(event_id.to_string());
     }
 
     /// Requests that were accepted.
@@ -162,7 +168,13 @@ impl StandIn {
     fn handle(&self, head: &str, body: &[u8]) -> Value {
         let mut g = self.inner.lock().unwrap();
         let request_id = format!("req-{}", g.requests);
-        let result = validate(head, body, &self.token, &self.pixel);
+        let poison = g.poison.clone();
+        let result = validate(head, body, &self.token, &self.pixel).and_then(|acc| match poison {
+            Some(p) if acc.events.iter().any(|e| e["event_id"] == p.as_str()) => {
+                Err((40002, "event_id: invalid value".to_string()))
+            }
+            _ => Ok(acc),
+        });
         match result {
             Ok(acc) => {
                 g.accepted.push(acc);
