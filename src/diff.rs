@@ -323,6 +323,7 @@ mod tests {
             skipped: vec![],
             external_links: vec![],
             cookies: vec![],
+            canaries: vec![],
             findings: vec![],
             summary: Summary::default(),
         }

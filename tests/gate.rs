@@ -177,6 +177,7 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         "third_party_script https://cdn.widget-b.test/w2.js",
         "cookie newcookie @ www.clinic.test",
         "finding critical tracker tiktok [vendors.toml:tiktok]",
+        "finding high no_consent tiktok [consent:none]",
     ]
     .iter()
     .map(|x| x.to_string())
@@ -190,6 +191,7 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         "third_party_script https://connect.facebook.net/en_US/fbevents.js",
         "third_party_script https://cdn.widget-a.test/w.js",
         "finding critical tracker meta [vendors.toml:meta]",
+        "finding high no_consent meta [consent:none]",
     ]
     .iter()
     .map(|x| x.to_string())

@@ -126,11 +126,10 @@ impl Tab {
     pub async fn visit(&mut self, url: &str, timing: VisitTiming, plan: &Plan) -> Visit {
         // Anything still queued belongs to the previous page.
         while self.events.try_recv().is_ok() {}
-        let mut st = PageState::default();
-        st.phase = if plan.consent_given.load(std::sync::atomic::Ordering::SeqCst) {
-            "consent".into()
-        } else {
-            "load".into()
+        let consented = plan.consent_given.load(std::sync::atomic::Ordering::SeqCst);
+        let mut st = PageState {
+            phase: if consented { "consent" } else { "load" }.into(),
+            ..Default::default()
         };
         let started = Instant::now();
         let deadline = started + timing.page_timeout;
