@@ -437,7 +437,11 @@ fn event_name(r: &Request, v: &Vendor) -> Option<(String, String)> {
                     .map(|(_, v)| ("body field 'ev'".into(), v.into_owned()))
             }),
         "ga4" => query("en").map(|e| ("query field 'en'".into(), e)),
-        _ => None,
+        // Generic: the event name is in one query parameter ("query:ea" for Microsoft UET).
+        other => {
+            let key = other.strip_prefix("query:")?;
+            query(key).map(|e| (format!("query field '{key}'"), e))
+        }
     }
 }
 
@@ -672,6 +676,37 @@ mod tests {
                     && e.contains("not a standard Meta Pixel event")),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn query_parsers_judge_other_vendors_event_names() {
+        let r = req(
+            "https://bat.bing.com/action/0?ti=1&evt=custom&ea=ozempic_signup",
+            None,
+            None,
+        );
+        let f = findings(&[page(vec![r])], &Engine::bundled(), ConsentMode::None, &[]);
+        let e = f
+            .iter()
+            .find(|f| f.rule == "vendors.toml:microsoft-uet:event_name")
+            .expect("uet event");
+        assert!(
+            e.evidence.contains("query field 'ea'") && e.evidence.contains("ozempic"),
+            "{}",
+            e.evidence
+        );
+        let ok = req(
+            "https://ct.pinterest.com/v3/?event=checkout&tid=1",
+            None,
+            None,
+        );
+        let f = findings(
+            &[page(vec![ok])],
+            &Engine::bundled(),
+            ConsentMode::None,
+            &[],
+        );
+        assert!(!f.iter().any(|f| f.rule.ends_with(":event_name")), "{f:?}");
     }
 
     #[test]

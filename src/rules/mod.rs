@@ -54,7 +54,7 @@ struct VendorDef {
     /// The vendor's standard event names; anything else is a custom (descriptive) event.
     #[serde(default)]
     standard_events: Vec<String>,
-    /// Payload parser for event names: "tiktok", "meta", "ga4".
+    /// Payload parser for event names: "tiktok", "meta", "ga4", or "query:PARAM".
     #[serde(default)]
     parser: Option<String>,
 }
@@ -144,9 +144,10 @@ impl Engine {
             };
             if let Some(p) = def.parser.as_deref()
                 && !["tiktok", "meta", "ga4"].contains(&p)
+                && p.strip_prefix("query:").is_none_or(str::is_empty)
             {
                 return Err(invalid(&format!(
-                    "unknown parser '{p}' (known: tiktok, meta, ga4)"
+                    "unknown parser '{p}' (known: tiktok, meta, ga4, query:PARAM)"
                 )));
             }
             if def.hosts.is_empty() {
