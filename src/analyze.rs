@@ -15,6 +15,7 @@ use serde_json::Value;
 use crate::lexicon::Lexicon;
 use crate::model::{Canary, Finding, Page, Request, Severity};
 use crate::rules::consent::ConsentMode;
+use crate::rules::filterlist::FilterLists;
 use crate::rules::{Engine, Vendor};
 
 /// Categories whose requests are judged as trackers (CDNs, fonts and payments are not).
@@ -30,6 +31,7 @@ const TRACKING_CATEGORIES: &[&str] = &[
 pub fn findings(
     pages: &[Page],
     engine: &Engine,
+    lists: Option<&FilterLists>,
     consent: ConsentMode,
     canaries: &[Canary],
 ) -> Vec<Finding> {
@@ -72,6 +74,24 @@ pub fn findings(
                 }
             }
             let Some(m) = m else {
+                // Unknown to the rules: an optional filter list may still know it.
+                if let Some(hit) =
+                    lists.and_then(|l| l.check(&r.url, &p.url, &r.resource_type, &r.method))
+                    && seen_other.insert(("filter", r.host.clone(), String::new()))
+                {
+                    out.push(Finding {
+                        kind: "tracker".into(),
+                        severity: Severity::Medium,
+                        vendor: None,
+                        page: p.url.clone(),
+                        request_url: Some(r.url.clone()),
+                        evidence: format!(
+                            "{} request to {} matched filter list {} line {}: {}",
+                            r.resource_type, r.host, hit.list, hit.line, hit.rule
+                        ),
+                        rule: format!("{}:{}", hit.list, hit.line),
+                    });
+                }
                 continue;
             };
             let v = m.vendor;
@@ -600,6 +620,7 @@ mod tests {
                 None,
             )])],
             &Engine::bundled(),
+            None,
             ConsentMode::None,
             &[],
         );
@@ -634,7 +655,13 @@ mod tests {
             None,
             Some("https://www.clinic.test/conditions/diabetes"),
         );
-        let f = findings(&[page(vec![r])], &Engine::bundled(), ConsentMode::None, &[]);
+        let f = findings(
+            &[page(vec![r])],
+            &Engine::bundled(),
+            None,
+            ConsentMode::None,
+            &[],
+        );
         let ev: Vec<_> = f.iter().map(|f| f.evidence.as_str()).collect();
         assert!(
             ev.iter()
@@ -660,7 +687,13 @@ mod tests {
             None,
             None,
         );
-        let f = findings(&[page(vec![r])], &Engine::bundled(), ConsentMode::None, &[]);
+        let f = findings(
+            &[page(vec![r])],
+            &Engine::bundled(),
+            None,
+            ConsentMode::None,
+            &[],
+        );
         let ev: Vec<_> = f
             .iter()
             .map(|f| (f.severity, f.evidence.as_str()))
@@ -685,7 +718,13 @@ mod tests {
             None,
             None,
         );
-        let f = findings(&[page(vec![r])], &Engine::bundled(), ConsentMode::None, &[]);
+        let f = findings(
+            &[page(vec![r])],
+            &Engine::bundled(),
+            None,
+            ConsentMode::None,
+            &[],
+        );
         let e = f
             .iter()
             .find(|f| f.rule == "vendors.toml:microsoft-uet:event_name")
@@ -703,6 +742,7 @@ mod tests {
         let f = findings(
             &[page(vec![ok])],
             &Engine::bundled(),
+            None,
             ConsentMode::None,
             &[],
         );
@@ -724,6 +764,7 @@ mod tests {
         let f = findings(
             &[page(vec![fonts, ids])],
             &Engine::bundled(),
+            None,
             ConsentMode::None,
             &[],
         );

@@ -156,6 +156,12 @@ pub struct ScanArgs {
     /// Do not read robots.txt Sitemap lines and sitemap.xml.
     #[arg(long)]
     pub no_sitemap: bool,
+    /// Your own vendor rules directory (*.toml), added to the bundled rules.
+    #[arg(long, value_name = "DIR")]
+    pub rules: Option<PathBuf>,
+    /// Adblock-syntax filter list (e.g. EasyPrivacy) to catch unknown trackers (repeatable).
+    #[arg(long = "filter-list", value_name = "FILE")]
+    pub filter_lists: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +348,8 @@ fn site_scan_options(a: &ScanArgs) -> ScanOptions {
         include: a.include.clone(),
         exclude: a.exclude.clone(),
         sitemaps: !a.no_sitemap,
+        rules_dir: a.rules.clone(),
+        filter_lists: a.filter_lists.clone(),
         ..scan_options(&a.common)
     }
 }
@@ -607,7 +615,11 @@ async fn check(a: CheckArgs) -> i32 {
         return code;
     }
     let drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
-    let violations = policy.evaluate(&report, drift.as_ref(), &Engine::bundled());
+    let engine = match &a.scan.rules {
+        Some(dir) => Engine::with_dir(dir).unwrap_or_else(|_| Engine::bundled()),
+        None => Engine::bundled(),
+    };
+    let violations = policy.evaluate(&report, drift.as_ref(), &engine);
     let writes: [(&Option<PathBuf>, String); 3] = [
         (&a.junit, ci::junit(&report, &violations)),
         (

@@ -39,6 +39,10 @@ pub struct ScanOptions {
     pub consent: ConsentMode,
     /// Type canary values into forms (the site's own submissions are held back).
     pub probe_forms: bool,
+    /// A directory of the user's own vendor rules, added to the bundled ones.
+    pub rules_dir: Option<PathBuf>,
+    /// Adblock-syntax filter lists to catch trackers the rules do not know.
+    pub filter_lists: Vec<PathBuf>,
 }
 
 impl Default for ScanOptions {
@@ -59,6 +63,8 @@ impl Default for ScanOptions {
             browser_args: Vec::new(),
             consent: ConsentMode::None,
             probe_forms: true,
+            rules_dir: None,
+            filter_lists: Vec::new(),
         }
     }
 }
@@ -77,6 +83,8 @@ pub enum ScanError {
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
     #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
+    #[error(transparent)]
     Launch(#[from] LaunchError),
 }
 
@@ -85,7 +93,10 @@ impl ScanError {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            ScanError::BadUrl(_) | ScanError::BadPattern { .. } | ScanError::Zero(_)
+            ScanError::BadUrl(_)
+                | ScanError::BadPattern { .. }
+                | ScanError::Zero(_)
+                | ScanError::Rules(_)
         ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
     }
 }
@@ -197,6 +208,11 @@ pub async fn run_with_hook(
             })
             .collect()
     };
+    let engine = match &opts.rules_dir {
+        Some(dir) => Engine::with_dir(dir)?,
+        None => Engine::bundled(),
+    };
+    let filter_lists = crate::rules::filterlist::FilterLists::load(&opts.filter_lists)?;
     let include = compile("include", &opts.include)?;
     let exclude = compile("exclude", &opts.exclude)?;
     let frontier = Frontier::new(
@@ -285,10 +301,15 @@ pub async fn run_with_hook(
     cookies.sort_by(|a, b| {
         (&a.cookie.domain, &a.cookie.name).cmp(&(&b.cookie.domain, &b.cookie.name))
     });
-    let engine = Engine::bundled();
     classify(&mut pages, &site, &engine);
     let canaries = plan.canaries.clone().unwrap_or_default();
-    let findings = crate::analyze::findings(&pages, &engine, opts.consent, &canaries);
+    let findings = crate::analyze::findings(
+        &pages,
+        &engine,
+        filter_lists.as_ref(),
+        opts.consent,
+        &canaries,
+    );
     let restarts = *slot.restarts.lock().unwrap_or_else(|p| p.into_inner());
     let summary = summarize(
         &pages,

@@ -77,7 +77,13 @@ fn leaky_site() -> Site {
             &html(r#"<script>navigator.sendBeacon('https://analytics.tiktok.com/api/v2/pixel', JSON.stringify({event: 'Pageview'}));</script>"#),
         )
         // Google Tag Manager injecting a pixel late.
-        .page(C, "/gtm-page", &html(r#"<script src="https://www.googletagmanager.com/gtm.js?id=GTM-TEST"></script>"#))
+        .page(
+            C,
+            "/gtm-page",
+            &html(r#"<script src="https://www.googletagmanager.com/gtm.js?id=GTM-TEST"></script>
+                <img src="https://px.unknown-tracker.test/collect?site=clinic">"#),
+        )
+        .handler("px.unknown-tracker.test", "/collect", |_| Response::ok("image/gif", pixelwatch::demo::GIF.to_vec()))
         .route(
             "www.googletagmanager.com",
             "/gtm.js",
@@ -144,7 +150,13 @@ fn find<'a>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_planted_leak_is_reported_with_vendor_page_and_evidence() {
     let server = FixtureServer::start(leaky_site()).await.unwrap();
-    let report = scan(&options(&server)).await;
+    // A user-supplied filter list catches a tracker the bundled rules do not know.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("my-easyprivacy.txt");
+    std::fs::write(&list, "! Title: sample\n||px.unknown-tracker.test^$image\n").unwrap();
+    let mut opts = options(&server);
+    opts.filter_lists = vec![list];
+    let report = scan(&opts).await;
     assert_eq!(report.summary.pages_errored, 0);
 
     let book = "/conditions/diabetes/book";
@@ -205,6 +217,16 @@ async fn every_planted_leak_is_reported_with_vendor_page_and_evidence() {
         "google-tag-manager",
         "/gtm-page",
         "Google Tag Manager",
+    );
+
+    let unknown = report
+        .findings
+        .iter()
+        .find(|f| f.rule == "my-easyprivacy.txt:2")
+        .expect("filter-list finding");
+    assert!(
+        unknown.evidence.contains("px.unknown-tracker.test") && unknown.page.ends_with("/gtm-page"),
+        "{unknown:?}"
     );
 
     // No consent mode: everything fired before consent.

@@ -2,6 +2,7 @@
 //! a request URL and the rule (file and id) that said so.
 
 pub mod consent;
+pub mod filterlist;
 
 use std::path::{Path, PathBuf};
 
