@@ -100,10 +100,7 @@ impl Policy {
         })?;
         toml::from_str(&text).map_err(|e| PolicyError::Parse {
             path: shown,
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .unwrap_or(0),
+            line: crate::rules::toml_error_line(&text, &e),
             message: e.message().to_string(),
         })
     }

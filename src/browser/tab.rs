@@ -275,27 +275,8 @@ impl Tab {
                         .is_some_and(|r| r.request.resource_type == "Document")
             })?
             .clone();
-        let body = self
-            .conn
-            .call_with_timeout(
-                "Network.getResponseBody",
-                json!({"requestId": key.1}),
-                Some(&self.session),
-                COLLECT_TIMEOUT,
-            )
-            .await
-            .ok()?;
-        let text = body["body"].as_str().unwrap_or_default();
-        let text = if body["base64Encoded"].as_bool() == Some(true) {
-            String::from_utf8_lossy(
-                &base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .unwrap_or_default(),
-            )
-            .into_owned()
-        } else {
-            text.to_string()
-        };
+        let bytes = self.response_body(&self.session, &key.1).await?;
+        let text = String::from_utf8_lossy(&bytes).into_owned();
         Some((status, text))
     }
 
@@ -486,6 +467,26 @@ impl Tab {
         out
     }
 
+    /// The body of a finished response, decoded from base64 when CDP sent it so.
+    async fn response_body(&self, session: &str, request_id: &str) -> Option<Vec<u8>> {
+        let body = self
+            .conn
+            .call_with_timeout(
+                "Network.getResponseBody",
+                json!({"requestId": request_id}),
+                Some(session),
+                COLLECT_TIMEOUT,
+            )
+            .await
+            .ok()?;
+        let text = body["body"].as_str().unwrap_or_default();
+        if body["base64Encoded"].as_bool() == Some(true) {
+            base64::engine::general_purpose::STANDARD.decode(text).ok()
+        } else {
+            Some(text.as_bytes().to_vec())
+        }
+    }
+
     /// sha256 of every script the page loaded over the network.
     async fn hash_scripts(&self, st: &PageState) -> Vec<Script> {
         let mut out = Vec::new();
@@ -500,29 +501,9 @@ impl Tab {
             }
             let ok = r.done && r.request.error.is_none();
             let sha256 = if ok {
-                match self
-                    .conn
-                    .call_with_timeout(
-                        "Network.getResponseBody",
-                        json!({"requestId": key.1}),
-                        Some(&r.session),
-                        COLLECT_TIMEOUT,
-                    )
+                self.response_body(&r.session, &key.1)
                     .await
-                {
-                    Ok(body) => {
-                        let text = body["body"].as_str().unwrap_or_default();
-                        let bytes = if body["base64Encoded"].as_bool() == Some(true) {
-                            base64::engine::general_purpose::STANDARD
-                                .decode(text)
-                                .unwrap_or_default()
-                        } else {
-                            text.as_bytes().to_vec()
-                        };
-                        Some(sha256_hex(&bytes))
-                    }
-                    Err(_) => None,
-                }
+                    .map(|b| sha256_hex(&b))
             } else {
                 None
             };

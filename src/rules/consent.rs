@@ -64,10 +64,7 @@ impl ConsentRules {
     pub fn parse(path: &str, text: &str) -> Result<ConsentRules, RulesError> {
         let f: File = toml::from_str(text).map_err(|e| RulesError::Parse {
             path: path.to_string(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .unwrap_or(0),
+            line: super::toml_error_line(text, &e),
             message: e.message().to_string(),
         })?;
         for (name, re) in [

@@ -127,10 +127,7 @@ impl Engine {
     pub fn add_file(&mut self, path: &str, text: &str) -> Result<(), RulesError> {
         let file: RulesFile = toml::from_str(text).map_err(|e| RulesError::Parse {
             path: path.to_string(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .unwrap_or(0),
+            line: toml_error_line(text, &e),
             message: e.message().to_string(),
         })?;
         let short = Path::new(path)
@@ -226,6 +223,13 @@ impl Engine {
                 pattern: &p.text,
             })
     }
+}
+
+/// The 1-based line a TOML error points at (0 when it points nowhere).
+pub(crate) fn toml_error_line(text: &str, e: &toml::de::Error) -> usize {
+    e.span()
+        .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+        .unwrap_or(0)
 }
 
 fn toml_files(dir: &Path) -> Result<Vec<PathBuf>, RulesError> {
