@@ -181,6 +181,10 @@ impl Tab {
             .main_mime
             .as_deref()
             .is_some_and(|m| !m.contains("html") && !m.contains("xml"));
+        // A download (non-HTML answer) aborts the navigation: that is not a page error.
+        if not_html && error.as_deref().is_some_and(|e| e.contains("ERR_ABORTED")) {
+            error = None;
+        }
         if !st.crashed && error.is_none() && !not_html {
             self.collect_dom(&mut st, &mut visit).await;
             self.interact(&mut st, &mut visit, timing, plan).await;
