@@ -128,6 +128,9 @@ pub struct DiffArgs {
     /// Write the drift as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report of the scan with its drift highlighted.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
 }
@@ -181,6 +184,9 @@ pub struct CommonScanArgs {
     /// Write the scan report (pixelwatch.scan/v1) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
+    /// Write a self-contained HTML report.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<PathBuf>,
     /// SQLite database for scan history [default: $PIXELWATCH_DB or ~/.local/share/pixelwatch/pixelwatch.db]
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
@@ -427,6 +433,12 @@ async fn scan_and_report(
                 code = EXIT_ERROR;
             }
         }
+    }
+    if let Some(p) = &common.html
+        && let Err(e) = std::fs::write(p, report::html::render(&report, None))
+    {
+        eprintln!("error: cannot write '{}': {e}", p.display());
+        code = EXIT_ERROR;
     }
     if !common.quiet {
         print!("{}", terminal::summary(&report));

@@ -244,6 +244,41 @@ impl Tab {
         visit
     }
 
+    /// Navigates to `url` and waits for its load event (bounded); the page stays open.
+    pub async fn open_url(&mut self, url: &str, limit: Duration) -> bool {
+        while self.events.try_recv().is_ok() {}
+        let mut st = PageState::default();
+        let nav = self
+            .conn
+            .call_with_timeout(
+                "Page.navigate",
+                json!({"url": url}),
+                Some(&self.session),
+                limit,
+            )
+            .await;
+        if !nav.is_ok_and(|v| v["errorText"].as_str().is_none_or(str::is_empty)) {
+            return false;
+        }
+        let until = Instant::now() + limit;
+        self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
+            .await;
+        st.load_fired
+    }
+
+    /// Evaluates `expression` in the page's main world and returns its value.
+    pub async fn evaluate(&self, expression: &str) -> Result<serde_json::Value, CdpError> {
+        let res = self
+            .conn
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+                Some(&self.session),
+            )
+            .await?;
+        Ok(res["result"]["value"].clone())
+    }
+
     /// Loads `url` as a document and returns its status and body text (robots.txt, sitemaps).
     pub async fn fetch_text(&mut self, url: &str) -> Option<(u16, String)> {
         while self.events.try_recv().is_ok() {}

@@ -1,6 +1,7 @@
 //! Reports for people and programs: the JSON scan report and the terminal summary.
 
 pub mod ci;
+pub mod html;
 pub mod progress;
 pub mod terminal;
 
