@@ -142,6 +142,50 @@ pub fn findings(
     out
 }
 
+/// `no_consent` for tracking cookies that appeared on a page before any consent interaction
+/// (every page in `--consent none`; pages where no banner had been answered otherwise).
+pub fn cookie_findings(
+    cookies: &[crate::model::CookieSeen],
+    pages: &[Page],
+    engine: &Engine,
+    consent: ConsentMode,
+) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for c in cookies {
+        let Some(v) = engine.match_cookie(&c.cookie.name, &c.cookie.domain) else {
+            continue;
+        };
+        if !TRACKING_CATEGORIES.contains(&v.category.as_str()) {
+            continue;
+        }
+        let page = pages.iter().find(|p| p.url == c.first_seen_page);
+        // Pre-consent if the page that first showed it had its banner unanswered and nothing
+        // before it had been answered either (its requests still in the "load" phase).
+        let pre_consent = match consent {
+            ConsentMode::None => true,
+            _ => page.is_some_and(|p| {
+                p.consent_action.is_none() && p.requests.first().is_some_and(|r| r.phase == "load")
+            }),
+        };
+        if !pre_consent {
+            continue;
+        }
+        out.push(Finding {
+            kind: "no_consent".into(),
+            severity: Severity::High,
+            vendor: Some(v.id.clone()),
+            page: c.first_seen_page.clone(),
+            request_url: None,
+            evidence: format!(
+                "tracking cookie {} ({}, set by {}) of {} appeared before any consent interaction",
+                c.cookie.name, c.cookie.domain, c.cookie.set_by, v.name
+            ),
+            rule: format!("{}:cookie", v.rule),
+        });
+    }
+    out
+}
+
 /// `no_consent`, `session_replay` and `third_party_frame` findings for one tracker request.
 fn other_findings(
     p: &Page,
@@ -709,6 +753,33 @@ mod tests {
                     && e.contains("not a standard Meta Pixel event")),
             "{ev:?}"
         );
+    }
+
+    #[test]
+    fn tracking_cookies_before_consent() {
+        let seen = |name: &str, domain: &str| crate::model::CookieSeen {
+            cookie: crate::model::Cookie {
+                name: name.into(),
+                domain: domain.into(),
+                set_by: "script".into(),
+                ..Default::default()
+            },
+            first_seen_page: "https://www.clinic.test/services/semaglutide/book".into(),
+        };
+        let cookies = [
+            seen("_fbp", "www.clinic.test"),
+            seen("ttwid", ".tiktok.com"),
+            seen("session", "www.clinic.test"),
+        ];
+        let f = cookie_findings(
+            &cookies,
+            &[page(vec![])],
+            &Engine::bundled(),
+            ConsentMode::None,
+        );
+        let vendors: Vec<_> = f.iter().map(|f| f.vendor.clone().unwrap()).collect();
+        assert_eq!(vendors, vec!["meta", "tiktok"]);
+        assert!(f[0].evidence.contains("_fbp") && f[0].rule == "vendors.toml:meta:cookie");
     }
 
     #[test]

@@ -303,13 +303,22 @@ pub async fn run_with_hook(
     });
     classify(&mut pages, &site, &engine);
     let canaries = plan.canaries.clone().unwrap_or_default();
-    let findings = crate::analyze::findings(
+    let mut findings = crate::analyze::findings(
         &pages,
         &engine,
         filter_lists.as_ref(),
         opts.consent,
         &canaries,
     );
+    findings.extend(crate::analyze::cookie_findings(
+        &cookies,
+        &pages,
+        &engine,
+        opts.consent,
+    ));
+    findings.sort_by(|a, b| {
+        (a.severity, &a.kind, &a.vendor, &a.page).cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
+    });
     let restarts = *slot.restarts.lock().unwrap_or_else(|p| p.into_inner());
     let summary = summarize(
         &pages,

@@ -58,6 +58,9 @@ struct VendorDef {
     /// Payload parser for event names: "tiktok", "meta", "ga4", or "query:PARAM".
     #[serde(default)]
     parser: Option<String>,
+    /// Names of the cookies this vendor sets (a trailing `*` matches a prefix).
+    #[serde(default)]
+    cookies: Vec<String>,
 }
 
 /// One vendor as compiled.
@@ -71,6 +74,7 @@ pub struct Vendor {
     pub severity: Severity,
     pub standard_events: Vec<String>,
     pub parser: Option<String>,
+    pub cookies: Vec<String>,
     /// "file:id", for provenance.
     pub rule: String,
 }
@@ -185,12 +189,28 @@ impl Engine {
                 severity: def.severity,
                 standard_events: def.standard_events,
                 parser: def.parser,
+                cookies: def.cookies,
             });
         }
         // Most specific first: a path pattern beats a host, an exact host beats a wildcard.
         self.patterns
             .sort_by_key(|p| std::cmp::Reverse((p.path_prefix.len(), !p.wildcard, p.host.len())));
         Ok(())
+    }
+
+    /// The vendor that sets a cookie: by its name, else by its domain's host patterns.
+    pub fn match_cookie(&self, name: &str, domain: &str) -> Option<&Vendor> {
+        let by_name = self.vendors.iter().find(|v| {
+            v.cookies.iter().any(|c| match c.strip_suffix('*') {
+                Some(prefix) => name.starts_with(prefix),
+                None => c == name,
+            })
+        });
+        by_name.or_else(|| {
+            let host = domain.trim_start_matches('.');
+            self.match_url(&format!("https://{host}/"))
+                .map(|m| m.vendor)
+        })
     }
 
     /// All vendors.
