@@ -141,12 +141,8 @@ fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
 }
 
 /// One scheduled run of one site: re-send its failed alerts, scan, store, diff, alert, record.
-pub async fn run_once_for(
-    config: &Config,
-    store: &Mutex<Store>,
-    alerter: &Alerter,
-    site: &SiteConfig,
-) {
+async fn run_once(shared: &Shared, site: &SiteConfig) {
+    let (config, store, alerter) = (&shared.config, &shared.store, &shared.alerter);
     let key = site.site_key();
     let started_at = scan::now_rfc3339();
     if let Err(e) = alerter.resend_failed(store, Some(&key)).await {
@@ -205,10 +201,6 @@ pub async fn run_once_for(
     if let Err(e) = lock(store).record_watch_run(&run) {
         tracing::error!(site = %key, error = %e, "cannot record the run");
     }
-}
-
-async fn run_once(shared: &Shared, site: &SiteConfig) {
-    run_once_for(&shared.config, &shared.store, &shared.alerter, site).await
 }
 
 /// Diffs a stored scan against the approved baseline (or, without one, an empty one) and alerts;

@@ -368,6 +368,42 @@ async fn alert_test_sends_a_message_and_bad_configs_exit_3() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED after 2 attempt(s)"));
+    // Each failed attempt is logged (warn, shown without -v).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("alert not delivered").count(), 2, "{err}");
+    assert!(err.contains("451") && err.contains("retrying"), "{err}");
+    sink.refuse(false);
+
+    // A username with the password in a file: AUTH carries it; nothing prints it.
+    let pw = dir.path().join("smtp-password");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}username = \"alerts\"\npassword_file = \"{}\"\n",
+            sink.email_toml(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["-vv", "alert", "test", "--config", cfg.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(sink.auths(), vec!["alerts:s3cret-pw"]);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("s3cret"), "{all}");
 
     // A password in the file, an unknown key: exit 3 naming the file and line; the value is
     // never echoed.

@@ -24,6 +24,7 @@ pub struct SmtpSink {
     received: Arc<Mutex<Vec<Received>>>,
     data_attempts: Arc<AtomicUsize>,
     refuse: Arc<AtomicBool>,
+    auths: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,15 +41,21 @@ impl SmtpSink {
         let received = Arc::new(Mutex::new(Vec::new()));
         let data_attempts = Arc::new(AtomicUsize::new(0));
         let refuse = Arc::new(AtomicBool::new(false));
-        let (r, d, f) = (received.clone(), data_attempts.clone(), refuse.clone());
+        let auths = Arc::new(Mutex::new(Vec::new()));
+        let (r, d, f, a) = (
+            received.clone(),
+            data_attempts.clone(),
+            refuse.clone(),
+            auths.clone(),
+        );
         let task = tokio::spawn(async move {
             loop {
                 let Ok((sock, _)) = listener.accept().await else {
                     continue;
                 };
-                let (r, d, f) = (r.clone(), d.clone(), f.clone());
+                let (r, d, f, a) = (r.clone(), d.clone(), f.clone(), a.clone());
                 tokio::spawn(async move {
-                    let _ = session(sock, r, d, f).await;
+                    let _ = session(sock, r, d, f, a).await;
                 });
             }
         });
@@ -57,6 +64,7 @@ impl SmtpSink {
             received,
             data_attempts,
             refuse,
+            auths,
             task,
         }
     }
@@ -72,6 +80,11 @@ impl SmtpSink {
 
     pub fn messages(&self) -> Vec<Received> {
         self.received.lock().unwrap().clone()
+    }
+
+    /// Credentials received with AUTH PLAIN, as "user:password".
+    pub fn auths(&self) -> Vec<String> {
+        self.auths.lock().unwrap().clone()
     }
 
     /// How many DATA commands arrived (accepted or refused).
@@ -93,6 +106,7 @@ async fn session(
     received: Arc<Mutex<Vec<Received>>>,
     data_attempts: Arc<AtomicUsize>,
     refuse: Arc<AtomicBool>,
+    auths: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
     let (rd, mut wr) = sock.into_split();
     let mut lines = BufReader::new(rd).lines();
@@ -102,7 +116,18 @@ async fn session(
     while let Some(line) = lines.next_line().await? {
         let upper = line.to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            wr.write_all(b"250-sink.test\r\n250 8BITMIME\r\n").await?;
+            wr.write_all(b"250-sink.test\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n")
+                .await?;
+        } else if upper.starts_with("AUTH PLAIN ") {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(line[11..].trim())
+                .unwrap_or_default();
+            let parts: Vec<String> = raw
+                .split(|b| *b == 0)
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect();
+            auths.lock().unwrap().push(parts[1..].join(":"));
+            wr.write_all(b"235 2.7.0 authenticated\r\n").await?;
         } else if upper.starts_with("HELO")
             || upper.starts_with("RSET")
             || upper.starts_with("NOOP")
