@@ -225,6 +225,13 @@ impl Config {
             crate::crawl::normalize(&s.url)
                 .ok_or_else(|| format!("site {} url '{}' is not an http(s) URL", i + 1, s.url))?;
             parse_schedule(&s.schedule).map_err(|e| format!("site {} ({}): {e}", i + 1, s.url))?;
+            for (key, patterns) in [("include", &s.include), ("exclude", &s.exclude)] {
+                for p in patterns {
+                    regex::Regex::new(p).map_err(|e| {
+                        format!("site {} ({}): bad {key} pattern '{p}': {e}", i + 1, s.url)
+                    })?;
+                }
+            }
         }
         if let Some(e) = &self.email {
             if e.to.is_empty() {
@@ -355,5 +362,8 @@ url = "https://hooks.example.com/x"
         let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
         assert!(e.contains("bad schedule 'every day'"), "{e}");
         assert!(parse_schedule("*/5 * * * * *").is_ok());
+        let bad = GOOD.replace("max_pages = 20", "exclude = [\"(\"]");
+        let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
+        assert!(e.contains("bad exclude pattern '('"), "{e}");
     }
 }

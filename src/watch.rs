@@ -79,11 +79,20 @@ pub async fn run(
         store: Mutex::new(store),
         alerter,
     });
-    if let Err(e) = shared.alerter.resend_failed(&shared.store, None).await {
-        tracing::error!(error = %e, "cannot re-send failed alerts");
-    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    // Alerts a previous run could not deliver (of any site, configured or not).
+    let (resend, mut stop) = (shared.clone(), stop_rx.clone());
+    tasks.spawn(async move {
+        tokio::select! {
+            r = resend.alerter.resend_failed(&resend.store, None) => {
+                if let Err(e) = r {
+                    tracing::error!(error = %e, "cannot re-send failed alerts");
+                }
+            }
+            _ = stop.changed() => {}
+        }
+    });
     for i in 0..shared.config.sites.len() {
         tasks.spawn(site_loop(shared.clone(), i, stop_rx.clone()));
     }

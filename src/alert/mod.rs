@@ -220,6 +220,8 @@ pub enum DriftAlert {
 pub struct Alerter {
     channels: Vec<Channel>,
     retry: RetryConfig,
+    /// One re-send pass at a time, so two passes never send the same failed alert twice.
+    resending: tokio::sync::Mutex<()>,
 }
 
 fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
@@ -239,6 +241,7 @@ impl Alerter {
         Ok(Alerter {
             channels,
             retry: c.retry.clone(),
+            resending: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -322,6 +325,7 @@ impl Alerter {
         store: &Mutex<Store>,
         site: Option<&str>,
     ) -> Result<Vec<Outcome>, StoreError> {
+        let _one_pass = self.resending.lock().await;
         let pending = lock(store).failed_alerts(site)?;
         let mut out = Vec::new();
         for (id, channel, alert) in pending {
