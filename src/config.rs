@@ -117,6 +117,8 @@ pub struct EmailConfig {
     pub to: Vec<String>,
     #[serde(default = "thirty")]
     pub timeout_secs: u64,
+    /// Extra root certificate (PEM) to trust, for a relay with a private CA.
+    pub ca_file: Option<PathBuf>,
 }
 
 fn thirty() -> u64 {
@@ -240,6 +242,9 @@ impl Config {
             for addr in std::iter::once(&e.from).chain(&e.to) {
                 addr.parse::<lettre::message::Mailbox>()
                     .map_err(|err| format!("email address '{addr}': {err}"))?;
+            }
+            if e.ca_file.is_some() && e.security == Security::None {
+                return Err("email.ca_file needs security = \"tls\" or \"starttls\"".into());
             }
             if e.password_env.is_some() && e.password_file.is_some() {
                 return Err("set email.password_env or email.password_file, not both".into());

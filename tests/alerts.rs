@@ -444,3 +444,31 @@ async fn alert_test_sends_a_message_and_bad_configs_exit_3() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert!(err.contains("PIXELWATCH_TEST_UNSET_PW"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtps_with_a_private_ca_delivers_and_an_untrusted_certificate_does_not() {
+    let (sink, ca_pem) = SmtpSink::start_tls().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let tls = sink.email_toml().replace("\"none\"", "\"tls\"");
+    let trusted = config(&format!("{tls}ca_file = \"{}\"\n", ca.display()));
+    let outcomes = Alerter::from_config(&trusted)
+        .unwrap()
+        .send_all(&pixelwatch::alert::Alert::test())
+        .await;
+    assert!(outcomes[0].error.is_none(), "{outcomes:?}");
+    assert_eq!(sink.messages().len(), 1);
+
+    // Without the CA the certificate is not trusted: nothing is sent, the error says why.
+    let outcomes = Alerter::from_config(&config(&tls))
+        .unwrap()
+        .send_all(&pixelwatch::alert::Alert::test())
+        .await;
+    let err = outcomes[0].error.as_deref().unwrap_or_default();
+    assert!(
+        err.contains("127.0.0.1") && err.to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert_eq!(sink.messages().len(), 1);
+}

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
 use super::{Alert, AlertError, SendError};
@@ -35,6 +36,22 @@ impl Email {
         let mut builder = builder
             .port(c.port())
             .timeout(Some(Duration::from_secs(c.timeout_secs)));
+        if let Some(ca) = &c.ca_file {
+            let shown = ca.display();
+            let pem = std::fs::read(ca)
+                .map_err(|e| bad(format!("cannot read email.ca_file '{shown}': {e}")))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| bad(format!("email.ca_file '{shown}': {e}")))?;
+            let params = TlsParameters::builder(c.host.clone())
+                .add_root_certificate(cert)
+                .build_rustls()
+                .map_err(|e| bad(format!("email.ca_file '{shown}': {e}")))?;
+            builder = builder.tls(match c.security {
+                Security::Tls => Tls::Wrapper(params),
+                Security::Starttls => Tls::Required(params),
+                Security::None => Tls::None,
+            });
+        }
         if let Some(user) = &c.username {
             let password = c.password().map_err(bad)?.unwrap_or_default();
             builder = builder.credentials(Credentials::new(user.clone(), password));

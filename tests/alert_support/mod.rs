@@ -36,6 +36,28 @@ impl Drop for SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
+        SmtpSink::start_with(None).await
+    }
+
+    /// A server speaking TLS from the first byte (SMTPS) with a self-signed certificate for
+    /// 127.0.0.1; returns it and the certificate (PEM) to trust.
+    pub async fn start_tls() -> (SmtpSink, String) {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        let pem = cert.cert.pem();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.cert.der().clone()], key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        (SmtpSink::start_with(Some(acceptor)).await, pem)
+    }
+
+    async fn start_with(tls: Option<tokio_rustls::TlsAcceptor>) -> SmtpSink {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let received = Arc::new(Mutex::new(Vec::new()));
@@ -54,8 +76,15 @@ impl SmtpSink {
                     continue;
                 };
                 let (r, d, f, a) = (r.clone(), d.clone(), f.clone(), a.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let _ = session(sock, r, d, f, a).await;
+                    let _ = match tls {
+                        Some(acceptor) => match acceptor.accept(sock).await {
+                            Ok(s) => session(s, r, d, f, a).await,
+                            Err(_) => Ok(()),
+                        },
+                        None => session(sock, r, d, f, a).await,
+                    };
                 });
             }
         });
@@ -101,14 +130,14 @@ impl SmtpSink {
     }
 }
 
-async fn session(
-    sock: tokio::net::TcpStream,
+async fn session<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin>(
+    sock: S,
     received: Arc<Mutex<Vec<Received>>>,
     data_attempts: Arc<AtomicUsize>,
     refuse: Arc<AtomicBool>,
     auths: Arc<Mutex<Vec<String>>>,
 ) -> std::io::Result<()> {
-    let (rd, mut wr) = sock.into_split();
+    let (rd, mut wr) = tokio::io::split(sock);
     let mut lines = BufReader::new(rd).lines();
     wr.write_all(b"220 sink.test ESMTP\r\n").await?;
     let mut from = String::new();
@@ -167,6 +196,8 @@ async fn session(
             wr.write_all(b"250 OK queued\r\n").await?;
         } else if upper.starts_with("QUIT") {
             wr.write_all(b"221 bye\r\n").await?;
+            wr.flush().await?;
+            let _ = wr.shutdown().await;
             return Ok(());
         } else {
             wr.write_all(b"502 not implemented\r\n").await?;
