@@ -808,27 +808,6 @@ fn read_config(path: &std::path::Path) -> Result<crate::config::Config, i32> {
     })
 }
 
-/// Resolves when the process receives SIGTERM or SIGINT. The handlers are installed when this
-/// is called (not when first polled), so a signal during start-up is not lost.
-fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let term = signal(SignalKind::terminate());
-    let int = signal(SignalKind::interrupt());
-    async move {
-        match (term, int) {
-            (Ok(mut t), Ok(mut i)) => {
-                tokio::select! {
-                    _ = t.recv() => {}
-                    _ = i.recv() => {}
-                }
-            }
-            _ => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-}
-
 async fn watch_cmd(a: WatchArgs) -> i32 {
     let config = match read_config(&a.config) {
         Ok(c) => c,
@@ -838,7 +817,7 @@ async fn watch_cmd(a: WatchArgs) -> i32 {
         a.db.or_else(|| config.db.clone())
             .unwrap_or_else(store::default_db_path);
     let name = a.config.display().to_string();
-    match crate::watch::run(config, &name, db, shutdown_signal()).await {
+    match crate::watch::run(config, &name, db, crate::watch::shutdown_signal()).await {
         Ok(()) => EXIT_OK,
         Err(e) => {
             eprintln!("error: {e}");

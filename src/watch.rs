@@ -253,3 +253,24 @@ async fn judge(
     }
     drift.added.len()
 }
+
+/// Resolves when the process receives SIGTERM or SIGINT. The handlers are installed when this
+/// is called (not when first polled), so a signal during start-up is not lost.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut t), Ok(mut i)) => {
+                tokio::select! {
+                    _ = t.recv() => {}
+                    _ = i.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+}

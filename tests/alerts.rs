@@ -8,44 +8,16 @@ mod alert_support;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use alert_support::{SmtpSink, parse};
+use alert_support::{HOST, SmtpSink, parse, site};
 use pixelwatch::alert::{Alerter, DriftAlert};
 use pixelwatch::config::Config;
 use pixelwatch::diff::{Baseline, Drift};
-use pixelwatch::fixture::{FixtureServer, Response, Site};
+use pixelwatch::fixture::FixtureServer;
 use pixelwatch::model::ScanReport;
 use pixelwatch::scan::{self, ScanOptions, Silent};
 use pixelwatch::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
-const HOST: &str = "www.clinic.test";
-
-/// Version 1 has no pixel; version 2 loads the TikTok pixel on one deep page.
-fn site(changed: Arc<AtomicBool>) -> Site {
-    Site::new()
-        .handler(HOST, "/", move |req| {
-            let path = req.target.split('?').next().unwrap_or("/");
-            let pixel = if changed.load(Ordering::SeqCst) && path == "/services/deep/booking" {
-                r#"<script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script>"#
-            } else {
-                ""
-            };
-            let body = match path {
-                "/" => r#"<a href="/services">Services</a>"#,
-                "/services" => r#"<a href="/services/deep/booking">Book</a>"#,
-                "/services/deep/booking" => "<h1>Book</h1>",
-                _ => return Response::status(404),
-            };
-            Response::html(format!(
-                "<html><head>{pixel}</head><body>{body}</body></html>"
-            ))
-        })
-        .route(
-            "analytics.tiktok.com",
-            "/i18n/pixel/events.js",
-            Response::js("1;"),
-        )
-}
 
 /// The two real scans (before and after the pixel appeared), made once per test binary.
 static SCANS: tokio::sync::OnceCell<(ScanReport, ScanReport)> = tokio::sync::OnceCell::const_new();
@@ -323,23 +295,32 @@ async fn the_webhook_gets_slack_compatible_json_and_a_5xx_is_retried() {
     assert_eq!(v["new_findings"][0]["vendor"], "tiktok");
 }
 
+/// Writes `config` to `path` and runs `pixelwatch [args] alert test --config path`:
+/// (exit code, stdout, stderr).
+async fn alert_test(
+    path: &std::path::Path,
+    config: &str,
+    args: &[&str],
+) -> (Option<i32>, String, String) {
+    std::fs::write(path, config).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(args)
+        .args(["alert", "test", "--config", path.to_str().unwrap()])
+        .env_remove("PIXELWATCH_TEST_UNSET_PW")
+        .output()
+        .await
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_test_sends_a_message_and_bad_configs_exit_3() {
     let sink = SmtpSink::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("w.toml");
-    std::fs::write(&cfg, sink.email_toml()).unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["alert", "test", "--config", cfg.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, _, err) = alert_test(&cfg, &sink.email_toml(), &[]).await;
+    assert_eq!(code, Some(0), "{err}");
     let msgs = sink.messages();
     assert_eq!(msgs.len(), 1);
     let mail = parse(&msgs[0].data);
@@ -351,97 +332,55 @@ async fn alert_test_sends_a_message_and_bad_configs_exit_3() {
     );
     assert!(mail.html.is_some());
 
-    // A refusing server: exit 1, the error named.
+    // A refusing server: exit 1, the error named, each failed attempt logged (warn, shown
+    // without -v).
     sink.refuse(true);
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}[retry]\nattempts = 2\nbackoff_ms = 10\n",
-            sink.email_toml()
-        ),
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["alert", "test", "--config", cfg.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED after 2 attempt(s)"));
-    // Each failed attempt is logged (warn, shown without -v).
-    let err = String::from_utf8_lossy(&out.stderr);
+    let refusing = format!(
+        "{}[retry]\nattempts = 2\nbackoff_ms = 10\n",
+        sink.email_toml()
+    );
+    let (code, out, err) = alert_test(&cfg, &refusing, &[]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("FAILED after 2 attempt(s)"), "{out}");
     assert_eq!(err.matches("alert not delivered").count(), 2, "{err}");
     assert!(err.contains("451") && err.contains("retrying"), "{err}");
     sink.refuse(false);
 
-    // A username with the password in a file: AUTH carries it; nothing prints it.
+    // A username with the password in a file: AUTH carries it; nothing prints it, even at -vv.
     let pw = dir.path().join("smtp-password");
     std::fs::write(&pw, "s3cret-pw\n").unwrap();
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}username = \"alerts\"\npassword_file = \"{}\"\n",
-            sink.email_toml(),
-            pw.display()
-        ),
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["-vv", "alert", "test", "--config", cfg.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let with_file = format!(
+        "{}username = \"alerts\"\npassword_file = \"{}\"\n",
+        sink.email_toml(),
+        pw.display()
     );
+    let (code, out, err) = alert_test(&cfg, &with_file, &["-vv"]).await;
+    assert_eq!(code, Some(0), "{err}");
     assert_eq!(sink.auths(), vec!["alerts:s3cret-pw"]);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    assert!(
+        !out.contains("s3cret") && !err.contains("s3cret"),
+        "{out}{err}"
     );
-    assert!(!all.contains("s3cret"), "{all}");
 
-    // A password in the file, an unknown key: exit 3 naming the file and line; the value is
+    // A password in the file is an unknown key: exit 3 naming the file and line; the value is
     // never echoed.
-    std::fs::write(
-        &cfg,
-        sink.email_toml()
-            .replace("timeout_secs = 5", "password = \"hunter2\""),
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["alert", "test", "--config", cfg.to_str().unwrap()])
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let inline = sink
+        .email_toml()
+        .replace("timeout_secs = 5", "password = \"hunter2\"");
+    let (code, _, err) = alert_test(&cfg, &inline, &[]).await;
+    assert_eq!(code, Some(3), "{err}");
     assert!(
         err.contains("w.toml") && err.contains("line 7") && err.contains("password"),
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
     // A password source that is not set: exit 3 naming the variable.
-    std::fs::write(
-        &cfg,
-        format!(
-            "{}username = \"u\"\npassword_env = \"PIXELWATCH_TEST_UNSET_PW\"\n",
-            sink.email_toml()
-        ),
-    )
-    .unwrap();
-    let out = tokio::process::Command::new(BIN)
-        .args(["alert", "test", "--config", cfg.to_str().unwrap()])
-        .env_remove("PIXELWATCH_TEST_UNSET_PW")
-        .output()
-        .await
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{err}");
+    let unset = format!(
+        "{}username = \"u\"\npassword_env = \"PIXELWATCH_TEST_UNSET_PW\"\n",
+        sink.email_toml()
+    );
+    let (code, _, err) = alert_test(&cfg, &unset, &[]).await;
+    assert_eq!(code, Some(3), "{err}");
     assert!(err.contains("PIXELWATCH_TEST_UNSET_PW"), "{err}");
 }
 

@@ -9,39 +9,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use alert_support::{SmtpSink, parse};
-use pixelwatch::fixture::{FixtureServer, Response, Site};
+use alert_support::{SmtpSink, parse, site};
+use pixelwatch::fixture::FixtureServer;
 use pixelwatch::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
-const HOST: &str = "www.clinic.test";
-
-/// Version 1 has no pixel; version 2 loads the TikTok pixel on one deep page.
-fn site(changed: Arc<AtomicBool>) -> Site {
-    Site::new()
-        .handler(HOST, "/", move |req| {
-            let path = req.target.split('?').next().unwrap_or("/");
-            let pixel = if changed.load(Ordering::SeqCst) && path == "/services/deep/booking" {
-                r#"<script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script>"#
-            } else {
-                ""
-            };
-            let body = match path {
-                "/" => r#"<a href="/services">Services</a>"#,
-                "/services" => r#"<a href="/services/deep/booking">Book</a>"#,
-                "/services/deep/booking" => "<h1>Book</h1>",
-                _ => return Response::status(404),
-            };
-            Response::html(format!(
-                "<html><head>{pixel}</head><body>{body}</body></html>"
-            ))
-        })
-        .route(
-            "analytics.tiktok.com",
-            "/i18n/pixel/events.js",
-            Response::js("1;"),
-        )
-}
 
 fn runs(db: &Path, site: &str, outcome: &str) -> usize {
     Store::open(db)

@@ -1,14 +1,47 @@
-//! Real local destinations for alert tests: an SMTP server over TCP that stores what it receives
-//! (and can refuse DATA with 451), and helpers to read the MIME message it got.
+//! Real local things for alert and watch tests: a clinic site whose TikTok pixel can be switched
+//! on, an SMTP server over TCP that stores what it receives (and can refuse DATA with 451, or
+//! speak TLS), and helpers to read the MIME message it got.
 
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use pixelwatch::fixture::{Response, Site};
+
 use base64::Engine as _;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
+
+/// The clinic's host.
+pub const HOST: &str = "www.clinic.test";
+
+/// Version 1 has no pixel; once `changed` is set, the TikTok pixel loads on one deep page.
+pub fn site(changed: Arc<AtomicBool>) -> Site {
+    Site::new()
+        .handler(HOST, "/", move |req| {
+            let path = req.target.split('?').next().unwrap_or("/");
+            let pixel = if changed.load(Ordering::SeqCst) && path == "/services/deep/booking" {
+                r#"<script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script>"#
+            } else {
+                ""
+            };
+            let body = match path {
+                "/" => r#"<a href="/services">Services</a>"#,
+                "/services" => r#"<a href="/services/deep/booking">Book</a>"#,
+                "/services/deep/booking" => "<h1>Book</h1>",
+                _ => return Response::status(404),
+            };
+            Response::html(format!(
+                "<html><head>{pixel}</head><body>{body}</body></html>"
+            ))
+        })
+        .route(
+            "analytics.tiktok.com",
+            "/i18n/pixel/events.js",
+            Response::js("1;"),
+        )
+}
 
 /// One message the server accepted.
 #[derive(Debug, Clone)]
