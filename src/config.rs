@@ -336,6 +336,16 @@ url = "https://hooks.example.com/x"
 "#;
 
     #[test]
+    fn the_example_in_docs_watch_md_parses() {
+        let doc = include_str!("../docs/watch.md");
+        let start = doc.find("```toml\n").expect("a toml example") + 8;
+        let end = start + doc[start..].find("```").unwrap();
+        let c = Config::parse(&doc[start..end], "docs/watch.md").unwrap();
+        assert_eq!(c.sites.len(), 2);
+        assert_eq!(c.email.unwrap().security, Security::Starttls);
+    }
+
+    #[test]
     fn a_good_file_parses_with_defaults() {
         let c = Config::parse(GOOD, "w.toml").unwrap();
         assert_eq!(c.sites.len(), 1);
