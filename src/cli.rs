@@ -66,6 +66,16 @@ pub enum Command {
     },
     /// Drift of a stored scan against the approved baseline (exit 2 when something drifted).
     Diff(DiffArgs),
+    /// Scan every site of a config file on its cron schedule and alert on drift (runs until
+    /// SIGTERM/SIGINT).
+    Watch(WatchArgs),
+    /// Alert channels (email, webhook) of a config file.
+    Alert {
+        #[command(subcommand)]
+        command: AlertCommand,
+    },
+    /// Delete old scans: keep the newest N of each site (and each approved baseline's scan).
+    Prune(PruneArgs),
 }
 
 #[derive(Debug, Args)]
@@ -342,6 +352,9 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Check(a) => check(a).await,
         Command::Baseline { command } => baseline(command),
         Command::Diff(a) => diff_cmd(a),
+        Command::Watch(a) => watch_cmd(a).await,
+        Command::Alert { command } => alert_cmd(command).await,
+        Command::Prune(a) => prune_cmd(a),
     }
 }
 
@@ -793,5 +806,115 @@ fn diff_cmd(a: DiffArgs) -> i32 {
         EXIT_OK
     } else {
         EXIT_VIOLATION
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Watch config (TOML): sites, schedules, alert channels. See docs/watch.md.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// SQLite database [default: `db` in the config, then as for `scan`].
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlertCommand {
+    /// Send a test message on every channel of the config (exit 1 if any fails).
+    Test {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Scans to keep per site, newest first.
+    #[arg(long, value_name = "N")]
+    pub keep: usize,
+    #[arg(long, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+}
+
+fn read_config(path: &std::path::Path) -> Result<crate::config::Config, i32> {
+    crate::config::Config::read(path).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_USAGE
+    })
+}
+
+async fn watch_cmd(a: WatchArgs) -> i32 {
+    let config = match read_config(&a.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let db =
+        a.db.or_else(|| config.db.clone())
+            .unwrap_or_else(store::default_db_path);
+    let name = a.config.display().to_string();
+    match crate::watch::run(config, &name, db, crate::watch::shutdown_signal()).await {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("error: {e}");
+            if e.is_usage() { EXIT_USAGE } else { EXIT_ERROR }
+        }
+    }
+}
+
+async fn alert_cmd(cmd: AlertCommand) -> i32 {
+    let AlertCommand::Test { config } = cmd;
+    let c = match read_config(&config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let alerter = match crate::alert::Alerter::from_config(&c) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if alerter.is_empty() {
+        eprintln!(
+            "error: config '{}' has no [email] or [webhook] section",
+            config.display()
+        );
+        return EXIT_USAGE;
+    }
+    let mut code = EXIT_OK;
+    for o in alerter.send_all(&crate::alert::Alert::test()).await {
+        match &o.error {
+            None => println!("{}: test alert sent", o.channel),
+            Some(e) => {
+                println!("{}: FAILED after {} attempt(s): {e}", o.channel, o.attempts);
+                code = EXIT_ERROR;
+            }
+        }
+    }
+    code
+}
+
+fn prune_cmd(a: PruneArgs) -> i32 {
+    if a.keep == 0 {
+        eprintln!("error: --keep must be at least 1");
+        return EXIT_USAGE;
+    }
+    let store = match open_store(a.db) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    match store.prune(a.keep) {
+        Ok(n) => {
+            println!(
+                "deleted {n} scan(s); kept the newest {} of each site",
+                a.keep
+            );
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            EXIT_ERROR
+        }
     }
 }

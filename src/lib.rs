@@ -6,9 +6,11 @@
 //! first-party conversion events, gates them on consent, rebuilds them from an allowlist and
 //! delivers them durably to the TikTok Events API.
 
+pub mod alert;
 pub mod analyze;
 pub mod browser;
 pub mod cli;
+pub mod config;
 pub mod crawl;
 pub mod demo;
 pub mod diff;
@@ -22,3 +24,4 @@ pub mod report;
 pub mod rules;
 pub mod scan;
 pub mod store;
+pub mod watch;

@@ -18,6 +18,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "0002_baselines.sql",
         include_str!("../migrations/scanner/0002_baselines.sql"),
     ),
+    (
+        "0003_alerts.sql",
+        include_str!("../migrations/scanner/0003_alerts.sql"),
+    ),
 ];
 
 /// How long a writer waits for another process holding the database.
@@ -457,5 +461,245 @@ impl Store {
             id,
             source,
         })
+    }
+    /// The fingerprint of the drift last alerted for `site`.
+    pub fn drift_fingerprint(&self, site: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT drift_fingerprint FROM alert_state WHERE site = ?1",
+                params![site],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(|e| self.err(e))
+    }
+
+    /// Remembers (or with `None` forgets) the drift last alerted for `site`.
+    pub fn set_drift_fingerprint(&self, site: &str, fp: Option<&str>) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO alert_state (site, drift_fingerprint) VALUES (?1, ?2)
+                 ON CONFLICT (site) DO UPDATE SET drift_fingerprint = excluded.drift_fingerprint",
+                params![site, fp],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Counts one more consecutive failed scan of `site`; returns the count.
+    pub fn count_scan_failure(&self, site: &str) -> Result<u32, StoreError> {
+        self.conn
+            .query_row(
+                "INSERT INTO alert_state (site, consecutive_failures) VALUES (?1, 1)
+                 ON CONFLICT (site) DO UPDATE SET consecutive_failures = consecutive_failures + 1
+                 RETURNING consecutive_failures",
+                params![site],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// A scan of `site` succeeded: the run of failures ends.
+    pub fn reset_scan_failures(&self, site: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE alert_state SET consecutive_failures = 0 WHERE site = ?1",
+                params![site],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Records an alert about to be sent on `channel` (status `pending`); returns its id.
+    pub fn insert_alert(
+        &self,
+        alert: &crate::alert::Alert,
+        channel: &str,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO alerts (site, kind, channel, fingerprint, scan_id, severity, subject,
+                    text_body, html_body, payload, created_at, status)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'pending')",
+                params![
+                    alert.site,
+                    alert.kind,
+                    channel,
+                    alert.fingerprint,
+                    alert.scan_id,
+                    alert.severity.as_str(),
+                    alert.subject,
+                    alert.text,
+                    alert.html,
+                    alert.payload.to_string(),
+                    crate::scan::now_rfc3339()
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Records the outcome of a delivery: `sent` without an error, else `failed`.
+    pub fn finish_alert(
+        &self,
+        id: i64,
+        attempts: u32,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE alerts SET attempts = attempts + ?2, last_error = ?3,
+                    status = CASE WHEN ?3 IS NULL THEN 'sent' ELSE 'failed' END,
+                    sent_at = CASE WHEN ?3 IS NULL THEN ?4 ELSE NULL END
+                 WHERE id = ?1",
+                params![id, attempts, error, crate::scan::now_rfc3339()],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Gives up on an alert that can no longer be sent (its channel was removed).
+    pub fn abandon_alert(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE alerts SET status = 'abandoned', last_error = ?2 WHERE id = ?1",
+                params![id, reason],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Alerts to re-send: `failed` ones, and `pending` ones a killed run left behind, oldest
+    /// first, as (id, channel, alert).
+    pub fn failed_alerts(
+        &self,
+        site: Option<&str>,
+    ) -> Result<Vec<(i64, String, crate::alert::Alert)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, channel, kind, site, scan_id, severity, fingerprint, subject,
+                    text_body, html_body, payload
+                 FROM alerts WHERE status IN ('failed', 'pending') AND (?1 IS NULL OR site = ?1)
+                 ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![site], |r| {
+                let severity: String = r.get(5)?;
+                let payload: String = r.get(10)?;
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    crate::alert::Alert {
+                        kind: r.get(2)?,
+                        site: r.get(3)?,
+                        scan_id: r.get(4)?,
+                        severity: serde_json::from_value(serde_json::Value::String(severity))
+                            .unwrap_or(crate::model::Severity::High),
+                        fingerprint: r.get(6)?,
+                        subject: r.get(7)?,
+                        text: r.get(8)?,
+                        html: r.get(9)?,
+                        payload: serde_json::from_str(&payload).unwrap_or_default(),
+                    },
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Recent alerts, newest first.
+    pub fn list_alerts(&self, limit: usize) -> Result<Vec<crate::alert::AlertRow>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT id, site, kind, channel, status, attempts, last_error, created_at, sent_at,
+                    subject
+                 FROM alerts ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(crate::alert::AlertRow {
+                    id: r.get(0)?,
+                    site: r.get(1)?,
+                    kind: r.get(2)?,
+                    channel: r.get(3)?,
+                    status: r.get(4)?,
+                    attempts: r.get(5)?,
+                    last_error: r.get(6)?,
+                    created_at: r.get(7)?,
+                    sent_at: r.get(8)?,
+                    subject: r.get(9)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Records one scheduled run of `pixelwatch watch`.
+    pub fn record_watch_run(&self, run: &crate::watch::WatchRun) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO watch_runs (site, started_at, finished_at, scan_id, outcome,
+                    drift_added, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    run.site,
+                    run.started_at,
+                    run.finished_at,
+                    run.scan_id,
+                    run.outcome,
+                    run.drift_added as i64,
+                    run.error
+                ],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Scheduled runs of `site` (or of every site), oldest first.
+    pub fn watch_runs(
+        &self,
+        site: Option<&str>,
+    ) -> Result<Vec<crate::watch::WatchRun>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT site, started_at, finished_at, scan_id, outcome, drift_added, error
+                 FROM watch_runs WHERE (?1 IS NULL OR site = ?1) ORDER BY id",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![site], |r| {
+                Ok(crate::watch::WatchRun {
+                    site: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    scan_id: r.get(3)?,
+                    outcome: r.get(4)?,
+                    drift_added: r.get::<_, i64>(5)? as usize,
+                    error: r.get(6)?,
+                })
+            })
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
+    }
+
+    /// Deletes all but the newest `keep` scans of each site (a scan an approved baseline was
+    /// made from is kept too); returns how many were deleted.
+    pub fn prune(&self, keep: usize) -> Result<usize, StoreError> {
+        self.conn
+            .execute(
+                "DELETE FROM scans WHERE id IN (
+                    SELECT id FROM (
+                        SELECT id, row_number() OVER (PARTITION BY site ORDER BY id DESC) AS n
+                        FROM scans)
+                    WHERE n > ?1)
+                 AND id NOT IN (SELECT scan_id FROM baselines WHERE scan_id IS NOT NULL)",
+                params![keep as i64],
+            )
+            .map_err(|e| self.err(e))
     }
 }
