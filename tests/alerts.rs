@@ -73,18 +73,23 @@ Highest severity: CRITICAL
 Scan #2 finished <TIME>.
 Compared with the baseline approved <TIME> (scan #1).
 
-New findings (1):
+New findings (2):
   critical tracker tiktok [vendors.toml:tiktok]
     [CRITICAL] page: https://www.clinic.test/services/deep/booking
       request:  https://analytics.tiktok.com/i18n/pixel/events.js
       evidence: TikTok Pixel (advertising, offers no BAA (checked 2026-11-01)) loaded: Script request to analytics.tiktok.com matched host pattern 'analytics.tiktok.com'
+  high no_consent tiktok [consent:none]
+    [HIGH] page: https://www.clinic.test/services/deep/booking
+      request:  https://analytics.tiktok.com/i18n/pixel/events.js
+      evidence: TikTok Pixel sent a Script request to analytics.tiktok.com before any consent interaction (the scan never clicks a banner)
 
-What appeared (5):
+What appeared (6):
   + vendor             tiktok  (on https://www.clinic.test/services/deep/booking)
   + tracker_host       analytics.tiktok.com  (on https://www.clinic.test/services/deep/booking)
   + third_party_host   analytics.tiktok.com  (on https://www.clinic.test/services/deep/booking)
   + third_party_script https://analytics.tiktok.com/i18n/pixel/events.js  (on https://www.clinic.test/services/deep/booking)
   + finding            critical tracker tiktok [vendors.toml:tiktok]  (on https://www.clinic.test/services/deep/booking)
+  + finding            high no_consent tiktok [consent:none]  (on https://www.clinic.test/services/deep/booking)
 
 This drift is not sent again until it changes. If the change is intended, approve it:
   pixelwatch baseline approve --site https://www.clinic.test/ --scan 2
