@@ -200,10 +200,7 @@ impl Config {
     pub fn parse(text: &str, shown: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: shown.to_string(),
-            line: e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-                .unwrap_or(0),
+            line: crate::rules::toml_error_line(text, &e),
             message: e.message().to_string(),
         })?;
         config.check().map_err(|message| ConfigError::Invalid {

@@ -40,6 +40,22 @@ pub struct ScanReport {
     pub summary: Summary,
 }
 
+impl ScanReport {
+    /// Why the scan says nothing about the site: not one page loaded (with the start page's
+    /// reason). `None` when at least one page loaded.
+    pub fn unscannable(&self) -> Option<String> {
+        if self.pages.iter().any(|p| p.error.is_none()) {
+            return None;
+        }
+        let start = self.pages.first()?;
+        Some(format!(
+            "no page of {} could be loaded: {}",
+            self.site,
+            start.error.as_deref().unwrap_or("unknown error")
+        ))
+    }
+}
+
 /// What one page did.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
 pub struct Page {

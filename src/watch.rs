@@ -175,15 +175,8 @@ async fn run_once(shared: &Shared, site: &SiteConfig) {
                 Err(e) => Some(format!("the scan could not be stored: {e}")),
                 Ok(id) => {
                     run.scan_id = Some(id);
-                    if report.pages.iter().all(|p| p.error.is_some()) {
-                        Some(format!(
-                            "no page of {key} could be loaded: {}",
-                            report
-                                .pages
-                                .first()
-                                .and_then(|p| p.error.as_deref())
-                                .unwrap_or("no page")
-                        ))
+                    if let Some(reason) = report.unscannable() {
+                        Some(reason)
                     } else {
                         if let Err(e) = lock(store).reset_scan_failures(&key) {
                             tracing::error!(site = %key, error = %e, "cannot record the scan");
