@@ -17,6 +17,14 @@ if ! have_browser; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq chromium >/dev/null
 fi
+# Tests validate SARIF output against its schema with Python's jsonschema.
+if [ "${1:-}" = "--test" ] && ! python3 -c "import jsonschema" >/dev/null 2>&1; then
+  echo "pixelwatch setup: installing jsonschema (Python) for the SARIF schema test" >&2
+  python3 -m pip install --quiet jsonschema || {
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-jsonschema >/dev/null
+  }
+fi
 if ! command -v cargo >/dev/null 2>&1; then
   echo "pixelwatch setup: cargo not found; install Rust (https://rustup.rs) first" >&2
   exit 1

@@ -3,5 +3,5 @@
 # .ci/run calls exactly this after its lint gate.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --test
 cargo test --all-targets "$@"
