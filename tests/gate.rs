@@ -224,7 +224,10 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
             .contains("vendor tiktok (page https://www.clinic.test/services/deep/booking)")
     }));
     // Valid against the SARIF 2.1.0 schema.
-    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sarif-2.1.0-rtm.5.json");
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/sarif-2.1.0-rtm.5.json"
+    );
     let check = std::process::Command::new("python3")
         .args([
             "-c",
@@ -234,7 +237,11 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         ])
         .output()
         .expect("python3 runs (scripts/setup.sh --test installs jsonschema)");
-    assert!(check.status.success(), "SARIF is not valid: {}", text(&check.stderr));
+    assert!(
+        check.status.success(),
+        "SARIF is not valid: {}",
+        text(&check.stderr)
+    );
     let rule_ids: Vec<&str> = run0["tool"]["driver"]["rules"]
         .as_array()
         .unwrap()
