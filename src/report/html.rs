@@ -7,7 +7,8 @@ use std::fmt::Write as _;
 use crate::diff::Drift;
 use crate::model::ScanReport;
 
-fn esc(s: &str) -> String {
+/// Escapes text for HTML (element content and quoted attribute values).
+pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
