@@ -114,6 +114,7 @@ impl Tab {
         }
     }
 
+    /// Calls `function(arg)` in an isolated world of the main frame.
     async fn eval_isolated(&self, function: &str, arg: Value) -> Option<Value> {
         let tree = self
             .conn
@@ -121,27 +122,8 @@ impl Tab {
             .await
             .ok()?;
         let frame = tree["frameTree"]["frame"]["id"].as_str()?.to_string();
-        let world = self
-            .conn
-            .call(
-                "Page.createIsolatedWorld",
-                json!({"frameId": frame, "worldName": "pixelwatch-interact"}),
-                Some(&self.session),
-            )
+        self.eval_in_frame(&frame, &format!("({function})({arg})"))
             .await
-            .ok()?;
-        let ctx = world["executionContextId"].as_i64()?;
-        let res = self
-            .conn
-            .call(
-                "Runtime.evaluate",
-                json!({"expression": format!("({function})({arg})"), "contextId": ctx,
-                       "returnByValue": true, "userGesture": true}),
-                Some(&self.session),
-            )
-            .await
-            .ok()?;
-        Some(res["result"]["value"].clone())
     }
 
     async fn press_consent(&self, plan: &Plan) -> Option<String> {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
 use super::capture::{
@@ -415,35 +415,15 @@ impl Tab {
         let frames = self.frame_tree(&self.session).await;
         let mut inline_hashes = BTreeSet::new();
         for (i, (frame_id, _url)) in frames.iter().enumerate().take(30) {
-            let Ok(world) = self
-                .conn
-                .call_with_timeout(
-                    "Page.createIsolatedWorld",
-                    json!({"frameId": frame_id, "worldName": "pixelwatch", "grantUniveralAccess": false}),
-                    Some(&self.session),
-                    COLLECT_TIMEOUT,
-                )
-                .await
-            else {
+            let Some(value) = self.eval_in_frame(frame_id, READER).await else {
                 continue;
             };
-            let Some(ctx) = world["executionContextId"].as_i64() else {
-                continue;
-            };
-            let Ok(res) = self
-                .conn
-                .call_with_timeout(
-                    "Runtime.evaluate",
-                    json!({"expression": READER, "contextId": ctx, "returnByValue": true}),
-                    Some(&self.session),
-                    COLLECT_TIMEOUT,
-                )
-                .await
-            else {
-                continue;
-            };
-            let v = &res["result"]["value"];
-            tracing::debug!(frame = i, links = v["links"].as_array().map(Vec::len).unwrap_or(0), exc = %res["exceptionDetails"], "dom read");
+            let v = &value;
+            tracing::debug!(
+                frame = i,
+                links = v["links"].as_array().map(Vec::len).unwrap_or(0),
+                "dom read"
+            );
             if i == 0 {
                 visit.page.title = v["title"].as_str().map(str::to_string);
                 visit.page.forms = v["forms"].as_u64().unwrap_or(0) as usize;
@@ -476,6 +456,34 @@ impl Tab {
                 sha256: Some(h),
                 third_party: false,
             }));
+    }
+
+    /// Evaluates `expression` in an isolated world of `frame_id` (page scripts cannot tamper
+    /// with it; the DOM is shared) and returns its value.
+    pub(super) async fn eval_in_frame(&self, frame_id: &str, expression: &str) -> Option<Value> {
+        let world = self
+            .conn
+            .call_with_timeout(
+                "Page.createIsolatedWorld",
+                json!({"frameId": frame_id, "worldName": "pixelwatch"}),
+                Some(&self.session),
+                COLLECT_TIMEOUT,
+            )
+            .await
+            .ok()?;
+        let ctx = world["executionContextId"].as_i64()?;
+        let res = self
+            .conn
+            .call_with_timeout(
+                "Runtime.evaluate",
+                json!({"expression": expression, "contextId": ctx, "returnByValue": true,
+                       "userGesture": true}),
+                Some(&self.session),
+                COLLECT_TIMEOUT,
+            )
+            .await
+            .ok()?;
+        Some(res["result"]["value"].clone())
     }
 
     /// (frame id, url) for every frame of a session's tree, main frame first.
