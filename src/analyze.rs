@@ -142,8 +142,9 @@ pub fn findings(
     out
 }
 
-/// `no_consent` for tracking cookies that appeared on a page before any consent interaction
-/// (every page in `--consent none`; pages where no banner had been answered otherwise).
+/// `no_consent` for tracking cookies that appeared before any consent interaction (every page in
+/// `--consent none`; pages where no banner had been answered with `accept`), or at all with
+/// `--consent reject`.
 pub fn cookie_findings(
     cookies: &[crate::model::CookieSeen],
     pages: &[Page],
@@ -162,7 +163,8 @@ pub fn cookie_findings(
         // Pre-consent if the page that first showed it had its banner unanswered and nothing
         // before it had been answered either (its requests still in the "load" phase).
         let pre_consent = match consent {
-            ConsentMode::None => true,
+            // With reject, a tracking cookie is wrong whenever it appeared.
+            ConsentMode::None | ConsentMode::Reject => true,
             _ => page.is_some_and(|p| {
                 p.consent_action.is_none() && p.requests.first().is_some_and(|r| r.phase == "load")
             }),
@@ -177,8 +179,16 @@ pub fn cookie_findings(
             page: c.first_seen_page.clone(),
             request_url: None,
             evidence: format!(
-                "tracking cookie {} ({}, set by {}) of {} appeared before any consent interaction",
-                c.cookie.name, c.cookie.domain, c.cookie.set_by, v.name
+                "tracking cookie {} ({}, set by {}) of {} appeared {}",
+                c.cookie.name,
+                c.cookie.domain,
+                c.cookie.set_by,
+                v.name,
+                if consent == ConsentMode::Reject {
+                    "although the visitor rejected tracking"
+                } else {
+                    "before any consent interaction"
+                }
             ),
             rule: format!("{}:cookie", v.rule),
         });

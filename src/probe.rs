@@ -25,10 +25,11 @@ pub fn canaries() -> Vec<Canary> {
         // 555-01xx style numbers are reserved for fiction; the area code keeps the format valid.
         c("phone", format!("(202) 555-{digits}")),
         c("first_name", "Canary".into()),
-        c("last_name", format!("Pw{token}")),
-        c("name", format!("Canary Pw{token}")),
+        // Each kind has its own token, so a finding names the field that leaked.
+        c("last_name", format!("Pw{token}l")),
+        c("name", format!("Canary Pw{token}n")),
         c("dob", "1984-07-19".into()),
-        c("text", format!("semaglutide refill question pw{token}")),
+        c("text", format!("semaglutide refill question pw{token}t")),
     ]
 }
 
@@ -171,6 +172,15 @@ mod tests {
         let md5 = hex::encode(md5::Md5::digest(phone_digits.as_bytes()));
         let hit = search(&req(&format!("https://t.test/p?ph={md5}"), None), &cs);
         assert_eq!((hit[0].kind.as_str(), hit[0].encoding), ("phone", "md5"));
+    }
+
+    #[test]
+    fn each_kind_is_found_on_its_own() {
+        let cs = canaries();
+        let text = cs.iter().find(|c| c.kind == "text").unwrap().value.clone();
+        let hit = search(&req("https://t.test/p", Some(&text)), &cs);
+        let kinds: Vec<&str> = hit.iter().map(|h| h.kind.as_str()).collect();
+        assert_eq!(kinds, vec!["text"]);
     }
 
     #[test]

@@ -197,6 +197,9 @@ pub async fn run_with_hook(
     if opts.max_pages == 0 {
         return Err(ScanError::Zero("max-pages"));
     }
+    if opts.page_timeout.is_zero() {
+        return Err(ScanError::Zero("page-timeout"));
+    }
     let compile = |flag: &'static str, pats: &[String]| -> Result<Vec<Regex>, ScanError> {
         pats.iter()
             .map(|p| {

@@ -373,7 +373,8 @@ fn hostile_site() -> Site {
             &html(r#"<a href="/loop-a">loop</a> <a href="/never">never</a> <a href="/hang">hang</a>
                 <a href="/dialog">dialog</a> <a href="/big">big</a>
                 <a href="/calendar/2031/1">calendar</a> <a href="/popup">popup</a>
-                <a href="/after">after</a> <a href="/download-report">report</a>"#),
+                <a href="/after">after</a> <a href="/download-report">report</a>
+                <a href="/self-close">self-close</a>"#),
         )
         .route(c, "/loop-a", Response::redirect("/loop-b"))
         .route(c, "/loop-b", Response::redirect("/loop-a"))
@@ -412,6 +413,7 @@ fn hostile_site() -> Site {
             &html("<script>window.open('https://www.clinic.test/after', '_blank');</script>"),
         )
         .page(c, "/after", &html("<h1>Still scanning</h1>"))
+        .page(c, "/self-close", &html("<script>window.close();</script>"))
         .route(
             c,
             "/download-report",

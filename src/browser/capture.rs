@@ -40,6 +40,8 @@ pub(super) struct PageState {
     pub(super) main_mime: Option<String>,
     pub(super) load_fired: bool,
     pub(super) crashed: bool,
+    /// The tab failed in a way that makes it unfit for the next page (closed, detached).
+    pub(super) tab_broken: bool,
     pub(super) routes: Vec<String>,
     pub(super) script_cookies: Vec<(String, String)>,
     pub(super) last_activity: Option<Instant>,
@@ -168,6 +170,7 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
             }
         }
         "Inspector.targetCrashed" if session == main_session => st.crashed = true,
+        "Inspector.detached" if session == main_session => st.tab_broken = true,
         "Target.attachedToTarget" => {
             let child = p["sessionId"].as_str().unwrap_or_default().to_string();
             let kind = p["targetInfo"]["type"].as_str().unwrap_or("other");

@@ -84,6 +84,9 @@ const SUBMIT: &str = r#"() => {
   for (const f of Array.from(document.forms).slice(0, 3)) {
     if (!f.querySelector('[data-pixelwatch-probe]')) continue;
     n++;
+    // Submit in this tab only: a new window's request would escape the interception.
+    f.removeAttribute('target');
+    for (const b of f.querySelectorAll('[formtarget]')) b.removeAttribute('formtarget');
     // Listeners (and pixels) see the submit; the site's own request is held back by the scanner.
     try { f.requestSubmit ? f.requestSubmit() : f.submit(); }
     catch (e) { f.dispatchEvent(new Event('submit', {bubbles: true, cancelable: true})); }

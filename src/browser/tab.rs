@@ -25,6 +25,9 @@ const HOOK: &str = include_str!("hook.js");
 pub(super) const BINDING: &str = "__pixelwatch";
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Bound for each collection loop of a page (frames, script bodies): a page whose main thread
+/// stays busy cannot hold a tab for minutes through many bounded calls in a row.
+const COLLECT_BUDGET: Duration = Duration::from_secs(15);
 
 /// How long to wait on a page.
 #[derive(Debug, Clone, Copy)]
@@ -158,7 +161,11 @@ impl Tab {
                 ));
                 self.stop_loading().await;
             }
-            Err(e) => error = Some(format!("navigation failed: {e}")),
+            Err(e) => {
+                // The tab itself failed (closed by the page, detached): replace it.
+                error = Some(format!("navigation failed: {e}"));
+                st.tab_broken = true;
+            }
         }
         self.pump(&mut st, Instant::now()).await;
 
@@ -194,7 +201,7 @@ impl Tab {
             visit.page.storage = self.collect_storage(&st).await;
             // Leave through about:blank so unload beacons are captured for this page.
             st.load_fired = false;
-            if self
+            let left = self
                 .conn
                 .call_with_timeout(
                     "Page.navigate",
@@ -202,20 +209,23 @@ impl Tab {
                     Some(&self.session),
                     COLLECT_TIMEOUT,
                 )
-                .await
-                .is_ok()
-            {
+                .await;
+            if left.is_ok() {
                 let until = Instant::now() + Duration::from_secs(2);
                 self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
                     .await;
                 let until = Instant::now() + Duration::from_millis(100);
                 self.pump(&mut st, until).await;
+            } else {
+                // A tab that cannot even go to about:blank (the page closed it, or its renderer
+                // is stuck) must not be reused for the next page.
+                st.tab_broken = true;
             }
         }
         if st.crashed {
             error = Some("the renderer crashed (the tab was replaced)".to_string());
         }
-        visit.crashed = st.crashed;
+        visit.crashed = st.crashed || st.tab_broken;
         visit.not_html = not_html;
         visit.page.url = url.to_string();
         visit.page.final_url = st.main_url.clone().unwrap_or_else(|| url.to_string());
@@ -414,7 +424,11 @@ impl Tab {
         })()"#;
         let frames = self.frame_tree(&self.session).await;
         let mut inline_hashes = BTreeSet::new();
+        let budget = Instant::now() + COLLECT_BUDGET;
         for (i, (frame_id, _url)) in frames.iter().enumerate().take(30) {
+            if Instant::now() > budget {
+                break;
+            }
             let Some(value) = self.eval_in_frame(frame_id, READER).await else {
                 continue;
             };
@@ -538,7 +552,11 @@ impl Tab {
     async fn hash_scripts(&self, st: &PageState) -> Vec<Script> {
         let mut out = Vec::new();
         let mut seen = BTreeSet::new();
+        let budget = Instant::now() + COLLECT_BUDGET;
         for key in st.order.iter() {
+            if Instant::now() > budget {
+                break;
+            }
             let Some(r) = st.reqs.get(key) else { continue };
             if r.request.resource_type != "Script" || !seen.insert(r.request.url.clone()) {
                 continue;
