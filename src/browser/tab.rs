@@ -256,8 +256,13 @@ impl Tab {
 
     /// Navigates to `url` and waits for its load event (bounded); the page stays open.
     pub async fn open_url(&mut self, url: &str, limit: Duration) -> bool {
+        self.load(url, limit).await.is_some_and(|st| st.load_fired)
+    }
+
+    /// Navigates to `url` and records events until its load event or `limit`. `None` when the
+    /// navigation itself failed.
+    async fn load(&mut self, url: &str, limit: Duration) -> Option<PageState> {
         while self.events.try_recv().is_ok() {}
-        let mut st = PageState::default();
         let nav = self
             .conn
             .call_with_timeout(
@@ -266,14 +271,19 @@ impl Tab {
                 Some(&self.session),
                 limit,
             )
-            .await;
-        if !nav.is_ok_and(|v| v["errorText"].as_str().is_none_or(str::is_empty)) {
-            return false;
+            .await
+            .ok()?;
+        if nav["errorText"].as_str().is_some_and(|e| !e.is_empty()) {
+            return None;
         }
+        let mut st = PageState {
+            main_frame: nav["frameId"].as_str().map(str::to_string),
+            ..Default::default()
+        };
         let until = Instant::now() + limit;
         self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
             .await;
-        st.load_fired
+        Some(st)
     }
 
     /// Evaluates `expression` in the page's main world and returns its value.
@@ -291,26 +301,7 @@ impl Tab {
 
     /// Loads `url` as a document and returns its status and body text (robots.txt, sitemaps).
     pub async fn fetch_text(&mut self, url: &str) -> Option<(u16, String)> {
-        while self.events.try_recv().is_ok() {}
-        let mut st = PageState::default();
-        let limit = Duration::from_secs(15);
-        let nav = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": url}),
-                Some(&self.session),
-                limit,
-            )
-            .await
-            .ok()?;
-        if nav["errorText"].as_str().is_some_and(|e| !e.is_empty()) {
-            return None;
-        }
-        st.main_frame = nav["frameId"].as_str().map(str::to_string);
-        let until = Instant::now() + limit;
-        self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
-            .await;
+        let st = self.load(url, Duration::from_secs(15)).await?;
         let status = st.main_status?;
         let key = st
             .order
