@@ -76,6 +76,14 @@ pub struct Page {
     /// Milliseconds from navigation to the end of the settle window.
     #[serde(default)]
     pub load_ms: u64,
+    /// Milliseconds the page was watched after its load event before it counted as settled.
+    #[serde(default)]
+    pub settle_ms: u64,
+    /// Why watching the page ended: `quiet` (nothing left that could still complete, no short
+    /// timer pending, nothing new for the quiet window), `max` (cut at --settle-max) or
+    /// `timeout` (the page did not load within --page-timeout).
+    #[serde(default)]
+    pub settle_reason: SettleReason,
     /// Forms on the page (after scripts ran).
     #[serde(default)]
     pub forms: usize,
@@ -136,6 +144,26 @@ pub struct Request {
 
 fn default_phase() -> String {
     "load".to_string()
+}
+
+/// Why watching a page ended.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SettleReason {
+    #[default]
+    Quiet,
+    Max,
+    Timeout,
+}
+
+impl SettleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettleReason::Quiet => "quiet",
+            SettleReason::Max => "max",
+            SettleReason::Timeout => "timeout",
+        }
+    }
 }
 
 /// A synthetic value the form probe typed.
@@ -283,6 +311,12 @@ pub struct Summary {
     pub findings: usize,
     /// CDP messages the scanner could not decode (protocol drift); should be 0.
     pub cdp_decode_failures: u64,
+    /// CDP events dropped because a tab's queue was full; should be 0.
+    #[serde(default)]
+    pub cdp_events_dropped: u64,
+    /// Pages by why watching them ended ("quiet", "max", "timeout").
+    #[serde(default)]
+    pub settle_reasons: BTreeMap<String, usize>,
     /// Times the browser had to be restarted during the scan.
     #[serde(default)]
     pub browser_restarts: u32,

@@ -102,38 +102,69 @@ pub fn needles(c: &Canary) -> Vec<(String, &'static str)> {
     out
 }
 
-/// Where the canaries turn up in one request (URL, body, Referer), each kind once.
-pub fn search(r: &Request, canaries: &[Canary]) -> Vec<Hit> {
-    let url = r.url.to_lowercase();
-    let url_decoded = url::form_urlencoded::parse(r.url.as_bytes())
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join("&")
-        .to_lowercase();
-    let body = r.post_data.as_deref().unwrap_or_default().to_lowercase();
-    let referer = r.referer.as_deref().unwrap_or_default().to_lowercase();
-    let mut hits = Vec::new();
-    for c in canaries {
-        let found = needles(c).into_iter().find_map(|(needle, encoding)| {
-            if url.contains(&needle) || url_decoded.contains(&needle) {
-                Some((encoding, "url"))
-            } else if body.contains(&needle) {
-                Some((encoding, "body"))
-            } else if referer.contains(&needle) {
-                Some((encoding, "Referer header"))
-            } else {
-                None
-            }
-        });
-        if let Some((encoding, location)) = found {
-            hits.push(Hit {
-                kind: c.kind.clone(),
-                encoding,
-                location,
-            });
+/// Every encoding of every canary, computed once, to search requests with.
+#[derive(Debug, Clone, Default)]
+pub struct Needles {
+    by_kind: Vec<(String, Vec<(String, &'static str)>)>,
+}
+
+impl Needles {
+    pub fn new(canaries: &[Canary]) -> Needles {
+        Needles {
+            by_kind: canaries
+                .iter()
+                .map(|c| (c.kind.clone(), needles(c)))
+                .collect(),
         }
     }
-    hits
+
+    /// Whether there is anything to look for.
+    pub fn is_empty(&self) -> bool {
+        self.by_kind.iter().all(|(_, n)| n.is_empty())
+    }
+
+    /// Where the canaries turn up in a request's URL, body and Referer, each kind once.
+    pub fn find(&self, url: &str, body: &str, referer: &str) -> Vec<Hit> {
+        let url_lower = url.to_lowercase();
+        let url_decoded = url::form_urlencoded::parse(url.as_bytes())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+            .to_lowercase();
+        let body = body.to_lowercase();
+        let referer = referer.to_lowercase();
+        let mut hits = Vec::new();
+        for (kind, needles) in &self.by_kind {
+            let found = needles.iter().find_map(|(needle, encoding)| {
+                if url_lower.contains(needle) || url_decoded.contains(needle) {
+                    Some((*encoding, "url"))
+                } else if body.contains(needle) {
+                    Some((*encoding, "body"))
+                } else if referer.contains(needle) {
+                    Some((*encoding, "Referer header"))
+                } else {
+                    None
+                }
+            });
+            if let Some((encoding, location)) = found {
+                hits.push(Hit {
+                    kind: kind.clone(),
+                    encoding,
+                    location,
+                });
+            }
+        }
+        hits
+    }
+}
+
+/// Where the canaries turn up in one request (URL, body, Referer), each kind once.
+pub fn search(r: &Request, canaries: &[Canary]) -> Vec<Hit> {
+    Needles::new(canaries).find(
+        &r.url,
+        r.post_data.as_deref().unwrap_or_default(),
+        r.referer.as_deref().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -2,20 +2,19 @@
 //! report. A renderer crash replaces the tab; a browser crash restarts the browser; the scan
 //! always ends with a report.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use regex::Regex;
-use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 use crate::browser::{
-    self, Browser, Connection, LaunchError, LaunchOptions, Plan, Tab, VisitTiming,
+    CookieLedger, Guard, LaunchError, LaunchOptions, Plan, Pool, Tab, VisitTiming,
 };
 use crate::crawl::{self, Frontier, Limits, Pending, sitemap};
-use crate::model::{Cookie, CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
+use crate::model::{CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
 use crate::rules::Engine;
 use crate::rules::consent::{ConsentMode, ConsentRules};
 
@@ -112,65 +111,13 @@ pub trait Progress: Send + Sync {
 pub struct Silent;
 impl Progress for Silent {}
 
-struct BrowserSlot {
-    current: tokio::sync::Mutex<(Option<Browser>, u64)>,
-    opts: LaunchOptions,
-    restarts: Mutex<u32>,
-}
-
-impl BrowserSlot {
-    /// The live browser's connection and generation.
-    async fn get(&self) -> Result<(Arc<Connection>, u64, String), LaunchError> {
-        let mut cur = self.current.lock().await;
-        if cur.0.is_none() {
-            let b = launch_prepared(&self.opts).await?;
-            cur.0 = Some(b);
-            cur.1 += 1;
-        }
-        let b = cur.0.as_ref().expect("browser just set");
-        Ok((b.connection(), cur.1, b.user_agent().to_string()))
-    }
-
-    /// Replaces the browser of generation `gen` (if nobody did already).
-    async fn restart(&self, generation: u64, progress: &dyn Progress) {
-        let mut cur = self.current.lock().await;
-        if cur.1 != generation {
-            return;
-        }
-        if let Some(old) = cur.0.take() {
-            old.close().await;
-        }
-        *self.restarts.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        progress.browser_restarted("the browser crashed or stopped answering");
-        tracing::warn!("browser crashed or stopped answering; restarting it");
-    }
-
-    async fn shutdown(&self) {
-        if let Some(b) = self.current.lock().await.0.take() {
-            b.close().await;
-        }
-    }
-
-    /// The running browser's pid (tests use it to crash the browser on purpose).
-    pub async fn pid(&self) -> Option<u32> {
-        self.current.lock().await.0.as_ref().and_then(|b| b.pid())
-    }
-}
-
-async fn launch_prepared(opts: &LaunchOptions) -> Result<Browser, LaunchError> {
-    let b = Browser::launch(opts).await?;
-    browser::prepare_browser(&b.connection()).await?;
-    Ok(b)
-}
-
-#[derive(Default)]
 struct Shared {
     frontier: Option<Frontier>,
     pages: Vec<Page>,
     in_flight: usize,
     errors: usize,
-    /// Every cookie by (name, domain, path, partition) and whether a page claimed setting it.
-    cookies: HashMap<(String, String, String, String), (CookieSeen, bool)>,
+    /// Every cookie of the scan and the page that set it.
+    cookies: CookieLedger,
 }
 
 /// Hooks for tests: learn the browser's pid while a scan runs.
@@ -229,22 +176,29 @@ pub async fn run_with_hook(
         exclude,
     );
     let site = frontier.site().to_string();
-    let slot = Arc::new(BrowserSlot {
-        current: tokio::sync::Mutex::new((None, 0)),
-        opts: LaunchOptions {
+    let canaries = opts.probe_forms.then(crate::probe::canaries);
+    let guard = Guard::new(
+        &site,
+        crate::probe::Needles::new(canaries.as_deref().unwrap_or_default()),
+    );
+    let pool = Arc::new(Pool::new(
+        LaunchOptions {
             executable: opts.browser.clone(),
             extra_args: opts.browser_args.clone(),
         },
-        restarts: Mutex::new(0),
-    });
+        guard,
+    ));
     // Fail fast, with the launcher's message, if the browser cannot start at all.
-    let (conn, _, ua) = slot.get().await?;
+    pool.start().await?;
     let shared = Arc::new(Mutex::new(Shared {
         frontier: Some(frontier),
-        ..Default::default()
+        pages: Vec::new(),
+        in_flight: 0,
+        errors: 0,
+        cookies: CookieLedger::new(&site),
     }));
     if opts.sitemaps {
-        let found = discover_sitemaps(conn.clone(), &ua, &start).await;
+        let found = discover_sitemaps(&pool, &start).await;
         let mut s = lock(&shared);
         let f = s.frontier.as_mut().expect("frontier");
         for u in found {
@@ -258,7 +212,7 @@ pub async fn run_with_hook(
         consent_buttons,
         consent_generic,
         consent_given: Arc::new(std::sync::atomic::AtomicBool::new(false)),
-        canaries: opts.probe_forms.then(crate::probe::canaries),
+        canaries,
         site: site.clone(),
     });
     let notify = Arc::new(Notify::new());
@@ -270,13 +224,12 @@ pub async fn run_with_hook(
     let mut workers = Vec::new();
     for _ in 0..opts.concurrency {
         let w = Worker {
-            slot: slot.clone(),
+            pool: pool.clone(),
             shared: shared.clone(),
             notify: notify.clone(),
             progress: progress.clone(),
             timing,
             plan: plan.clone(),
-            site: site.clone(),
             pid_hook: pid_hook.clone(),
         };
         workers.push(tokio::spawn(w.run()));
@@ -286,24 +239,15 @@ pub async fn run_with_hook(
             tracing::error!(error = %e, "a scan worker panicked");
         }
     }
-    let decode_failures = slot
-        .current
-        .lock()
-        .await
-        .0
-        .as_ref()
-        .map(|b| b.connection().decode_failures())
-        .unwrap_or(0);
-    slot.shutdown().await;
+    let decode_failures = pool.decode_failures().await;
+    let dropped_events = pool.dropped_events().await;
+    pool.shutdown().await;
 
     let mut s = lock(&shared);
     let (skipped, skipped_total, external_links) = s.frontier.take().expect("frontier").finish();
     let mut pages = std::mem::take(&mut s.pages);
-    let mut cookies: Vec<CookieSeen> = s.cookies.drain().map(|(_, (c, _))| c).collect();
+    let cookies = std::mem::take(&mut s.cookies).finish();
     drop(s);
-    cookies.sort_by(|a, b| {
-        (&a.cookie.domain, &a.cookie.name).cmp(&(&b.cookie.domain, &b.cookie.name))
-    });
     classify(&mut pages, &site, &engine);
     let canaries = plan.canaries.clone().unwrap_or_default();
     let mut findings = crate::analyze::findings(
@@ -322,14 +266,16 @@ pub async fn run_with_hook(
     findings.sort_by(|a, b| {
         (a.severity, &a.kind, &a.vendor, &a.page).cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
     });
-    let restarts = *slot.restarts.lock().unwrap_or_else(|p| p.into_inner());
     let summary = summarize(
         &pages,
         &cookies,
         skipped_total,
         &findings,
-        decode_failures,
-        restarts,
+        Health {
+            cdp_decode_failures: decode_failures,
+            cdp_events_dropped: dropped_events,
+            browser_restarts: pool.restarts(),
+        },
         t0.elapsed(),
     );
     Ok(ScanReport {
@@ -350,19 +296,18 @@ pub async fn run_with_hook(
 }
 
 struct Worker {
-    slot: Arc<BrowserSlot>,
+    pool: Arc<Pool>,
     shared: Arc<Mutex<Shared>>,
     notify: Arc<Notify>,
     progress: Arc<dyn Progress>,
     timing: VisitTiming,
     plan: Arc<Plan>,
-    site: String,
     pid_hook: Option<PidHook>,
 }
 
 impl Worker {
     async fn run(self) {
-        let mut tab: Option<(Tab, Arc<Connection>, u64)> = None;
+        let mut tab: Option<Tab> = None;
         loop {
             let job = {
                 let mut s = lock(&self.shared);
@@ -402,7 +347,7 @@ impl Worker {
             self.progress.page_finished(&last, done, queued, errors);
             self.notify.notify_waiters();
         }
-        if let Some((t, _, _)) = tab {
+        if let Some(t) = tab {
             t.close().await;
         }
         self.notify.notify_waiters();
@@ -411,7 +356,7 @@ impl Worker {
     /// Visits one page, handling tab and browser failure. Returns the page and the links found.
     async fn visit(
         &self,
-        tab: &mut Option<(Tab, Arc<Connection>, u64)>,
+        tab: &mut Option<Tab>,
         job: &Pending,
     ) -> (Page, Vec<(String, &'static str)>) {
         let failed = |error: String| {
@@ -425,54 +370,41 @@ impl Worker {
             };
             (page, Vec::new())
         };
-        if tab.as_ref().is_some_and(|(_, c, _)| c.is_closed()) {
+        if tab.as_ref().is_some_and(Tab::browser_gone) {
             *tab = None;
         }
         if tab.is_none() {
-            let (conn, generation, ua) = match self.slot.get().await {
-                Ok(v) => v,
-                Err(e) => return failed(format!("the browser could not be started: {e}")),
-            };
-            match Tab::open(conn.clone(), &ua).await {
-                Ok(t) => *tab = Some((t, conn, generation)),
-                Err(e) => {
-                    self.slot.restart(generation, self.progress.as_ref()).await;
-                    return failed(format!("could not open a tab: {e}"));
-                }
+            match self.pool.open_tab().await {
+                Ok(t) => *tab = Some(t),
+                Err(e) => return failed(e.to_string()),
             }
         }
         if let Some(hook) = &self.pid_hook
-            && let Some(pid) = self.slot.pid().await
+            && let Some(pid) = self.pool.pid().await
         {
             hook(pid);
         }
-        let (t, conn, generation) = tab.as_mut().expect("tab just opened");
+        let t = tab.as_mut().expect("tab just opened");
+        let generation = t.generation();
         let mut visit = t.visit(&job.url, self.timing, &self.plan).await;
-        let browser_died = conn.is_closed();
-        let snapshot = if browser_died {
-            None
-        } else {
-            cookie_jar(conn).await
-        };
         let mut page = std::mem::take(&mut visit.page);
         page.depth = job.depth;
         page.found_via = job.via.to_string();
-        if browser_died {
+        if visit.browser_died {
             page.error = Some("the browser crashed during this page (it was restarted)".into());
-            let generation = *generation;
             *tab = None;
-            self.slot.restart(generation, self.progress.as_ref()).await;
+            self.pool.restart(generation).await;
+            self.progress
+                .browser_restarted("the browser crashed or stopped answering");
         } else if visit.crashed
-            && let Some((t, _, _)) = tab.take()
+            && let Some(t) = tab.take()
         {
             t.close().await;
         }
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());
         }
-        if let Some(jar) = snapshot {
-            self.attribute_cookies(&mut page, &visit, &jar);
-        }
+        page.cookies = lock(&self.shared).cookies.record(&page.url, &visit.cookies);
         let mut links: Vec<(String, &'static str)> = visit
             .links
             .into_iter()
@@ -485,111 +417,6 @@ impl Worker {
         }
         (page, links)
     }
-
-    /// The page's cookies are those its responses and scripts set, as the jar now holds them.
-    fn attribute_cookies(&self, page: &mut Page, visit: &browser::Visit, jar: &[Value]) {
-        let mut s = lock(&self.shared);
-        for c in jar {
-            let cookie = cookie_from_cdp(c, &self.site);
-            let by_http = visit
-                .http_cookies
-                .iter()
-                .any(|(n, d)| *n == cookie.name && domain_matches(&cookie.domain, d));
-            let by_script = visit
-                .script_cookies
-                .iter()
-                .any(|(n, d)| *n == cookie.name && domain_matches(&cookie.domain, d));
-            let key = (
-                cookie.name.clone(),
-                cookie.domain.clone(),
-                cookie.path.clone(),
-                cookie.partition_key.clone().unwrap_or_default(),
-            );
-            let claimed = by_http || by_script;
-            if !claimed {
-                // Not set by this page: remember where it was first seen, unless a page claims it.
-                let set_by = if cookie.http_only { "http" } else { "script" };
-                s.cookies.entry(key).or_insert_with(|| {
-                    let seen = CookieSeen {
-                        cookie: Cookie {
-                            set_by: set_by.into(),
-                            ..cookie
-                        },
-                        first_seen_page: page.url.clone(),
-                    };
-                    (seen, false)
-                });
-                continue;
-            }
-            let cookie = Cookie {
-                set_by: if by_http { "http" } else { "script" }.to_string(),
-                ..cookie
-            };
-            let seen = CookieSeen {
-                cookie: cookie.clone(),
-                first_seen_page: page.url.clone(),
-            };
-            match s.cookies.entry(key) {
-                std::collections::hash_map::Entry::Occupied(mut e) if !e.get().1 => {
-                    // Seen first by a page running beside the one that set it.
-                    e.insert((seen, true));
-                }
-                std::collections::hash_map::Entry::Occupied(_) => {}
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert((seen, true));
-                }
-            }
-            page.cookies.push(cookie);
-        }
-    }
-}
-
-/// Every cookie in the browser, third-party and partitioned ones included.
-async fn cookie_jar(conn: &Connection) -> Option<Vec<Value>> {
-    let v = conn
-        .call_with_timeout(
-            "Storage.getCookies",
-            json!({}),
-            None,
-            Duration::from_secs(5),
-        )
-        .await
-        .ok()?;
-    v["cookies"].as_array().cloned()
-}
-
-fn cookie_from_cdp(c: &Value, site: &str) -> Cookie {
-    let domain = c["domain"].as_str().unwrap_or_default().to_string();
-    let expires = c["expires"].as_f64().filter(|e| *e > 0.0);
-    let partition_key = match &c["partitionKey"] {
-        Value::String(s) => Some(s.clone()),
-        Value::Object(o) => o
-            .get("topLevelSite")
-            .and_then(Value::as_str)
-            .map(str::to_string),
-        _ => None,
-    };
-    Cookie {
-        name: c["name"].as_str().unwrap_or_default().to_string(),
-        third_party: !crawl::same_site(site, domain.trim_start_matches('.')),
-        domain,
-        path: c["path"].as_str().unwrap_or("/").to_string(),
-        expires,
-        http_only: c["httpOnly"].as_bool().unwrap_or(false),
-        secure: c["secure"].as_bool().unwrap_or(false),
-        same_site: c["sameSite"].as_str().map(str::to_string),
-        set_by: String::new(),
-        partition_key,
-        value_len: c["value"].as_str().map(str::len).unwrap_or(0),
-    }
-}
-
-/// Whether a jar cookie domain (".clinic.test" or "www.clinic.test") is the one a Set-Cookie
-/// or script named (its Domain attribute, or the host that set it).
-fn domain_matches(jar: &str, named: &str) -> bool {
-    let j = jar.trim_start_matches('.').to_ascii_lowercase();
-    let n = named.trim_start_matches('.').to_ascii_lowercase();
-    n == j || n.ends_with(&format!(".{j}"))
 }
 
 /// Marks third parties and vendors on everything recorded.
@@ -615,13 +442,19 @@ fn classify(pages: &mut [Page], site: &str, engine: &Engine) {
     }
 }
 
+/// How the browser fared during a scan.
+struct Health {
+    cdp_decode_failures: u64,
+    cdp_events_dropped: u64,
+    browser_restarts: u32,
+}
+
 fn summarize(
     pages: &[Page],
     cookies: &[CookieSeen],
     skipped: usize,
     findings: &[Finding],
-    cdp_decode_failures: u64,
-    browser_restarts: u32,
+    health: Health,
     took: Duration,
 ) -> Summary {
     let mut third_party_hosts = BTreeMap::new();
@@ -631,7 +464,11 @@ fn summarize(
     let mut storage = std::collections::BTreeSet::new();
     let mut scripts = std::collections::BTreeSet::new();
     let mut frames = std::collections::BTreeSet::new();
+    let mut settle_reasons = BTreeMap::new();
     for p in pages {
+        *settle_reasons
+            .entry(p.settle_reason.as_str().to_string())
+            .or_insert(0) += 1;
         for r in &p.requests {
             requests += 1;
             if r.third_party {
@@ -666,16 +503,18 @@ fn summarize(
         frames: frames.len(),
         skipped,
         findings: findings.len(),
-        cdp_decode_failures,
-        browser_restarts,
+        cdp_decode_failures: health.cdp_decode_failures,
+        cdp_events_dropped: health.cdp_events_dropped,
+        settle_reasons,
+        browser_restarts: health.browser_restarts,
         duration_ms: took.as_millis() as u64,
     }
 }
 
 /// robots.txt Sitemap lines, /sitemap.xml, and sitemap indexes (bounded), fetched by the
 /// browser so proxies and host mappings apply exactly as for pages.
-async fn discover_sitemaps(conn: Arc<Connection>, ua: &str, start: &url::Url) -> Vec<String> {
-    let Ok(mut tab) = Tab::open(conn, ua).await else {
+async fn discover_sitemaps(pool: &Pool, start: &url::Url) -> Vec<String> {
+    let Ok(mut tab) = pool.open_tab().await else {
         return Vec::new();
     };
     let origin = start.origin().ascii_serialization();

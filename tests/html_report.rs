@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use pixelwatch::browser::{Browser, LaunchOptions, Tab};
+use pixelwatch::browser::{LaunchOptions, Viewer};
 use pixelwatch::diff::{Baseline, diff};
 use pixelwatch::model::{Finding, Severity};
 use pixelwatch::scan::{self, Silent};
@@ -46,17 +46,14 @@ async fn the_html_report_renders_offline_with_findings_and_drift() {
     .unwrap();
 
     // Nothing resolves: the report must not need the network.
-    let browser = Browser::launch(&LaunchOptions {
+    let mut tab = Viewer::launch(&LaunchOptions {
         executable: None,
         extra_args: vec!["--host-resolver-rules=MAP * ~NOTFOUND".into()],
     })
     .await
     .unwrap();
-    let mut tab = Tab::open(browser.connection(), browser.user_agent())
-        .await
-        .unwrap();
     assert!(
-        tab.open_url(
+        tab.open(
             &format!("file://{}", file.display()),
             Duration::from_secs(15)
         )
@@ -102,5 +99,4 @@ async fn the_html_report_renders_offline_with_findings_and_drift() {
     let height = eval("document.getElementById('summary').getBoundingClientRect().height").await;
     assert!(height.as_f64().unwrap() > 10.0);
     tab.close().await;
-    browser.close().await;
 }

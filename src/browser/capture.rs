@@ -1,7 +1,8 @@
 //! Turning protocol events into a page's record: requests (with redirects, bodies, initiators),
-//! responses, Set-Cookie headers, frames, crashes and hook reports.
+//! responses, Set-Cookie headers, frames, routes, WebSockets, crashes — and feeding the settle
+//! rules what holds the page.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 
 use base64::Engine as _;
@@ -9,11 +10,18 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cdp::{Connection, Event};
-use super::tab::BINDING;
+use super::guard::{Guard, Verdict};
+use super::protocol::{self, Event as Ev, RequestData, header};
+use super::settle::{Hold, Settle};
 use crate::model::Request;
 
 /// Longest request body kept in the report.
 pub const MAX_POST_DATA: usize = 64 * 1024;
+/// WebSocket frames recorded per page while probing (each is evidence, none leaves).
+const MAX_PROBE_FRAMES: usize = 50;
+
+/// (session id, request id).
+pub(super) type Key = (String, String);
 
 #[derive(Debug, Default)]
 pub(super) struct ReqState {
@@ -24,13 +32,14 @@ pub(super) struct ReqState {
 
 #[derive(Debug, Default)]
 pub(super) struct PageState {
-    pub(super) reqs: HashMap<(String, String), ReqState>,
-    pub(super) order: Vec<(String, String)>,
+    pub(super) reqs: HashMap<Key, ReqState>,
+    pub(super) order: Vec<Key>,
+    /// Redirect hops and WebSocket frames held during the probe: complete records.
     pub(super) hops: Vec<Request>,
-    /// requestId -> raw Set-Cookie header text.
-    pub(super) set_cookie: Vec<(String, String, String)>,
-    /// requestId -> Referer seen in extra info before the request itself.
-    pub(super) early_referer: HashMap<(String, String), String>,
+    /// Raw Set-Cookie header text by request.
+    pub(super) set_cookie: Vec<(Key, String)>,
+    /// Referer seen in extra info before the request itself.
+    pub(super) early_referer: HashMap<Key, String>,
     /// session id -> target type ("iframe", "worker", ...).
     pub(super) sessions: HashMap<String, String>,
     pub(super) frames: BTreeSet<String>,
@@ -42,46 +51,63 @@ pub(super) struct PageState {
     pub(super) crashed: bool,
     /// The tab failed in a way that makes it unfit for the next page (closed, detached).
     pub(super) tab_broken: bool,
+    /// URLs the main frame reached within the document (pushState / replaceState).
     pub(super) routes: Vec<String>,
-    pub(super) script_cookies: Vec<(String, String)>,
-    pub(super) last_activity: Option<Instant>,
+    /// What holds the page, and when it is settled.
+    pub(super) settle: Settle,
     /// Phase stamped on new requests: "load", "consent", "probe".
     pub(super) phase: String,
-    /// While probing: the site whose own submissions are held back.
-    pub(super) hold_back_site: Option<String>,
-    /// First-party submissions held back by the probe.
+    /// The probe's guard while the tab probes (requests are paused and judged).
+    pub(super) guard: Option<std::sync::Arc<Guard>>,
+    /// WebSockets are offline in this tab (during and since a probe).
+    pub(super) sockets_offline: bool,
+    /// Requests the probe stopped: "METHOD url (why)".
     pub(super) blocked: Vec<String>,
-}
-
-impl PageState {
-    pub(super) fn inflight(&self) -> usize {
-        self.reqs.values().filter(|r| !r.done).count()
-    }
+    /// WebSockets open now.
+    pub(super) open_sockets: HashSet<Key>,
+    /// The tab is leaving the page: an abort of a request that was answered is not an error.
+    pub(super) leaving: bool,
+    pub(super) probe_frames: usize,
 }
 
 /// Folds one protocol event into the page state.
 pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageState, ev: Event) {
     let session = ev.session_id.clone().unwrap_or_default();
-    let p = &ev.params;
-    match ev.method.as_str() {
-        "Network.requestWillBeSent" => on_request(conn, st, &session, p),
-        "Network.webSocketCreated" => {
-            let Some(id) = p["requestId"].as_str() else {
-                return conn.count_decode_failure(&ev.method);
-            };
-            let url = p["url"].as_str().unwrap_or_default().to_string();
-            let key = (session.clone(), id.to_string());
+    let parsed = match protocol::parse(&ev.method, &ev.params) {
+        Ok(Some(p)) => p,
+        Ok(None) => return,
+        Err(_) => return conn.count_decode_failure(&ev.method),
+    };
+    let now = Instant::now();
+    match parsed {
+        Ev::RequestWillBeSent(e) => on_request(st, &session, e, now),
+        Ev::WebSocketCreated(e) => {
+            let key = (session.clone(), e.request_id);
+            st.settle.request(key.clone(), &e.url, Hold::Never, now);
+            let error = st
+                .sockets_offline
+                .then(|| "blocked: WebSockets are offline during the form probe".to_string());
+            if error.is_some() {
+                st.blocked.push(format!(
+                    "WebSocket {} (opened during the form probe)",
+                    e.url
+                ));
+            } else {
+                st.open_sockets.insert(key.clone());
+            }
             st.order.push(key.clone());
             st.reqs.insert(
                 key,
                 ReqState {
                     request: Request {
-                        host: host_of(&url),
-                        url,
+                        host: host_of(&e.url),
+                        url: e.url,
                         method: "GET".into(),
                         resource_type: "WebSocket".into(),
-                        initiator: initiator_url(&p["initiator"]),
+                        initiator: initiator_url(&e.initiator),
                         target: target_kind(st, &session),
+                        phase: st.phase.clone(),
+                        error,
                         ..Default::default()
                     },
                     session: session.clone(),
@@ -89,12 +115,39 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                 },
             );
         }
-        "Network.requestWillBeSentExtraInfo" => {
-            let Some(id) = p["requestId"].as_str() else {
-                return conn.count_decode_failure(&ev.method);
+        Ev::WebSocketClosed(e) => {
+            st.open_sockets.remove(&(session, e.request_id));
+        }
+        Ev::WebSocketFrameSent(e) => {
+            // Frames sent while sockets are offline are held in the browser: evidence only.
+            if !st.sockets_offline || st.probe_frames >= MAX_PROBE_FRAMES {
+                return;
+            }
+            let key = (session.clone(), e.request_id);
+            let Some(socket) = st.reqs.get(&key) else {
+                return;
             };
-            if let Some(referer) = header(&p["headers"], "referer") {
-                let key = (session.clone(), id.to_string());
+            st.probe_frames += 1;
+            let mut payload = e.response.payload_data.into_bytes();
+            let truncated = payload.len() > MAX_POST_DATA;
+            payload.truncate(MAX_POST_DATA);
+            let frame = Request {
+                method: "SEND".into(),
+                post_data: Some(String::from_utf8_lossy(&payload).into_owned()),
+                post_data_truncated: truncated,
+                phase: st.phase.clone(),
+                error: Some(
+                    "held: WebSockets are offline during the form probe; this frame never left \
+                     the browser"
+                        .into(),
+                ),
+                ..socket.request.clone()
+            };
+            st.hops.push(frame);
+        }
+        Ev::RequestExtraInfo(e) => {
+            if let Some(referer) = header(&e.headers, "referer") {
+                let key = (session, e.request_id);
                 match st.reqs.get_mut(&key) {
                     Some(r) if r.request.referer.is_none() => r.request.referer = Some(referer),
                     Some(_) => {}
@@ -104,141 +157,128 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                 }
             }
         }
-        "Network.responseReceived" => {
-            let Some(id) = p["requestId"].as_str() else {
-                return conn.count_decode_failure(&ev.method);
-            };
-            let status = p["response"]["status"].as_u64().map(|s| s as u16);
-            let is_main = p["type"].as_str() == Some("Document")
-                && p["frameId"].as_str().is_some()
-                && p["frameId"].as_str() == st.main_frame.as_deref();
+        Ev::ResponseReceived(e) => {
+            let status = e.response.status();
+            let is_main = e.resource_type.as_deref() == Some("Document")
+                && e.frame_id.is_some()
+                && e.frame_id.as_deref() == st.main_frame.as_deref();
             if is_main {
                 st.main_status = status;
-                st.main_mime = p["response"]["mimeType"].as_str().map(str::to_string);
+                st.main_mime = e.response.mime_type.clone();
             }
-            if let Some(r) = st.reqs.get_mut(&(session, id.to_string())) {
+            let key = (session, e.request_id);
+            if let Some(r) = st.reqs.get_mut(&key) {
                 r.request.status = status;
             }
-            st.last_activity = Some(Instant::now());
+            st.settle.response(&key, now);
         }
-        "Network.responseReceivedExtraInfo" => {
-            let Some(id) = p["requestId"].as_str() else {
-                return conn.count_decode_failure(&ev.method);
-            };
-            if let Some(sc) = header(&p["headers"], "set-cookie") {
-                st.set_cookie.push((session, id.to_string(), sc));
+        Ev::ResponseExtraInfo(e) => {
+            if let Some(sc) = header(&e.headers, "set-cookie") {
+                st.set_cookie.push(((session, e.request_id), sc));
             }
         }
-        "Network.loadingFinished" | "Network.loadingFailed" => {
-            let Some(id) = p["requestId"].as_str() else {
-                return conn.count_decode_failure(&ev.method);
-            };
-            if let Some(r) = st.reqs.get_mut(&(session, id.to_string())) {
+        Ev::LoadingFinished(e) => {
+            let key = (session, e.request_id);
+            if let Some(r) = st.reqs.get_mut(&key) {
                 r.done = true;
-                if ev.method == "Network.loadingFailed" {
-                    let text = p["errorText"].as_str().unwrap_or("failed");
-                    let reason = p["blockedReason"].as_str();
-                    r.request.error = Some(match reason {
+            }
+            st.settle.done(&key);
+        }
+        Ev::LoadingFailed(e) => {
+            let key = (session, e.request_id);
+            let leaving = st.leaving;
+            if let Some(r) = st.reqs.get_mut(&key) {
+                r.done = true;
+                let text = e.error_text.as_deref().unwrap_or("failed");
+                let aborted = text.contains("ERR_ABORTED");
+                r.request.error = match (leaving && aborted, r.request.status) {
+                    // Answered before we left: leaving cancels nothing that was sent.
+                    (true, Some(_)) => r.request.error.take(),
+                    (true, None) => Some("no response before the scanner left the page".into()),
+                    _ => Some(match e.blocked_reason.as_deref() {
                         Some(b) => format!("{text} (blocked: {b})"),
                         None => text.to_string(),
-                    });
-                }
+                    }),
+                };
             }
-            st.last_activity = Some(Instant::now());
+            st.settle.done(&key);
         }
-        "Page.loadEventFired" if session == main_session => st.load_fired = true,
-        "Fetch.requestPaused" => {
-            let url = p["request"]["url"].as_str().unwrap_or_default();
-            let method = p["request"]["method"].as_str().unwrap_or("GET");
-            let kind = p["resourceType"].as_str().unwrap_or_default();
-            if holds_back(st.hold_back_site.as_deref(), url, method, kind) {
-                st.blocked.push(format!("{method} {url}"));
+        Ev::LoadEventFired if session == main_session => st.load_fired = true,
+        Ev::RequestPaused(e) => {
+            if let Some(guard) = &st.guard
+                && let Verdict::Block(why) = guard.judge_probe(&e, st.main_frame.as_deref())
+            {
+                st.blocked
+                    .push(format!("{} {} ({why})", e.request.method, e.request.url));
             }
         }
-        "Page.frameNavigated" => {
-            let frame = &p["frame"];
-            let url = frame["url"].as_str().unwrap_or_default();
-            if frame["parentId"].as_str().is_some() || session != main_session {
-                if url.starts_with("http") {
-                    st.frames.insert(strip_fragment(url));
+        Ev::FrameNavigated(e) => {
+            let frame = e.frame;
+            if frame.parent_id.is_some() || session != main_session {
+                if frame.url.starts_with("http") {
+                    st.frames.insert(strip_fragment(&frame.url));
                 }
-            } else if url.starts_with("http") {
-                st.main_url = Some(url.to_string());
+            } else if frame.url.starts_with("http") {
+                st.main_url = Some(frame.url);
                 if st.main_frame.is_none() {
-                    st.main_frame = frame["id"].as_str().map(str::to_string);
+                    st.main_frame = Some(frame.id);
                 }
             }
         }
-        "Inspector.targetCrashed" if session == main_session => st.crashed = true,
-        "Inspector.detached" if session == main_session => st.tab_broken = true,
-        "Target.attachedToTarget" => {
-            let child = p["sessionId"].as_str().unwrap_or_default().to_string();
-            let kind = p["targetInfo"]["type"].as_str().unwrap_or("other");
-            st.sessions.insert(child, kind.to_string());
-        }
-        "Runtime.bindingCalled" if p["name"].as_str() == Some(BINDING) => {
-            let payload: Value =
-                serde_json::from_str(p["payload"].as_str().unwrap_or("{}")).unwrap_or_default();
-            match payload["t"].as_str() {
-                Some("route") => {
-                    if let Some(u) = payload["url"].as_str() {
-                        st.routes.push(u.to_string());
-                    }
-                }
-                Some("cookie") => {
-                    let name = payload["name"].as_str().unwrap_or_default().to_string();
-                    let domain = payload["domain"]
-                        .as_str()
-                        .filter(|d| !d.is_empty())
-                        .or(payload["host"].as_str())
-                        .unwrap_or_default()
-                        .to_string();
-                    if !name.is_empty() {
-                        st.script_cookies.push((name, domain));
-                    }
-                }
-                _ => {}
+        Ev::NavigatedWithinDocument(e) => {
+            let main = st.main_frame.as_deref().is_none_or(|f| f == e.frame_id);
+            if session == main_session && main && e.url.starts_with("http") {
+                st.routes.push(e.url);
             }
+        }
+        Ev::TargetCrashed if session == main_session => st.crashed = true,
+        Ev::InspectorDetached if session == main_session => st.tab_broken = true,
+        Ev::AttachedToTarget(e) => {
+            st.sessions.insert(e.session_id, e.target_info.kind);
         }
         _ => {}
     }
 }
 
-fn on_request(conn: &Connection, st: &mut PageState, session: &str, p: &Value) {
-    let (Some(id), Some(url)) = (p["requestId"].as_str(), p["request"]["url"].as_str()) else {
-        return conn.count_decode_failure("Network.requestWillBeSent");
-    };
+fn on_request(st: &mut PageState, session: &str, e: protocol::RequestWillBeSent, now: Instant) {
+    let url = e.request.url.as_str();
     if !(url.starts_with("http:") || url.starts_with("https:")) {
         return; // data:, blob:, about: never leave the browser
     }
-    st.last_activity = Some(Instant::now());
-    let key = (session.to_string(), id.to_string());
+    let key = (session.to_string(), e.request_id.clone());
     let mut chain = Vec::new();
     if let Some(prev) = st.reqs.remove(&key) {
         // A redirect: the previous hop is complete with the redirect's status.
         let mut hop = prev.request;
-        hop.status = p["redirectResponse"]["status"].as_u64().map(|s| s as u16);
+        hop.status = e.redirect_response.as_ref().and_then(|r| r.status());
         chain = std::mem::take(&mut hop.redirect_chain);
         chain.push(hop.url.clone());
         st.hops.push(hop);
         st.order.retain(|k| k != &key);
     }
-    let (post_data, truncated) = post_data(&p["request"]);
-    let referer =
-        header(&p["request"]["headers"], "referer").or_else(|| st.early_referer.remove(&key));
+    let (post_data, truncated) = post_data(&e.request);
+    let referer = header(&e.request.headers, "referer").or_else(|| st.early_referer.remove(&key));
+    let resource_type = e.resource_type.unwrap_or_else(|| "Other".into());
+    let method = if e.request.method.is_empty() {
+        "GET".to_string()
+    } else {
+        e.request.method.clone()
+    };
+    st.settle
+        .request(key.clone(), url, Hold::of(&resource_type, &method), now);
     let request = Request {
         url: url.to_string(),
         host: host_of(url),
-        method: p["request"]["method"].as_str().unwrap_or("GET").to_string(),
-        resource_type: p["type"].as_str().unwrap_or("Other").to_string(),
-        initiator: initiator_url(&p["initiator"]),
+        method,
+        resource_type,
+        initiator: initiator_url(&e.initiator),
         status: None,
         third_party: false,
         post_data,
         post_data_truncated: truncated,
         vendor: None,
         referer,
-        frame_url: p["documentURL"].as_str().map(str::to_string),
+        frame_url: e.document_url,
         target: target_kind(st, session),
         redirect_chain: chain,
         error: None,
@@ -263,21 +303,19 @@ pub(super) fn target_kind(st: &PageState, session: &str) -> String {
 }
 
 /// The request body: `postDataEntries` (base64 bytes) or the older `postData` text.
-pub(super) fn post_data(request: &Value) -> (Option<String>, bool) {
+pub(super) fn post_data(request: &RequestData) -> (Option<String>, bool) {
     let mut bytes = Vec::new();
-    if let Some(entries) = request["postDataEntries"].as_array() {
-        for e in entries {
-            if let Some(b) = e["bytes"].as_str() {
-                bytes.extend(
-                    base64::engine::general_purpose::STANDARD
-                        .decode(b)
-                        .unwrap_or_default(),
-                );
-            }
+    for e in &request.post_data_entries {
+        if let Some(b) = &e.bytes {
+            bytes.extend(
+                base64::engine::general_purpose::STANDARD
+                    .decode(b)
+                    .unwrap_or_default(),
+            );
         }
     }
     if bytes.is_empty()
-        && let Some(text) = request["postData"].as_str()
+        && let Some(text) = &request.post_data
     {
         bytes = text.as_bytes().to_vec();
     }
@@ -307,58 +345,6 @@ pub(super) fn initiator_url(init: &Value) -> Option<String> {
         stack = &stack["parent"];
     }
     None
-}
-
-/// Whether the form probe holds a request back: the site's own form submissions (a navigation,
-/// or any non-GET) never reach it, so no fake appointment or inquiry is ever created.
-pub fn holds_back(site: Option<&str>, url: &str, method: &str, resource_type: &str) -> bool {
-    let Some(site) = site else { return false };
-    let host = host_of(url);
-    crate::crawl::same_site(site, &host) && (method != "GET" || resource_type == "Document")
-}
-
-/// Case-insensitive header lookup in a CDP headers object.
-pub(super) fn header(headers: &Value, name: &str) -> Option<String> {
-    headers.as_object().and_then(|h| {
-        h.iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| v.as_str().map(str::to_string))
-    })
-}
-
-/// (name, domain) of each cookie set by a Set-Cookie header on this page.
-pub(super) fn set_cookie_names(st: &PageState) -> Vec<(String, String)> {
-    let mut urls: HashMap<(&str, &str), &str> = HashMap::new();
-    for (key, r) in &st.reqs {
-        urls.insert((key.0.as_str(), key.1.as_str()), r.request.url.as_str());
-    }
-    let mut out = Vec::new();
-    for (session, id, text) in &st.set_cookie {
-        let host = urls
-            .get(&(session.as_str(), id.as_str()))
-            .map(|u| host_of(u))
-            .unwrap_or_default();
-        for line in text.lines() {
-            let mut parts = line.split(';');
-            let name = parts
-                .next()
-                .and_then(|kv| kv.split('=').next())
-                .unwrap_or_default()
-                .trim();
-            if name.is_empty() {
-                continue;
-            }
-            let domain = parts
-                .filter_map(|a| {
-                    let (k, v) = a.split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("domain").then(|| v.trim())
-                })
-                .next()
-                .unwrap_or(&host);
-            out.push((name.to_string(), domain.to_string()));
-        }
-    }
-    out
 }
 
 /// "https://a.com/^0https://b.com" -> "https://a.com"
@@ -395,10 +381,11 @@ mod tests {
     fn post_data_decodes_entries_and_caps() {
         let body = "a".repeat(MAX_POST_DATA + 10);
         let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
-        let (text, truncated) = post_data(&json!({"postDataEntries": [{"bytes": b64}]}));
+        let req = |v: serde_json::Value| -> RequestData { serde_json::from_value(v).unwrap() };
+        let (text, truncated) = post_data(&req(json!({"postDataEntries": [{"bytes": b64}]})));
         assert_eq!(text.unwrap().len(), MAX_POST_DATA);
         assert!(truncated);
-        let (text, truncated) = post_data(&json!({"postData": "x=1"}));
+        let (text, truncated) = post_data(&req(json!({"postData": "x=1"})));
         assert_eq!(text.as_deref(), Some("x=1"));
         assert!(!truncated);
     }

@@ -7,7 +7,9 @@
 //!
 //! Routing: replies are matched to calls by id; events go to the subscriber of their `sessionId`.
 //! When a session auto-attaches a child (iframe, worker), the reader registers the child under the
-//! parent's subscriber *before* any child event can arrive, so no child event is lost.
+//! parent's subscriber *before* any child event can arrive, so no child event is lost; a detach
+//! removes the route. Subscriber queues are bounded: the reader never waits, and what a full
+//! queue could not take is counted ([`Connection::dropped_events`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -22,6 +24,10 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Default timeout for one CDP call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Events queued per subscriber before new ones are dropped (and counted). The reader never
+/// waits for a slow subscriber: one stuck tab must not stall every other tab's events.
+pub const EVENT_QUEUE: usize = 20_000;
 
 /// Errors of the protocol client.
 #[derive(Debug, thiserror::Error)]
@@ -49,7 +55,7 @@ pub struct Event {
 }
 
 type Pending = HashMap<u64, (String, oneshot::Sender<Result<Value, CdpError>>)>;
-type Subscribers = HashMap<String, mpsc::UnboundedSender<Event>>;
+type Subscribers = HashMap<String, mpsc::Sender<Event>>;
 
 struct Shared {
     pending: Mutex<Pending>,
@@ -58,6 +64,7 @@ struct Shared {
     closed: AtomicBool,
     invalid_messages: AtomicU64,
     decode_failures: AtomicU64,
+    dropped_events: AtomicU64,
 }
 
 /// A connection to one browser. Cheap to share behind an `Arc`.
@@ -86,6 +93,7 @@ impl Connection {
             closed: AtomicBool::new(false),
             invalid_messages: AtomicU64::new(0),
             decode_failures: AtomicU64::new(0),
+            dropped_events: AtomicU64::new(0),
         });
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         tokio::spawn(async move {
@@ -137,6 +145,16 @@ impl Connection {
         self.shared.decode_failures.load(Ordering::Relaxed) + self.invalid_messages()
     }
 
+    /// Events dropped because a subscriber's queue was full (should be 0).
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.dropped_events.load(Ordering::Relaxed)
+    }
+
+    /// Records that an event was dropped downstream of the connection (a full queue).
+    pub fn count_dropped(&self) {
+        self.shared.dropped_events.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Records that a capture-critical event could not be decoded.
     pub fn count_decode_failure(&self, method: &str) {
         tracing::warn!(method, "CDP event could not be decoded; protocol drift?");
@@ -145,7 +163,7 @@ impl Connection {
 
     /// Routes events of `session_id` (and of every child it auto-attaches) to `sink`.
     /// `""` subscribes to browser-level events.
-    pub fn subscribe(&self, session_id: &str, sink: mpsc::UnboundedSender<Event>) {
+    pub fn subscribe(&self, session_id: &str, sink: mpsc::Sender<Event>) {
         lock(&self.shared.subscribers).insert(session_id.to_string(), sink);
     }
 
@@ -245,21 +263,33 @@ impl Shared {
             .unwrap_or(Value::Null);
         let mut subs = lock(&self.subscribers);
         let key = session_id.clone().unwrap_or_default();
-        if method == "Target.attachedToTarget" && !key.is_empty() {
-            // A child of a subscribed session: route its events to the same place.
-            if let (Some(child), Some(sink)) = (
-                params.get("sessionId").and_then(Value::as_str),
-                subs.get(&key).cloned(),
-            ) {
-                subs.insert(child.to_string(), sink);
+        let child = params
+            .get("sessionId")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        let detached = method == "Target.detachedFromTarget";
+        if method == "Target.attachedToTarget" {
+            // A child of a subscribed session (or of the browser session: service workers, and
+            // tabs until their owner subscribes): route its events to the same place.
+            if let (Some(child), Some(sink)) = (&child, subs.get(&key).cloned()) {
+                subs.insert(child.clone(), sink);
             }
         }
         if let Some(sink) = subs.get(&key) {
-            let _ = sink.send(Event {
+            let event = Event {
                 method,
                 params,
                 session_id,
-            });
+            };
+            if let Err(mpsc::error::TrySendError::Full(_)) = sink.try_send(event) {
+                self.dropped_events.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if detached {
+            // The child is gone: its route goes with it (the parent saw the detach first).
+            if let Some(child) = child {
+                subs.remove(&child);
+            }
         }
     }
 

@@ -1,57 +1,140 @@
-// Injected into every frame before page scripts run. Reports, through the CDP binding, the
-// *names* of cookies set by script (never their values) and the URLs the page reaches with
-// history.pushState / replaceState. Sites cannot block it: it runs before their code.
-(() => {
-  const bind = globalThis.__pixelwatch;
-  if (typeof bind !== 'function') return;
-  const send = (o) => { try { bind(JSON.stringify(o)); } catch (e) { /* ignore */ } };
+'use strict';
+// Injected into every frame's main world before page scripts run. It observes short timers so
+// the scanner can wait for tags a tag manager injects from a timer. It is built so a page cannot
+// see it: the only name it adds is a global *lexical* binding with a random name (not a property
+// of window, and no script can enumerate lexical bindings); setTimeout and requestIdleCallback
+// become Proxies of the natives (same name, length, no prototype, not constructible), and
+// Function.prototype.toString answers for them exactly as for the natives. It reports nothing by
+// itself: the scanner reads it with Runtime.evaluate (no Runtime.enable, no binding).
+const __PIXELWATCH_HOOK__ = (() => {
+  const BOUND = __TIMER_BOUND__;   // longest timer awaited (ms)
+  const WINDOW = __TIMER_WINDOW__; // timers scheduled this long after arm() are awaited
+  const MAX_GEN = 2;               // a timer set inside a timer set inside a timer is not
+  // Intrinsics captured before page code runs: a page that patches Map, WeakMap, Array or Math
+  // methods later must not see our calls.
+  const R = Reflect.apply;
+  const mapSet = Map.prototype.set;
+  const mapDelete = Map.prototype.delete;
+  const mapForEach = Map.prototype.forEach;
+  const weakGet = WeakMap.prototype.get;
+  const weakSet = WeakMap.prototype.set;
+  const slice = Array.prototype.slice;
+  const round = Math.round;
+  const max = Math.max;
+  const perf = performance;
+  const perfNow = Performance.prototype.now;
+  const now = () => R(perfNow, perf, []);
+  const nativeToString = Function.prototype.toString;
+  const masks = new WeakMap();
+  const pending = new Map(); // key -> due (ms, performance time)
+  let nextKey = 1;
+  let windowStart = -1; // -1: not armed yet, everything scheduled during load counts
+  let gen = 0;          // generation of the tracked callback now running (0 outside)
+  let running = null;   // the tracked callback now running
+  const eligible = (cb, delay) =>
+    typeof cb === 'function' && delay <= BOUND && gen < MAX_GEN && cb !== running &&
+    (windowStart < 0 || now() - windowStart <= WINDOW);
+  // Errors thrown by a native through our handler carry our frames on top: drop them.
+  const clean = (e) => {
+    try {
+      if (e && typeof e.stack === 'string') {
+        const lines = e.stack.split('\n');
+        let i = 1;
+        while (i < lines.length && /<anonymous>:\d+:\d+\)?$/.test(lines[i])) i++;
+        if (i > 1) e.stack = [lines[0]].concat(lines.slice(i)).join('\n');
+      }
+    } catch (_) { /* ignore */ }
+    return e;
+  };
+  const track = (cb, due) => {
+    const key = nextKey++;
+    const myGen = gen + 1;
+    R(mapSet, pending, [key, due]);
+    const wrapped = function () {
+      R(mapDelete, pending, [key]);
+      const prev = [gen, running];
+      gen = myGen;
+      running = cb;
+      try {
+        return R(cb, this, arguments);
+      } finally {
+        gen = prev[0];
+        running = prev[1];
+      }
+    };
+    return { key, wrapped };
+  };
+  const disguise = (target, native, handler) => {
+    const p = new Proxy(target, handler);
+    R(weakSet, masks, [p, native]);
+    return p;
+  };
   try {
-    const desc = Object.getOwnPropertyDescriptor(Document.prototype, 'cookie');
-    if (desc && desc.set) {
-      Object.defineProperty(Document.prototype, 'cookie', {
-        configurable: true,
-        enumerable: desc.enumerable,
-        get() { return desc.get.call(this); },
-        set(v) {
+    const toStringProxy = disguise(nativeToString, nativeToString, {
+      apply(target, self, args) {
+        try {
+          return R(target, R(weakGet, masks, [self]) || self, args);
+        } catch (e) {
+          throw clean(e);
+        }
+      },
+    });
+    Function.prototype.toString = toStringProxy;
+    const nativeSetTimeout = window.setTimeout;
+    window.setTimeout = disguise(nativeSetTimeout, nativeSetTimeout, {
+      apply(target, self, args) {
+        // Only plain numbers: converting anything else would run page code twice.
+        const d = args[1];
+        const delay = typeof d === 'number' ? max(0, d || 0) : d === undefined ? 0 : Infinity;
+        if (!eligible(args[0], delay)) {
+          try { return R(target, self, args); } catch (e) { throw clean(e); }
+        }
+        const { key, wrapped } = track(args[0], now() + delay);
+        const copy = R(slice, args, []);
+        copy[0] = wrapped;
+        try {
+          return R(target, self, copy);
+        } catch (e) {
+          R(mapDelete, pending, [key]);
+          throw clean(e);
+        }
+      },
+    });
+    if (typeof window.requestIdleCallback === 'function') {
+      const nativeIdle = window.requestIdleCallback;
+      window.requestIdleCallback = disguise(nativeIdle, nativeIdle, {
+        apply(target, self, args) {
+          // Its options are not read (a getter would see a second read): idle callbacks run
+          // within a second on a settling page, or stop holding it.
+          if (!eligible(args[0], 0)) {
+            try { return R(target, self, args); } catch (e) { throw clean(e); }
+          }
+          const { key, wrapped } = track(args[0], now() + 1000);
+          const copy = R(slice, args, []);
+          copy[0] = wrapped;
           try {
-            const s = String(v);
-            const eq = s.indexOf('=');
-            const name = (eq >= 0 ? s.slice(0, eq) : s).trim();
-            const m = /;\s*domain\s*=\s*([^;]+)/i.exec(s);
-            send({ t: 'cookie', name, domain: m ? m[1].trim() : '', host: location.hostname });
-          } catch (e) { /* ignore */ }
-          return desc.set.call(this, v);
+            return R(target, self, copy);
+          } catch (e) {
+            R(mapDelete, pending, [key]);
+            throw clean(e);
+          }
         },
       });
     }
-  } catch (e) { /* ignore */ }
-  try {
-    if (globalThis.cookieStore && typeof cookieStore.set === 'function') {
-      const orig = cookieStore.set.bind(cookieStore);
-      cookieStore.set = function (a, b) {
-        try {
-          const name = typeof a === 'string' ? a : (a && a.name) || '';
-          const domain = (a && typeof a === 'object' && a.domain) || '';
-          send({ t: 'cookie', name, domain, host: location.hostname });
-        } catch (e) { /* ignore */ }
-        return orig(a, b);
-      };
-    }
-  } catch (e) { /* ignore */ }
-  try {
-    if (window === window.top) {
-      for (const k of ['pushState', 'replaceState']) {
-        const orig = history[k];
-        history[k] = function (state, title, url) {
-          const r = orig.apply(this, arguments);
-          try {
-            if (url !== undefined && url !== null) {
-              send({ t: 'route', url: new URL(String(url), location.href).href });
-            }
-          } catch (e) { /* ignore */ }
-          return r;
-        };
-      }
-    }
-  } catch (e) { /* ignore */ }
+  } catch (_) { /* a frame that forbids it keeps its natives */ }
+  return Object.freeze({
+    // Milliseconds until each pending short timer is due (negative: overdue).
+    pending() {
+      const t = now();
+      const out = [];
+      let i = 0;
+      R(mapForEach, pending, [(due) => { out[i++] = round(due - t); }]);
+      return out;
+    },
+    // Starts a new window for awaited timers (after load, a click or a submit).
+    arm() {
+      windowStart = now();
+      return true;
+    },
+  });
 })();

@@ -1,16 +1,23 @@
 //! What a scan does to a page besides watching: press the consent banner's button
-//! (`--consent accept|reject`) and type canary values into forms (the form probe), holding back
-//! the site's own submission so no fake appointment ever reaches the clinic.
+//! (`--consent accept|reject`) and type canary values into forms (the form probe).
+//!
+//! The probe has no side effects anywhere: while it runs, every request of the page, its
+//! iframes and its workers is paused and judged by the guard (`guard.rs`) — anything carrying a
+//! typed value is recorded and failed, whoever it is addressed to, and so are navigations and
+//! submissions to the site. WebSockets bypass request interception, so they are taken offline
+//! for the probe; when a socket was already open, frames the page queued on it would be sent the
+//! moment the tab went back online, so that tab stays offline for WebSockets for the rest of
+//! the scan and the browser is killed, never closed, at the end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use super::capture::PageState;
 use super::tab::{Tab, Visit, VisitTiming};
-use crate::model::Canary;
+use crate::model::{Canary, SettleReason};
 use crate::rules::consent::ConsentMode;
 
 /// What to do on each page besides recording.
@@ -56,6 +63,7 @@ const CLICK_CONSENT: &str = r#"(args) => {
 
 const MARK_FIELDS: &str = r#"() => {
   const fields = [];
+  const marked = [];
   Array.from(document.forms).slice(0, 3).forEach((f, fi) => {
     for (const el of f.querySelectorAll('input, textarea')) {
       if (fields.length >= 20) break;
@@ -72,17 +80,35 @@ const MARK_FIELDS: &str = r#"() => {
       else if (/name/.test(hint)) kind = 'name';
       else if (el.tagName === 'TEXTAREA' || ['text', 'search'].includes(type)) kind = 'text';
       if (!kind) continue;
-      el.setAttribute('data-pixelwatch-probe', String(fields.length));
+      // Remembered in this isolated world, never marked in the page's DOM.
+      marked.push(el);
       fields.push({idx: fields.length, kind, type, form: fi});
     }
   });
+  globalThis.probeFields = marked;
   return fields;
+}"#;
+
+/// Acts on field `idx` found by MARK_FIELDS (in the same isolated world).
+const FIELD: &str = r#"(a) => {
+  const el = (globalThis.probeFields || [])[a.idx];
+  if (!el || !el.isConnected) return false;
+  if (a.op === 'focus') { el.focus(); return document.activeElement === el; }
+  if (a.op === 'blur') { el.blur(); return true; }
+  if (a.op === 'date') {
+    el.value = a.value;
+    el.dispatchEvent(new Event('input', {bubbles: true}));
+    el.dispatchEvent(new Event('change', {bubbles: true}));
+    return true;
+  }
+  return false;
 }"#;
 
 const SUBMIT: &str = r#"() => {
   let n = 0;
+  const probed = new Set((globalThis.probeFields || []).map((el) => el.form));
   for (const f of Array.from(document.forms).slice(0, 3)) {
-    if (!f.querySelector('[data-pixelwatch-probe]')) continue;
+    if (!probed.has(f)) continue;
     n++;
     // Submit in this tab only: a new window's request would escape the interception.
     f.removeAttribute('target');
@@ -95,14 +121,16 @@ const SUBMIT: &str = r#"() => {
 }"#;
 
 impl Tab {
-    /// Consent click, then the form probe, each followed by a settle.
+    /// Consent click, then the form probe, each followed by a settle. Returns the worst reason
+    /// a settle ended for.
     pub(super) async fn interact(
         &mut self,
         st: &mut PageState,
         visit: &mut Visit,
         timing: VisitTiming,
         plan: &Plan,
-    ) {
+    ) -> SettleReason {
+        let mut reason = SettleReason::Quiet;
         if plan.consent != ConsentMode::None
             && let Some(action) = self.press_consent(plan).await
         {
@@ -110,11 +138,14 @@ impl Tab {
             st.phase = "consent".into();
             plan.consent_given.store(true, Ordering::SeqCst);
             visit.page.consent_action = Some(format!("{}: {action}", plan.consent.as_str()));
-            self.settle(st, timing).await;
+            reason = reason.max(self.settle(st, timing).await);
         }
         if let (Some(canaries), true) = (&plan.canaries, visit.page.forms > 0) {
-            visit.page.probed_fields = self.probe(st, canaries, plan, timing).await;
+            let (typed, r) = self.probe(st, canaries, timing).await;
+            visit.page.probed_fields = typed;
+            reason = reason.max(r);
         }
+        reason
     }
 
     /// Calls `function(arg)` in an isolated world of the main frame.
@@ -137,23 +168,25 @@ impl Tab {
             .map(str::to_string)
     }
 
-    /// Types canaries into the page's forms and submits them with the site's own submission
-    /// held back. Returns the number of fields typed into.
+    /// Types canaries into the page's forms and submits them, with every request judged by the
+    /// guard. Returns the number of fields typed into and how the settle after submit ended.
     async fn probe(
         &mut self,
         st: &mut PageState,
         canaries: &[Canary],
-        plan: &Plan,
         timing: VisitTiming,
-    ) -> usize {
-        let hold = self.hold_back.clone();
-        let set_hold = |v: Option<String>| {
-            *hold.lock().unwrap_or_else(|e| e.into_inner()) = v;
-        };
-        set_hold(Some(plan.site.clone()));
-        st.hold_back_site = Some(plan.site.clone());
+    ) -> (usize, SettleReason) {
         let session = self.session.clone();
         let s = Some(session.as_str());
+        // WebSockets first: they bypass Fetch, so they go offline before anything is typed.
+        if !self.sockets_offline && !self.sockets_offline_rule(true).await {
+            tracing::debug!("WebSockets could not be taken offline; the form probe is skipped");
+            return (0, SettleReason::Quiet);
+        }
+        let sockets_were_open = !st.open_sockets.is_empty();
+        st.sockets_offline = true;
+        self.probing.store(true, Ordering::SeqCst);
+        st.guard = Some(self.ctx.guard.clone());
         let enabled = self
             .conn
             .call(
@@ -164,6 +197,7 @@ impl Tab {
             .await
             .is_ok();
         let mut typed = 0;
+        let mut reason = SettleReason::Quiet;
         if enabled {
             st.phase = "probe".into();
             let fields = self
@@ -182,19 +216,11 @@ impl Tab {
                 else {
                     continue;
                 };
-                let sel = format!("[data-pixelwatch-probe=\"{idx}\"]");
+                let field = |op: &str| json!({"idx": idx, "op": op, "value": "1984-07-19"});
                 if f["type"].as_str() == Some("date") {
-                    let js = format!(
-                        "() => {{ const el = document.querySelector('{sel}'); el.value = '1984-07-19'; \
-                         el.dispatchEvent(new Event('input', {{bubbles: true}})); \
-                         el.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }}"
-                    );
-                    self.eval_isolated(&js, json!(null)).await;
+                    self.eval_isolated(FIELD, field("date")).await;
                 } else {
-                    let focus = format!(
-                        "() => {{ const el = document.querySelector('{sel}'); el.focus(); return document.activeElement === el; }}"
-                    );
-                    if self.eval_isolated(&focus, json!(null)).await != Some(json!(true)) {
+                    if self.eval_isolated(FIELD, field("focus")).await != Some(json!(true)) {
                         continue;
                     }
                     if self
@@ -205,23 +231,47 @@ impl Tab {
                     {
                         continue;
                     }
-                    let blur =
-                        format!("() => {{ document.querySelector('{sel}').blur(); return true; }}");
-                    self.eval_isolated(&blur, json!(null)).await;
+                    self.eval_isolated(FIELD, field("blur")).await;
                 }
                 typed += 1;
             }
             if typed > 0 {
                 self.eval_isolated(SUBMIT, json!(null)).await;
-                self.settle(st, timing).await;
+                reason = self.settle(st, timing).await;
             }
-            // Let the held-back submission's events arrive before interception ends.
-            let until = std::time::Instant::now() + Duration::from_millis(100);
+            // Let the held-back requests' events arrive before interception ends.
+            let until = Instant::now() + Duration::from_millis(100);
             self.pump(st, until).await;
-            let _ = self.conn.call("Fetch.disable", json!({}), s).await;
         }
-        set_hold(None);
-        st.hold_back_site = None;
-        typed
+        // Interception stays on until the page is left: a timer of the page may still send
+        // what was typed. The tab leaves through about:blank right after this.
+        if sockets_were_open || !st.open_sockets.is_empty() {
+            // Frames queued on an open socket would leave the moment the tab went online.
+            self.sockets_offline = true;
+            self.ctx.quarantined.store(true, Ordering::SeqCst);
+        }
+        (typed, reason)
+    }
+
+    /// Takes WebSockets of this tab offline (`true`) or back online.
+    pub(super) async fn sockets_offline_rule(&self, offline: bool) -> bool {
+        let rules = if offline {
+            json!([
+                {"urlPattern": "ws://*", "offline": true, "latency": 0,
+                 "downloadThroughput": -1, "uploadThroughput": -1},
+                {"urlPattern": "wss://*", "offline": true, "latency": 0,
+                 "downloadThroughput": -1, "uploadThroughput": -1},
+            ])
+        } else {
+            json!([])
+        };
+        self.conn
+            .call(
+                "Network.emulateNetworkConditionsByRule",
+                json!({"matchedNetworkConditions": rules}),
+                Some(&self.session),
+            )
+            .await
+            .is_ok()
     }
 }

@@ -101,7 +101,7 @@ pub struct Browser {
     child: Child,
     pid: Option<u32>,
     _profile: tempfile::TempDir,
-    user_agent: String,
+    version: serde_json::Value,
 }
 
 /// Features we turn off; a user's own `--disable-features=` is merged in, not given twice.
@@ -165,6 +165,8 @@ impl Browser {
             "--disable-ipc-flooding-protection".into(),
             "--hide-scrollbars".into(),
             "--window-size=1366,900".into(),
+            // A screen larger than the window, as on a desktop (headless defaults to 800x600).
+            "--screen-info={1920x1080}".into(),
             "--remote-debugging-port=0".into(),
             format!("--disable-features={}", disabled.join(",")),
             format!("--user-data-dir={}", profile.path().display()),
@@ -238,10 +240,6 @@ impl Browser {
         };
         let conn = Connection::connect(&ws_url).await?;
         let version = conn.call("Browser.getVersion", json!({}), None).await?;
-        let user_agent = version["userAgent"]
-            .as_str()
-            .unwrap_or_default()
-            .replace("HeadlessChrome", "Chrome");
         tracing::debug!(
             browser = %path.display(),
             product = version["product"].as_str().unwrap_or("?"),
@@ -253,12 +251,12 @@ impl Browser {
             child,
             pid,
             _profile: profile,
-            user_agent,
+            version,
         })
     }
 
     /// The protocol connection.
-    pub fn connection(&self) -> Arc<Connection> {
+    pub(super) fn connection(&self) -> Arc<Connection> {
         self.conn.clone()
     }
 
@@ -267,9 +265,15 @@ impl Browser {
         self.pid
     }
 
-    /// The browser's user agent without the "Headless" marker pixels look for.
-    pub fn user_agent(&self) -> &str {
-        &self.user_agent
+    /// The browser's `Browser.getVersion` answer (product, user agent).
+    pub fn version(&self) -> &serde_json::Value {
+        &self.version
+    }
+
+    /// Ends the browser at once (SIGKILL), so nothing it still holds (a WebSocket frame queued
+    /// while offline) is ever sent.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
     }
 
     /// Closes the browser: politely, then by force.

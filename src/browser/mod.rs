@@ -1,50 +1,31 @@
-//! The real browser: find and launch Chromium, speak CDP, capture what each page does.
+//! The real browser: launch Chromium, speak CDP, watch each page until it settles, record what
+//! it does, and stay invisible while doing it.
+//!
+//! Rooms: `launch` (find and start Chromium), `cdp` (the raw JSON transport, private to this
+//! module), `protocol` (lenient typed events), `pool` (the scan's browser, restarts, workers
+//! outside tabs), `tab` (one visit), `capture` (events into a page record), `settle` (when a
+//! page is done), `stealth` (what a page could check), `cookies` (who set what), `guard` and
+//! `interact` (consent clicks and the side-effect-free form probe), `viewer` (open a document
+//! and look at it, for reports and tests).
 
 pub mod capture;
-pub mod cdp;
+mod cdp;
+pub mod cookies;
+pub mod guard;
 pub mod interact;
 pub mod launch;
+pub mod pool;
+mod protocol;
+pub mod settle;
+mod stealth;
 pub mod tab;
+pub mod viewer;
 
-use std::sync::Arc;
-
-use serde_json::json;
-use tokio::sync::mpsc;
-
-pub use cdp::{CdpError, Connection};
+pub use cdp::CdpError;
+pub use cookies::{CookieLedger, VisitCookies};
+pub use guard::Guard;
 pub use interact::Plan;
-pub use launch::{Browser, LaunchError, LaunchOptions, find_browser};
+pub use launch::{LaunchError, LaunchOptions, find_browser};
+pub use pool::{Pool, PoolError};
 pub use tab::{Tab, Visit, VisitTiming};
-
-/// Browser-level set-up: deny downloads (a scan records them, never opens them) and close popups
-/// as soon as a page opens them.
-pub async fn prepare_browser(conn: &Arc<Connection>) -> Result<(), CdpError> {
-    conn.call(
-        "Browser.setDownloadBehavior",
-        json!({"behavior": "deny"}),
-        None,
-    )
-    .await?;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    conn.subscribe("", tx);
-    conn.call("Target.setDiscoverTargets", json!({"discover": true}), None)
-        .await?;
-    let c = conn.clone();
-    tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            if ev.method != "Target.targetCreated" {
-                continue;
-            }
-            let info = &ev.params["targetInfo"];
-            let is_popup = info["type"].as_str() == Some("page")
-                && info["openerId"].as_str().is_some_and(|o| !o.is_empty());
-            if let (true, Some(id)) = (is_popup, info["targetId"].as_str()) {
-                tracing::debug!("closing a popup window");
-                let _ = c
-                    .call("Target.closeTarget", json!({"targetId": id}), None)
-                    .await;
-            }
-        }
-    });
-    Ok(())
-}
+pub use viewer::Viewer;

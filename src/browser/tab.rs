@@ -1,43 +1,58 @@
 //! One browser tab that visits pages and records everything each page does.
 //!
 //! Order matters (each step was learned the hard way, see reference/chromium-offline.md):
-//! the tab sits on `about:blank` with every listener attached before it navigates; iframes and
-//! workers are auto-attached paused, get Network enabled, then resume, so their first request is
-//! seen; dialogs are answered by a responder task that does not wait for the capture loop; every
-//! CDP call is bounded; a page that never finishes is stopped with `Page.stopLoading`.
+//! the tab is its own window, sits on `about:blank` with every listener attached before it
+//! navigates; iframes and workers are auto-attached paused, get Network enabled and the user
+//! agent, then resume, so their first request is seen; dialogs and paused requests are answered
+//! by a responder task that does not wait for the capture loop; every CDP call is bounded; a page
+//! that never finishes is stopped with `Page.stopLoading`. How long a page is watched is decided
+//! by the settle rules (`settle.rs`), not a sleep.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::capture::{
-    PageState, handle_event, set_cookie_names, sha256_hex, storage_origin, strip_fragment,
-};
-use super::cdp::{CdpError, Connection, Event};
+use super::capture::{PageState, handle_event, sha256_hex, storage_origin, strip_fragment};
+use super::cdp::{CdpError, Connection, EVENT_QUEUE, Event};
+use super::cookies::{self, VisitCookies};
+use super::guard::Verdict;
 use super::interact::Plan;
-use crate::model::{Frame, Page, Script, StorageEntry};
+use super::pool::Context;
+use super::protocol::{self, Event as Ev};
+use super::settle::{Timers, Window};
+use crate::model::{Frame, Page, Script, SettleReason, StorageEntry};
 
-const HOOK: &str = include_str!("hook.js");
-pub(super) const BINDING: &str = "__pixelwatch";
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for each collection loop of a page (frames, script bodies): a page whose main thread
 /// stays busy cannot hold a tab for minutes through many bounded calls in a row.
 const COLLECT_BUDGET: Duration = Duration::from_secs(15);
+/// How often the settle loop reads the page's pending timers.
+const TIMER_POLL: Duration = Duration::from_millis(100);
 
 /// How long to wait on a page.
 #[derive(Debug, Clone, Copy)]
 pub struct VisitTiming {
     /// Bound for navigation plus the load event.
     pub page_timeout: Duration,
-    /// The network must be quiet this long after load...
+    /// Nothing new may happen for this long after load...
     pub settle_quiet: Duration,
     /// ...but never wait longer than this after load.
     pub settle_max: Duration,
+}
+
+impl VisitTiming {
+    fn window(&self) -> Window {
+        Window {
+            quiet: self.settle_quiet,
+            max: self.settle_max,
+        }
+    }
 }
 
 /// What one visit produced, before the crawler judges scope and vendors.
@@ -46,33 +61,48 @@ pub struct Visit {
     pub page: Page,
     /// Links in the DOM after scripts ran (absolute URLs).
     pub links: Vec<String>,
-    /// URLs reached with history.pushState / replaceState.
+    /// URLs the page reached within the document (history.pushState / replaceState).
     pub routes: Vec<String>,
-    /// (cookie name, domain or host) from Set-Cookie response headers.
-    pub http_cookies: Vec<(String, String)>,
-    /// (cookie name, domain or host) set by document.cookie / CookieStore.
-    pub script_cookies: Vec<(String, String)>,
-    /// The renderer crashed: the tab must be replaced.
+    /// What the visit did to the cookie jar.
+    pub cookies: VisitCookies,
+    /// The tab is unfit for the next page (renderer crash, closed, detached): replace it.
     pub crashed: bool,
+    /// The whole browser went away during the visit: restart it.
+    pub browser_died: bool,
     /// The main document was not HTML (a download): nothing was rendered.
     pub not_html: bool,
 }
 
 /// A tab: one page target and the sessions of its children.
 pub struct Tab {
+    pub(super) ctx: Arc<Context>,
     pub(super) conn: Arc<Connection>,
     target_id: String,
     pub(super) session: String,
-    events: mpsc::UnboundedReceiver<Event>,
-    /// The site whose submissions the responder holds back while probing.
-    pub(super) hold_back: Arc<std::sync::Mutex<Option<String>>>,
+    events: mpsc::Receiver<Event>,
+    /// Set while the tab probes a form: the responder judges paused requests.
+    pub(super) probing: Arc<AtomicBool>,
+    /// WebSockets stay offline in this tab: a probe ran while a socket was open, and frames the
+    /// page queued then must never be released.
+    pub(super) sockets_offline: bool,
+    /// Our isolated world's execution context per frame, for the current document.
+    worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Tab {
-    /// Opens a new tab on about:blank with every listener attached.
-    pub async fn open(conn: Arc<Connection>, user_agent: &str) -> Result<Tab, CdpError> {
+    /// Opens a new tab, its own window, on about:blank with every listener attached.
+    pub(super) async fn open(ctx: Arc<Context>) -> Result<Tab, CdpError> {
+        let conn = ctx.conn.clone();
         let created = conn
-            .call("Target.createTarget", json!({"url": "about:blank"}), None)
+            .call(
+                "Target.createTarget",
+                json!({"url": "about:blank", "newWindow": true}),
+                None,
+            )
             .await?;
         let target_id = created["targetId"].as_str().unwrap_or_default().to_string();
         let attached = conn
@@ -86,34 +116,55 @@ impl Tab {
             .as_str()
             .unwrap_or_default()
             .to_string();
-        let (raw_tx, raw_rx) = mpsc::unbounded_channel();
+        let (raw_tx, raw_rx) = mpsc::channel(EVENT_QUEUE);
         conn.subscribe(&session, raw_tx);
-        let hold_back = Arc::new(std::sync::Mutex::new(None));
-        let events = spawn_responder(conn.clone(), raw_rx, hold_back.clone());
+        let probing = Arc::new(AtomicBool::new(false));
+        let events = spawn_responder(ctx.clone(), target_id.clone(), raw_rx, probing.clone());
         let tab = Tab {
+            ctx: ctx.clone(),
             conn,
             target_id,
             session,
             events,
-            hold_back,
+            probing,
+            sockets_offline: false,
+            worlds: Default::default(),
         };
-        tab.setup_session(&tab.session, "page", user_agent).await?;
+        setup_session(&ctx, &tab.session, "page").await?;
+        tab.wait_for_window().await;
         Ok(tab)
     }
 
-    /// Enables what capture needs on a session (the page, or an auto-attached iframe).
-    async fn setup_session(&self, session: &str, kind: &str, ua: &str) -> Result<(), CdpError> {
-        setup_session(&self.conn, session, kind, ua).await
+    /// A new window reports `outerWidth` 0 until it is laid out; pages must never see that.
+    async fn wait_for_window(&self) {
+        let until = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < until {
+            let w = self.eval_main("outerWidth", COLLECT_TIMEOUT).await;
+            if w.and_then(|v| v.as_f64()).is_some_and(|w| w > 0.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::debug!("the new window did not report its size");
     }
 
-    /// The target id of this tab.
-    pub fn target_id(&self) -> &str {
-        &self.target_id
+    /// The browser generation this tab belongs to.
+    pub fn generation(&self) -> u64 {
+        self.ctx.generation
     }
 
-    /// Closes the tab.
+    /// Whether the browser connection is gone.
+    pub fn browser_gone(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Closes the tab. A tab that holds WebSocket frames queued during a probe is left open
+    /// (closing it would release them); the browser is killed at the end instead.
     pub async fn close(self) {
         self.conn.unsubscribe(&self.session);
+        if self.sockets_offline {
+            return;
+        }
         let _ = self
             .conn
             .call_with_timeout(
@@ -129,14 +180,19 @@ impl Tab {
     pub async fn visit(&mut self, url: &str, timing: VisitTiming, plan: &Plan) -> Visit {
         // Anything still queued belongs to the previous page.
         while self.events.try_recv().is_ok() {}
-        let consented = plan.consent_given.load(std::sync::atomic::Ordering::SeqCst);
+        lock(&self.worlds).clear();
+        let consented = plan.consent_given.load(Ordering::SeqCst);
         let mut st = PageState {
             phase: if consented { "consent" } else { "load" }.into(),
+            sockets_offline: self.sockets_offline,
             ..Default::default()
         };
+        let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
         let started = Instant::now();
         let deadline = started + timing.page_timeout;
         let mut error: Option<String> = None;
+        let mut reason = SettleReason::Quiet;
+        let mut settle_ms = 0;
 
         let nav = self
             .conn
@@ -159,6 +215,7 @@ impl Tab {
                     "no response within {}s; stopped loading",
                     timing.page_timeout.as_secs()
                 ));
+                reason = SettleReason::Timeout;
                 self.stop_loading().await;
             }
             Err(e) => {
@@ -177,10 +234,15 @@ impl Tab {
                     "page did not finish loading within {}s; stopped loading",
                     timing.page_timeout.as_secs()
                 ));
+                reason = SettleReason::Timeout;
                 self.stop_loading().await;
             }
         }
-        self.settle(&mut st, timing).await;
+        if error.is_none() {
+            let t = Instant::now();
+            reason = self.settle(&mut st, timing).await;
+            settle_ms += t.elapsed().as_millis() as u64;
+        }
         let load_ms = started.elapsed().as_millis() as u64;
 
         let mut visit = Visit::default();
@@ -194,46 +256,37 @@ impl Tab {
         }
         if !st.crashed && error.is_none() && !not_html {
             self.collect_dom(&mut st, &mut visit).await;
-            self.interact(&mut st, &mut visit, timing, plan).await;
+            let t = Instant::now();
+            let interaction = self.interact(&mut st, &mut visit, timing, plan).await;
+            settle_ms += t.elapsed().as_millis() as u64;
+            reason = reason.max(interaction);
         }
         if !st.crashed {
             visit.page.scripts.extend(self.hash_scripts(&st).await);
             visit.page.storage = self.collect_storage(&st).await;
-            // Leave through about:blank so unload beacons are captured for this page.
-            st.load_fired = false;
-            let left = self
-                .conn
-                .call_with_timeout(
-                    "Page.navigate",
-                    json!({"url": "about:blank"}),
-                    Some(&self.session),
-                    COLLECT_TIMEOUT,
-                )
-                .await;
-            if left.is_ok() {
-                let until = Instant::now() + Duration::from_secs(2);
-                self.pump_until(&mut st, until, |s| s.load_fired || s.crashed)
-                    .await;
-                let until = Instant::now() + Duration::from_millis(100);
-                self.pump(&mut st, until).await;
-            } else {
-                // A tab that cannot even go to about:blank (the page closed it, or its renderer
-                // is stuck) must not be reused for the next page.
-                st.tab_broken = true;
-            }
+            self.leave(&mut st).await;
         }
         if st.crashed {
             error = Some("the renderer crashed (the tab was replaced)".to_string());
         }
+        visit.browser_died = self.conn.is_closed();
+        if !visit.browser_died
+            && let Some(jar) = cookies::read_jar(&self.conn).await
+        {
+            visit.cookies = cookies::visit_cookies(&jar_before, jar, &st);
+        }
         visit.crashed = st.crashed || st.tab_broken;
         visit.not_html = not_html;
-        visit.page.url = url.to_string();
-        visit.page.final_url = st.main_url.clone().unwrap_or_else(|| url.to_string());
-        visit.page.status = st.main_status;
-        visit.page.error = error;
-        visit.page.load_ms = load_ms;
-        visit.page.blocked_submissions = std::mem::take(&mut st.blocked);
-        visit.page.frames = st
+        let page = &mut visit.page;
+        page.url = url.to_string();
+        page.final_url = st.main_url.clone().unwrap_or_else(|| url.to_string());
+        page.status = st.main_status;
+        page.error = error;
+        page.load_ms = load_ms;
+        page.settle_ms = settle_ms;
+        page.settle_reason = reason;
+        page.blocked_submissions = std::mem::take(&mut st.blocked);
+        page.frames = st
             .frames
             .iter()
             .map(|u| Frame {
@@ -242,20 +295,62 @@ impl Tab {
             })
             .collect();
         visit.routes = std::mem::take(&mut st.routes);
-        visit.script_cookies = std::mem::take(&mut st.script_cookies);
-        visit.http_cookies = set_cookie_names(&st);
         let mut requests = std::mem::take(&mut st.hops);
         for key in &st.order {
             if let Some(r) = st.reqs.remove(key) {
                 requests.push(r.request);
             }
         }
+        requests.extend(self.ctx.take_worker_requests().into_iter().map(|mut r| {
+            if r.error.is_some() {
+                r.phase = "probe".into();
+            }
+            r
+        }));
         visit.page.requests = requests;
         visit
     }
 
+    /// Leaves through about:blank so unload beacons are captured for this page. What was
+    /// already answered is not counted as aborted.
+    async fn leave(&mut self, st: &mut PageState) {
+        st.load_fired = false;
+        st.leaving = true;
+        let left = self
+            .conn
+            .call_with_timeout(
+                "Page.navigate",
+                json!({"url": "about:blank"}),
+                Some(&self.session),
+                COLLECT_TIMEOUT,
+            )
+            .await;
+        if left.is_ok() {
+            let until = Instant::now() + Duration::from_secs(2);
+            self.pump_until(st, until, |s| s.load_fired || s.crashed)
+                .await;
+            let until = Instant::now() + Duration::from_millis(100);
+            self.pump(st, until).await;
+        } else {
+            // A tab that cannot even go to about:blank (the page closed it, or its renderer
+            // is stuck) must not be reused for the next page.
+            st.tab_broken = true;
+        }
+        if self.probing.swap(false, Ordering::SeqCst) {
+            // The probed page is gone: interception ends, and WebSockets come back online
+            // unless frames were queued on a socket that was open during the probe.
+            let _ = self
+                .conn
+                .call("Fetch.disable", json!({}), Some(&self.session))
+                .await;
+            if !self.sockets_offline && !self.sockets_offline_rule(false).await {
+                self.sockets_offline = true;
+            }
+        }
+    }
+
     /// Navigates to `url` and waits for its load event (bounded); the page stays open.
-    pub async fn open_url(&mut self, url: &str, limit: Duration) -> bool {
+    pub(super) async fn open_url(&mut self, url: &str, limit: Duration) -> bool {
         self.load(url, limit).await.is_some_and(|st| st.load_fired)
     }
 
@@ -263,6 +358,7 @@ impl Tab {
     /// navigation itself failed.
     async fn load(&mut self, url: &str, limit: Duration) -> Option<PageState> {
         while self.events.try_recv().is_ok() {}
+        lock(&self.worlds).clear();
         let nav = self
             .conn
             .call_with_timeout(
@@ -286,17 +382,20 @@ impl Tab {
         Some(st)
     }
 
-    /// Evaluates `expression` in the page's main world and returns its value.
-    pub async fn evaluate(&self, expression: &str) -> Result<serde_json::Value, CdpError> {
+    /// Evaluates `expression` in the page's main world (no `Runtime.enable` needed) and returns
+    /// its value.
+    pub(super) async fn eval_main(&self, expression: &str, timeout: Duration) -> Option<Value> {
         let res = self
             .conn
-            .call(
+            .call_with_timeout(
                 "Runtime.evaluate",
                 json!({"expression": expression, "returnByValue": true}),
                 Some(&self.session),
+                timeout,
             )
-            .await?;
-        Ok(res["result"]["value"].clone())
+            .await
+            .ok()?;
+        Some(res["result"]["value"].clone())
     }
 
     /// Loads `url` as a document and returns its status and body text (robots.txt, sitemaps).
@@ -320,24 +419,35 @@ impl Tab {
         Some((status, text))
     }
 
-    /// Adaptive settle: late pixels fire after load (or after a click); wait for a quiet
-    /// network, bounded by `settle_max`.
-    pub(super) async fn settle(&mut self, st: &mut PageState, timing: VisitTiming) {
-        let settle_end = Instant::now() + timing.settle_max;
-        st.last_activity = Some(Instant::now());
+    /// Watches the page until the settle rules say it is done (after load, a click or a
+    /// submit). Returns why watching ended.
+    pub(super) async fn settle(&mut self, st: &mut PageState, timing: VisitTiming) -> SettleReason {
+        let now = Instant::now();
+        st.settle.begin(timing.window(), now);
+        let arm = self.ctx.disguise.arm_expression();
+        self.eval_main(&arm, COLLECT_TIMEOUT).await;
+        let query = self.ctx.disguise.pending_timers_expression();
+        let mut next_poll = now;
         loop {
             if st.crashed {
-                break;
+                return SettleReason::Max;
             }
             let now = Instant::now();
-            if now >= settle_end {
-                break;
+            if now >= next_poll {
+                if let Some(v) = self.eval_main(&query, Duration::from_secs(1)).await {
+                    st.settle.timers(timers_from(&v, Instant::now()));
+                }
+                next_poll = Instant::now() + TIMER_POLL;
             }
-            let quiet_since = st.last_activity.unwrap_or(now);
-            if st.inflight() == 0 && now.duration_since(quiet_since) >= timing.settle_quiet {
-                break;
+            if let Some(reason) = st.settle.verdict(Instant::now()) {
+                tracing::debug!(
+                    reason = reason.as_str(),
+                    ms = st.settle.elapsed(Instant::now()).as_millis() as u64,
+                    "settled"
+                );
+                return reason;
             }
-            let step = (now + Duration::from_millis(50)).min(settle_end);
+            let step = (Instant::now() + Duration::from_millis(50)).min(next_poll);
             self.pump(st, step).await;
         }
     }
@@ -378,7 +488,7 @@ impl Tab {
         }
     }
 
-    async fn pump_until(
+    pub(super) async fn pump_until(
         &mut self,
         st: &mut PageState,
         until: Instant,
@@ -463,32 +573,48 @@ impl Tab {
             }));
     }
 
-    /// Evaluates `expression` in an isolated world of `frame_id` (page scripts cannot tamper
-    /// with it; the DOM is shared) and returns its value.
+    /// Evaluates `expression` in our isolated world of `frame_id` (page scripts cannot see or
+    /// tamper with it; the DOM is shared) and returns its value. The world is created once per
+    /// document, so what one call keeps in its globals the next one finds.
     pub(super) async fn eval_in_frame(&self, frame_id: &str, expression: &str) -> Option<Value> {
-        let world = self
-            .conn
-            .call_with_timeout(
-                "Page.createIsolatedWorld",
-                json!({"frameId": frame_id, "worldName": "pixelwatch"}),
-                Some(&self.session),
-                COLLECT_TIMEOUT,
-            )
-            .await
-            .ok()?;
-        let ctx = world["executionContextId"].as_i64()?;
-        let res = self
-            .conn
-            .call_with_timeout(
-                "Runtime.evaluate",
-                json!({"expression": expression, "contextId": ctx, "returnByValue": true,
-                       "userGesture": true}),
-                Some(&self.session),
-                COLLECT_TIMEOUT,
-            )
-            .await
-            .ok()?;
-        Some(res["result"]["value"].clone())
+        for attempt in 0..2 {
+            let cached = lock(&self.worlds).get(frame_id).copied();
+            let ctx = match cached {
+                Some(ctx) if attempt == 0 => ctx,
+                _ => {
+                    let world = self
+                        .conn
+                        .call_with_timeout(
+                            "Page.createIsolatedWorld",
+                            json!({"frameId": frame_id, "worldName": "pixelwatch"}),
+                            Some(&self.session),
+                            COLLECT_TIMEOUT,
+                        )
+                        .await
+                        .ok()?;
+                    let ctx = world["executionContextId"].as_i64()?;
+                    lock(&self.worlds).insert(frame_id.to_string(), ctx);
+                    ctx
+                }
+            };
+            let res = self
+                .conn
+                .call_with_timeout(
+                    "Runtime.evaluate",
+                    json!({"expression": expression, "contextId": ctx, "returnByValue": true,
+                           "userGesture": true}),
+                    Some(&self.session),
+                    COLLECT_TIMEOUT,
+                )
+                .await;
+            match res {
+                Ok(v) => return Some(v["result"]["value"].clone()),
+                // The document changed and took the world with it: make a new one once.
+                Err(CdpError::Protocol { .. }) if cached.is_some() && attempt == 0 => continue,
+                Err(_) => return None,
+            }
+        }
+        None
     }
 
     /// (frame id, url) for every frame of a session's tree, main frame first.
@@ -639,13 +765,29 @@ impl Tab {
     }
 }
 
-/// Enables capture on one session; iframes get the same hooks as the page.
-async fn setup_session(
-    conn: &Connection,
-    session: &str,
-    kind: &str,
-    ua: &str,
-) -> Result<(), CdpError> {
+/// Due times from the hook's answer (ms until due, negative when overdue).
+fn timers_from(v: &Value, now: Instant) -> Timers {
+    let due = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .map(|ms| {
+            if ms >= 0.0 {
+                now + Duration::from_millis(ms as u64)
+            } else {
+                now.checked_sub(Duration::from_millis((-ms) as u64))
+                    .unwrap_or(now)
+            }
+        })
+        .collect();
+    Timers { due }
+}
+
+/// Enables capture on one session: the page, an out-of-process iframe, or a worker. Never
+/// `Runtime.enable` (a page can tell): the hook is read with `Runtime.evaluate`.
+async fn setup_session(ctx: &Context, session: &str, kind: &str) -> Result<(), CdpError> {
+    let conn = &ctx.conn;
     let s = Some(session);
     let network = json!({
         "maxPostDataSize": 1 << 20,
@@ -659,18 +801,22 @@ async fn setup_session(
         s,
     )
     .await?;
-    if !ua.is_empty() {
-        conn.call("Network.setUserAgentOverride", json!({"userAgent": ua}), s)
-            .await?;
+    // Workers too: an override without client hints empties navigator.userAgentData.brands.
+    if let Err(e) = conn
+        .call(
+            "Network.setUserAgentOverride",
+            ctx.disguise.user_agent_override(),
+            s,
+        )
+        .await
+    {
+        tracing::debug!(%kind, error = %e, "user agent override not applied");
     }
     if kind == "page" || kind == "iframe" {
         conn.call("Page.enable", json!({}), s).await?;
-        conn.call("Runtime.enable", json!({}), s).await?;
-        conn.call("Runtime.addBinding", json!({"name": BINDING}), s)
-            .await?;
         conn.call(
             "Page.addScriptToEvaluateOnNewDocument",
-            json!({"source": HOOK}),
+            json!({"source": ctx.disguise.hook_source()}),
             s,
         )
         .await?;
@@ -695,19 +841,29 @@ async fn setup_session(
     Ok(())
 }
 
-/// Answers what cannot wait for the capture loop (dialogs, new child targets) and forwards
-/// every event to the tab.
+/// Answers what cannot wait for the capture loop (dialogs, new child targets, paused requests)
+/// and forwards every event to the tab.
 fn spawn_responder(
-    conn: Arc<Connection>,
-    mut raw: mpsc::UnboundedReceiver<Event>,
-    hold_back: Arc<std::sync::Mutex<Option<String>>>,
-) -> mpsc::UnboundedReceiver<Event> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    ctx: Arc<Context>,
+    target_id: String,
+    mut raw: mpsc::Receiver<Event>,
+    probing: Arc<AtomicBool>,
+) -> mpsc::Receiver<Event> {
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(async move {
         while let Some(ev) = raw.recv().await {
-            match ev.method.as_str() {
-                "Page.javascriptDialogOpening" => {
-                    let conn = conn.clone();
+            let wanted = matches!(
+                ev.method.as_str(),
+                "Page.javascriptDialogOpening" | "Target.attachedToTarget" | "Fetch.requestPaused"
+            );
+            let parsed = if wanted {
+                protocol::parse(&ev.method, &ev.params).ok().flatten()
+            } else {
+                None
+            };
+            match parsed {
+                Some(Ev::DialogOpening) => {
+                    let conn = ctx.conn.clone();
                     let session = ev.session_id.clone();
                     tokio::spawn(async move {
                         tracing::debug!("auto-dismissing a JavaScript dialog");
@@ -720,47 +876,39 @@ fn spawn_responder(
                             .await;
                     });
                 }
-                "Target.attachedToTarget" => {
-                    let conn = conn.clone();
-                    let child = ev.params["sessionId"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string();
-                    let kind = ev.params["targetInfo"]["type"]
-                        .as_str()
-                        .unwrap_or("other")
-                        .to_string();
+                Some(Ev::AttachedToTarget(e)) => {
+                    let ctx = ctx.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = setup_session(&conn, &child, &kind, "").await {
-                            tracing::debug!(%kind, error = %e, "child target setup incomplete");
+                        let kind = e.target_info.kind;
+                        let child = e.session_id;
+                        if let Err(err) = setup_session(&ctx, &child, &kind).await {
+                            tracing::debug!(%kind, error = %err, "child target setup incomplete");
                         }
-                        let _ = conn
+                        let _ = ctx
+                            .conn
                             .call("Runtime.runIfWaitingForDebugger", json!({}), Some(&child))
                             .await;
                     });
                 }
-                "Fetch.requestPaused" => {
-                    let p = &ev.params;
-                    let site = hold_back.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                    let block = super::capture::holds_back(
-                        site.as_deref(),
-                        p["request"]["url"].as_str().unwrap_or_default(),
-                        p["request"]["method"].as_str().unwrap_or("GET"),
-                        p["resourceType"].as_str().unwrap_or_default(),
-                    );
-                    let (method, params) = if block {
-                        tracing::debug!("holding back a first-party form submission");
-                        (
-                            "Fetch.failRequest",
-                            json!({"requestId": p["requestId"], "errorReason": "BlockedByClient"}),
-                        )
+                Some(Ev::RequestPaused(e)) => {
+                    let verdict = if probing.load(Ordering::SeqCst) {
+                        ctx.guard.judge_probe(&e, Some(&target_id))
                     } else {
-                        (
-                            "Fetch.continueRequest",
-                            json!({"requestId": p["requestId"]}),
-                        )
+                        Verdict::Continue
                     };
-                    let conn = conn.clone();
+                    let (method, params) = match verdict {
+                        Verdict::Block(why) => {
+                            tracing::debug!(why, "the form probe held a request back");
+                            (
+                                "Fetch.failRequest",
+                                json!({"requestId": e.request_id, "errorReason": "BlockedByClient"}),
+                            )
+                        }
+                        Verdict::Continue => {
+                            ("Fetch.continueRequest", json!({"requestId": e.request_id}))
+                        }
+                    };
+                    let conn = ctx.conn.clone();
                     let session = ev.session_id.clone();
                     tokio::spawn(async move {
                         let _ = conn.call(method, params, session.as_deref()).await;
@@ -768,8 +916,10 @@ fn spawn_responder(
                 }
                 _ => {}
             }
-            if tx.send(ev).is_err() {
-                break;
+            match tx.try_send(ev) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => ctx.conn.count_dropped(),
+                Err(mpsc::error::TrySendError::Closed(_)) => break,
             }
         }
     });

@@ -1,0 +1,328 @@
+//! The scan's browser: launched on first use, restarted when it dies, shared by every tab.
+//!
+//! Besides tabs, the browser session itself watches two things no tab can: popups (closed as
+//! soon as a page opens one) and service and shared workers, which live outside any tab. Those
+//! are attached paused, get the user-agent override, and have every request paused and judged
+//! by the probe's guard (a request carrying a typed canary never leaves); what they send is
+//! recorded and handed to the next page that finishes.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::capture::{host_of, post_data};
+use super::cdp::{CdpError, Connection, EVENT_QUEUE};
+use super::guard::{Guard, Verdict};
+use super::launch::{Browser, LaunchError, LaunchOptions};
+use super::protocol::{self, Event as Ev, header};
+use super::stealth::Disguise;
+use super::tab::Tab;
+use crate::model::Request;
+
+/// What every tab of one browser shares.
+pub(super) struct Context {
+    pub(super) conn: Arc<Connection>,
+    pub(super) disguise: Disguise,
+    pub(super) guard: Arc<Guard>,
+    /// Requests of service and shared workers not yet handed to a page.
+    pub(super) worker_requests: Mutex<Vec<Request>>,
+    /// A tab holds WebSocket frames queued during a probe: end the browser by SIGKILL.
+    pub(super) quarantined: AtomicBool,
+    pub(super) generation: u64,
+}
+
+impl Context {
+    pub(super) fn take_worker_requests(&self) -> Vec<Request> {
+        std::mem::take(
+            &mut *self
+                .worker_requests
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()),
+        )
+    }
+}
+
+struct Live {
+    browser: Browser,
+    ctx: Arc<Context>,
+}
+
+/// The browser of one scan.
+pub struct Pool {
+    current: tokio::sync::Mutex<(Option<Live>, u64)>,
+    opts: LaunchOptions,
+    guard: Arc<Guard>,
+    restarts: AtomicU32,
+    /// Protocol counters of browsers that were already replaced.
+    past_decode_failures: AtomicU64,
+    past_dropped_events: AtomicU64,
+}
+
+impl Pool {
+    /// A pool that launches with `opts`; `guard` judges what may leave during form probes.
+    pub fn new(opts: LaunchOptions, guard: Guard) -> Pool {
+        Pool {
+            current: tokio::sync::Mutex::new((None, 0)),
+            opts,
+            guard: Arc::new(guard),
+            restarts: AtomicU32::new(0),
+            past_decode_failures: AtomicU64::new(0),
+            past_dropped_events: AtomicU64::new(0),
+        }
+    }
+
+    /// Starts the browser now (a scan fails fast, with the launcher's message, when it cannot).
+    pub async fn start(&self) -> Result<(), LaunchError> {
+        self.live().await.map(|_| ())
+    }
+
+    async fn live(&self) -> Result<Arc<Context>, LaunchError> {
+        let mut cur = self.current.lock().await;
+        if cur.0.is_none() {
+            let browser = Browser::launch(&self.opts).await?;
+            let generation = cur.1 + 1;
+            let ctx = Arc::new(Context {
+                conn: browser.connection(),
+                disguise: Disguise::new(browser.version()),
+                guard: self.guard.clone(),
+                worker_requests: Mutex::new(Vec::new()),
+                quarantined: AtomicBool::new(false),
+                generation,
+            });
+            prepare(&ctx).await?;
+            cur.0 = Some(Live { browser, ctx });
+            cur.1 = generation;
+        }
+        Ok(cur.0.as_ref().expect("browser just set").ctx.clone())
+    }
+
+    /// Opens a tab on the live browser, launching it if needed.
+    pub async fn open_tab(&self) -> Result<Tab, PoolError> {
+        let ctx = self.live().await.map_err(PoolError::Launch)?;
+        let generation = ctx.generation;
+        match Tab::open(ctx).await {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // A browser that cannot open a tab is not usable.
+                self.restart(generation).await;
+                Err(PoolError::Tab(e))
+            }
+        }
+    }
+
+    /// Replaces the browser of generation `generation` (if nobody did already).
+    pub async fn restart(&self, generation: u64) {
+        let mut cur = self.current.lock().await;
+        if cur.1 != generation {
+            return;
+        }
+        if let Some(old) = cur.0.take() {
+            self.retire(old).await;
+        }
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!("browser crashed or stopped answering; restarting it");
+    }
+
+    /// Ends the browser.
+    pub async fn shutdown(&self) {
+        if let Some(old) = self.current.lock().await.0.take() {
+            self.retire(old).await;
+        }
+    }
+
+    async fn retire(&self, live: Live) {
+        let conn = &live.ctx.conn;
+        self.past_decode_failures
+            .fetch_add(conn.decode_failures(), Ordering::Relaxed);
+        self.past_dropped_events
+            .fetch_add(conn.dropped_events(), Ordering::Relaxed);
+        if live.ctx.quarantined.load(Ordering::SeqCst) {
+            live.browser.kill().await;
+        } else {
+            live.browser.close().await;
+        }
+    }
+
+    /// Times the browser had to be restarted.
+    pub fn restarts(&self) -> u32 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    /// Protocol events that could not be decoded, over every browser of the scan.
+    pub async fn decode_failures(&self) -> u64 {
+        let live = self
+            .current
+            .lock()
+            .await
+            .0
+            .as_ref()
+            .map(|l| l.ctx.conn.decode_failures());
+        self.past_decode_failures.load(Ordering::Relaxed) + live.unwrap_or(0)
+    }
+
+    /// Protocol events dropped by full queues, over every browser of the scan.
+    pub async fn dropped_events(&self) -> u64 {
+        let live = self
+            .current
+            .lock()
+            .await
+            .0
+            .as_ref()
+            .map(|l| l.ctx.conn.dropped_events());
+        self.past_dropped_events.load(Ordering::Relaxed) + live.unwrap_or(0)
+    }
+
+    /// The running browser's pid (tests use it to crash the browser on purpose).
+    pub async fn pid(&self) -> Option<u32> {
+        self.current
+            .lock()
+            .await
+            .0
+            .as_ref()
+            .and_then(|l| l.browser.pid())
+    }
+}
+
+/// Why a tab could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("the browser could not be started: {0}")]
+    Launch(LaunchError),
+    #[error("could not open a tab: {0}")]
+    Tab(CdpError),
+}
+
+/// Browser-level set-up: deny downloads (a scan records them, never opens them), close popups,
+/// attach service and shared workers paused.
+async fn prepare(ctx: &Arc<Context>) -> Result<(), CdpError> {
+    let conn = &ctx.conn;
+    conn.call(
+        "Browser.setDownloadBehavior",
+        json!({"behavior": "deny"}),
+        None,
+    )
+    .await?;
+    let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+    conn.subscribe("", tx);
+    conn.call("Target.setDiscoverTargets", json!({"discover": true}), None)
+        .await?;
+    conn.call(
+        "Target.setAutoAttach",
+        json!({"autoAttach": true, "waitForDebuggerOnStart": true, "flatten": true,
+               "filter": [{"type": "service_worker"}, {"type": "shared_worker"},
+                          {"exclude": true}]}),
+        None,
+    )
+    .await?;
+    tokio::spawn(browser_responder(ctx.clone(), rx));
+    Ok(())
+}
+
+async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp::Event>) {
+    let mut workers: std::collections::HashMap<String, String> = Default::default();
+    while let Some(ev) = rx.recv().await {
+        let parsed = match protocol::parse(&ev.method, &ev.params) {
+            Ok(Some(p)) => p,
+            Ok(None) => continue,
+            Err(_) => {
+                ctx.conn.count_decode_failure(&ev.method);
+                continue;
+            }
+        };
+        match parsed {
+            Ev::TargetCreated(info) => {
+                let popup = info.kind == "page" && info.opener_id.is_some_and(|o| !o.is_empty());
+                if popup {
+                    tracing::debug!("closing a popup window");
+                    let conn = ctx.conn.clone();
+                    tokio::spawn(async move {
+                        let _ = conn
+                            .call(
+                                "Target.closeTarget",
+                                json!({"targetId": info.target_id}),
+                                None,
+                            )
+                            .await;
+                    });
+                }
+            }
+            Ev::AttachedToTarget(e) if ev.session_id.is_none() => {
+                let kind = e.target_info.kind;
+                if kind != "service_worker" && kind != "shared_worker" {
+                    continue;
+                }
+                workers.insert(e.session_id.clone(), kind.clone());
+                let ctx = ctx.clone();
+                tokio::spawn(async move {
+                    let s = Some(e.session_id.as_str());
+                    let conn = &ctx.conn;
+                    let ua = ctx.disguise.user_agent_override();
+                    if let Err(err) = conn.call("Network.setUserAgentOverride", ua, s).await {
+                        tracing::debug!(%kind, error = %err, "worker user agent not set");
+                    }
+                    let fetch =
+                        json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]});
+                    if let Err(err) = conn.call("Fetch.enable", fetch, s).await {
+                        tracing::debug!(%kind, error = %err, "worker requests not interceptable");
+                    }
+                    let _ = conn
+                        .call("Runtime.runIfWaitingForDebugger", json!({}), s)
+                        .await;
+                });
+            }
+            Ev::RequestPaused(e) => {
+                let session = ev.session_id.clone().unwrap_or_default();
+                let kind = workers
+                    .get(&session)
+                    .cloned()
+                    .unwrap_or_else(|| "service_worker".into());
+                let verdict = ctx.guard.judge_worker(&e);
+                let (post_data, truncated) = post_data(&e.request);
+                let request = Request {
+                    host: host_of(&e.request.url),
+                    url: e.request.url.clone(),
+                    method: e.request.method.clone(),
+                    resource_type: e.resource_type.clone(),
+                    post_data,
+                    post_data_truncated: truncated,
+                    referer: header(&e.request.headers, "referer"),
+                    target: kind,
+                    error: match verdict {
+                        Verdict::Block(why) => Some(format!("held back by the form probe: {why}")),
+                        Verdict::Continue => None,
+                    },
+                    phase: "load".into(),
+                    ..Default::default()
+                };
+                {
+                    let mut list = ctx
+                        .worker_requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if list.len() < 10_000 {
+                        list.push(request);
+                    }
+                }
+                let (method, params) = match verdict {
+                    Verdict::Block(_) => (
+                        "Fetch.failRequest",
+                        json!({"requestId": e.request_id, "errorReason": "BlockedByClient"}),
+                    ),
+                    Verdict::Continue => {
+                        ("Fetch.continueRequest", json!({"requestId": e.request_id}))
+                    }
+                };
+                let conn = ctx.conn.clone();
+                tokio::spawn(async move {
+                    let _ = conn.call(method, params, Some(&session)).await;
+                });
+            }
+            Ev::DetachedFromTarget(e) => {
+                workers.remove(&e.session_id);
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Open one document in the browser and look at it: evaluate an expression, take a screenshot
+//! at a given window size. For rendering our own reports and for tests; a scan uses tabs.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::cdp::CdpError;
+use super::guard::Guard;
+use super::launch::LaunchOptions;
+use super::pool::{Pool, PoolError};
+use super::tab::Tab;
+
+/// A browser with one tab.
+pub struct Viewer {
+    pool: Pool,
+    tab: Tab,
+}
+
+impl Viewer {
+    /// Starts a browser with `opts` and opens a tab.
+    pub async fn launch(opts: &LaunchOptions) -> Result<Viewer, PoolError> {
+        let pool = Pool::new(opts.clone(), Guard::default());
+        let tab = pool.open_tab().await?;
+        Ok(Viewer { pool, tab })
+    }
+
+    /// Navigates to `url` and waits for its load event; `false` when it did not load in `limit`.
+    pub async fn open(&mut self, url: &str, limit: Duration) -> bool {
+        self.tab.open_url(url, limit).await
+    }
+
+    /// Evaluates `expression` in the document and returns its value.
+    pub async fn evaluate(&self, expression: &str) -> Result<Value, CdpError> {
+        let res = self
+            .tab
+            .conn
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true}),
+                Some(&self.tab.session),
+            )
+            .await?;
+        Ok(res["result"]["value"].clone())
+    }
+
+    /// A PNG of the viewport at `width` x `height` CSS pixels (`mobile` emulates a phone).
+    pub async fn screenshot(
+        &self,
+        width: u32,
+        height: u32,
+        mobile: bool,
+    ) -> Result<Vec<u8>, CdpError> {
+        use base64::Engine as _;
+        let s = Some(self.tab.session.as_str());
+        let conn = &self.tab.conn;
+        conn.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+            s,
+        )
+        .await?;
+        let shot = conn
+            .call(
+                "Page.captureScreenshot",
+                json!({"format": "png", "captureBeyondViewport": false}),
+                s,
+            )
+            .await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .map_err(|e| CdpError::Protocol {
+                method: "Page.captureScreenshot".into(),
+                message: format!("the screenshot is not base64: {e}"),
+            })
+    }
+
+    /// Closes the tab and the browser.
+    pub async fn close(self) {
+        self.tab.close().await;
+        self.pool.shutdown().await;
+    }
+}
