@@ -245,10 +245,20 @@ async fn every_planted_leak_is_reported_with_vendor_page_and_evidence() {
         .find(|p| p.url.ends_with("/intake"))
         .unwrap();
     assert_eq!(intake.probed_fields, 3);
-    assert_eq!(
-        intake.blocked_submissions,
-        vec![format!("POST https://{C}/submit-intake")]
-    );
+    // Every request carrying a typed value was stopped, the site's own submission included:
+    // the leaks above were found in what the browser recorded, not in what left it.
+    let blocked = &intake.blocked_submissions;
+    assert_eq!(blocked.len(), 3, "{blocked:?}");
+    for expected in [
+        "GET https://www.facebook.com/tr?id=1&ev=Lead&ud[em]=".to_string(),
+        "POST https://analytics.tiktok.com/api/v2/pixel (carries a typed canary value)".into(),
+        format!("POST https://{C}/submit-intake (carries a typed canary value)"),
+    ] {
+        assert!(
+            blocked.iter().any(|b| b.starts_with(&expected)),
+            "{expected} not held back: {blocked:?}"
+        );
+    }
     assert!(
         !server
             .requests()
@@ -256,6 +266,21 @@ async fn every_planted_leak_is_reported_with_vendor_page_and_evidence() {
             .any(|r| r.target.starts_with("/submit-intake")),
         "a probe submission reached the site"
     );
+    let needles = pixelwatch::probe::Needles::new(&report.canaries);
+    for r in server.requests() {
+        let body = String::from_utf8_lossy(&r.body);
+        let headers: String = r
+            .headers
+            .iter()
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(
+            needles.find(&r.url(), &body, &headers).is_empty(),
+            "a typed value left the browser: {}",
+            r.url()
+        );
+    }
     assert_eq!(report.summary.cdp_decode_failures, 0);
 }
 
