@@ -55,6 +55,8 @@ pub enum Body {
     Hang,
     /// Send the headers and this first chunk, then never finish.
     Stall(Vec<u8>),
+    /// Accept a WebSocket and log every message it receives (method `WS`, the text as body).
+    WebSocket,
 }
 
 /// A response to serve.
@@ -111,6 +113,16 @@ impl Response {
     pub fn header(mut self, name: &str, value: &str) -> Response {
         self.headers.push((name.into(), value.into()));
         self
+    }
+
+    /// A WebSocket endpoint that logs each received message.
+    pub fn websocket() -> Response {
+        Response {
+            status: 101,
+            headers: Vec::new(),
+            body: Body::WebSocket,
+            delay: None,
+        }
     }
 
     /// Answers after a delay.
@@ -236,7 +248,7 @@ impl FixtureServer {
                         serve(req, site.clone(), log.clone())
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tls), service)
+                        .serve_connection_with_upgrades(TokioIo::new(tls), service)
                         .await;
                 });
             }
@@ -288,10 +300,15 @@ impl Drop for FixtureServer {
 }
 
 async fn serve(
-    req: hyper::Request<Incoming>,
+    mut req: hyper::Request<Incoming>,
     site: Arc<Site>,
     log: Arc<Mutex<Vec<LoggedRequest>>>,
 ) -> Result<hyper::Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    let upgrade = hyper::upgrade::on(&mut req);
+    let ws_key = req
+        .headers()
+        .get("sec-websocket-key")
+        .map(|v| v.as_bytes().to_vec());
     let host = req
         .headers()
         .get(hyper::header::HOST)
@@ -327,16 +344,26 @@ async fn serve(
         body,
     };
     let resp = site.respond(&logged);
+    let (ws_host, ws_target) = (logged.host.clone(), logged.target.clone());
     log.lock().unwrap_or_else(|p| p.into_inner()).push(logged);
+    if let (Body::WebSocket, Some(key)) = (&resp.body, ws_key) {
+        return Ok(accept_websocket(upgrade, &key, ws_host, ws_target, log));
+    }
     if let Some(d) = resp.delay {
         tokio::time::sleep(d).await;
     }
+    let status = if matches!(resp.body, Body::WebSocket) {
+        400 // not an upgrade request
+    } else {
+        resp.status
+    };
     let body: BoxBody<Bytes, Infallible> = match resp.body {
         Body::Bytes(b) => Full::new(Bytes::from(b)).boxed(),
         Body::Hang => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             Full::new(Bytes::new()).boxed()
         }
+        Body::WebSocket => Full::new(Bytes::from_static(b"expected a WebSocket upgrade")).boxed(),
         Body::Stall(first) => {
             let first = futures_util::stream::once(async move {
                 Ok::<_, Infallible>(Frame::data(Bytes::from(first)))
@@ -346,7 +373,7 @@ async fn serve(
             ))
         }
     };
-    let mut builder = hyper::Response::builder().status(resp.status);
+    let mut builder = hyper::Response::builder().status(status);
     for (k, v) in &resp.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }
@@ -354,4 +381,49 @@ async fn serve(
     Ok(builder
         .body(body)
         .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()).boxed())))
+}
+
+/// Completes a WebSocket handshake and logs every message the client sends.
+fn accept_websocket(
+    upgrade: hyper::upgrade::OnUpgrade,
+    key: &[u8],
+    host: String,
+    target: String,
+    log: Arc<Mutex<Vec<LoggedRequest>>>,
+) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let accept = derive_accept_key(key);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            let body = match msg {
+                tokio_tungstenite::tungstenite::Message::Text(t) => t.as_bytes().to_vec(),
+                tokio_tungstenite::tungstenite::Message::Binary(b) => b.to_vec(),
+                _ => continue,
+            };
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(LoggedRequest {
+                    host: host.clone(),
+                    method: "WS".into(),
+                    target: target.clone(),
+                    headers: Vec::new(),
+                    body,
+                });
+        }
+    });
+    hyper::Response::builder()
+        .status(101)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", accept)
+        .body(Full::new(Bytes::new()).boxed())
+        .unwrap_or_else(|_| hyper::Response::new(Full::new(Bytes::new()).boxed()))
 }
