@@ -121,6 +121,26 @@ const __PIXELWATCH_HOOK__ = (() => {
         },
       });
     }
+    // A new document of a headless window can read outerWidth/outerHeight as 0 for its first
+    // few milliseconds (the window's size arrives after the parser starts); a real window never
+    // does. Only a 0 is replaced, by the window's size.
+    const geometry = [['outerWidth', __WINDOW_WIDTH__], ['outerHeight', __WINDOW_HEIGHT__]];
+    for (let i = 0; i < geometry.length; i++) {
+      const name = geometry[i][0];
+      const fallback = geometry[i][1];
+      const d = Object.getOwnPropertyDescriptor(window, name);
+      if (!d || typeof d.get !== 'function') continue;
+      const get = disguise(d.get, d.get, {
+        apply(target, self, args) {
+          let v;
+          try { v = R(target, self, args); } catch (e) { throw clean(e); }
+          return v === 0 && self === window ? fallback : v;
+        },
+      });
+      Object.defineProperty(window, name, {
+        get, set: d.set, enumerable: d.enumerable, configurable: d.configurable,
+      });
+    }
   } catch (_) { /* a frame that forbids it keeps its natives */ }
   return Object.freeze({
     // Milliseconds until each pending short timer is due (negative: overdue).

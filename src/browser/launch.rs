@@ -104,6 +104,9 @@ pub struct Browser {
     version: serde_json::Value,
 }
 
+/// The size of every tab's window (a common laptop screen's browser window).
+pub const WINDOW_SIZE: (u32, u32) = (1366, 900);
+
 /// Features we turn off; a user's own `--disable-features=` is merged in, not given twice.
 const DISABLED_FEATURES: &[&str] = &[
     // One renderer for a page and its cross-site iframes, so the frame tree is whole.
@@ -164,7 +167,7 @@ impl Browser {
             "--disable-backgrounding-occluded-windows".into(),
             "--disable-ipc-flooding-protection".into(),
             "--hide-scrollbars".into(),
-            "--window-size=1366,900".into(),
+            format!("--window-size={},{}", WINDOW_SIZE.0, WINDOW_SIZE.1),
             // A screen larger than the window, as on a desktop (headless defaults to 800x600).
             "--screen-info={1920x1080}".into(),
             "--remote-debugging-port=0".into(),

@@ -48,7 +48,15 @@ impl Disguise {
         let hook_source = include_str!("hook.js")
             .replace("__PIXELWATCH_HOOK__", &hook_name)
             .replace("__TIMER_BOUND__", &TIMER_BOUND_MS.to_string())
-            .replace("__TIMER_WINDOW__", &TIMER_WINDOW_MS.to_string());
+            .replace("__TIMER_WINDOW__", &TIMER_WINDOW_MS.to_string())
+            .replace(
+                "__WINDOW_WIDTH__",
+                &super::launch::WINDOW_SIZE.0.to_string(),
+            )
+            .replace(
+                "__WINDOW_HEIGHT__",
+                &super::launch::WINDOW_SIZE.1.to_string(),
+            );
         let metadata = client_hints(&user_agent, &full);
         Disguise {
             hook_name,

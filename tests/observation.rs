@@ -1,0 +1,413 @@
+//! How a page is watched, in real Chromium: long enough for tags a tag manager injects from
+//! timers, not held by keepalive pairs, heartbeats, sockets, streams or long polls; invisible to
+//! the checks pages use to hide pixels from scanners; and a form probe that lets no typed value
+//! leave the browser — while the report still names every tracker that tried to take one.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pixelwatch::fixture::{Body, FixtureServer, LoggedRequest, Response, Site};
+use pixelwatch::model::{ScanReport, SettleReason};
+use pixelwatch::scan::{self, ScanOptions, Silent};
+
+const C: &str = "www.clinic.test";
+const TT: &str = "analytics.tiktok.com";
+const CHAT: &str = "chat.widget-example.test";
+
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn html(body: &str) -> String {
+    format!(
+        "<!doctype html><html><head><meta charset=utf-8><title>t</title></head><body>{body}</body></html>"
+    )
+}
+
+fn options(server: &FixtureServer, start: &str) -> ScanOptions {
+    ScanOptions {
+        start: start.to_string(),
+        max_pages: 40,
+        concurrency: 2,
+        page_timeout: Duration::from_secs(10),
+        settle_quiet: Duration::from_millis(500),
+        // Far above what any page here needs: a page cut at the cap is a failed rule.
+        settle_max: Duration::from_secs(9),
+        sitemaps: false,
+        browser_args: server.browser_args(),
+        ..Default::default()
+    }
+}
+
+async fn scan(opts: &ScanOptions) -> ScanReport {
+    let filter = std::env::var("PIXELWATCH_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_test_writer()
+        .try_init();
+    let _turn = ONE_AT_A_TIME.lock().await;
+    tokio::time::timeout(Duration::from_secs(240), scan::run(opts, Arc::new(Silent)))
+        .await
+        .expect("a scan must end in bounded time")
+        .expect("scan runs")
+}
+
+fn page<'a>(r: &'a ScanReport, path: &str) -> &'a pixelwatch::model::Page {
+    let url = format!("https://{C}{path}");
+    r.pages
+        .iter()
+        .find(|p| p.url == url)
+        .unwrap_or_else(|| panic!("{url} not visited"))
+}
+
+/// A tag the tag manager injects: it fires its pixel and leaves a cookie and a storage key.
+fn late_tag(name: &str) -> Response {
+    Response::js(format!(
+        "document.cookie = '_{name}=1; path=/; max-age=3600';
+         localStorage.setItem('{name}_key', '1');
+         new Image().src = 'https://{TT}/api/v2/pixel?tag={name}';"
+    ))
+}
+
+/// CORS answers for a tracker that receives JSON posts (with a preflight) from the clinic.
+fn cors_pixel(req: &LoggedRequest) -> Response {
+    let origin = format!("https://{C}");
+    if req.method == "OPTIONS" {
+        return Response::status(204)
+            .header("access-control-allow-origin", &origin)
+            .header("access-control-allow-headers", "content-type")
+            .header("access-control-allow-methods", "POST")
+            .header("access-control-allow-credentials", "true");
+    }
+    Response::ok("application/json", "{\"code\":0}")
+        .header("access-control-allow-origin", &origin)
+        .header("access-control-allow-credentials", "true")
+}
+
+fn settle_site() -> Site {
+    let links = r#"<a href="/late">late</a> <a href="/keepalive">keepalive</a>
+        <a href="/heartbeat">heartbeat</a> <a href="/streams">streams</a>"#;
+    Site::new()
+        .page(C, "/", &html(links))
+        // "Window Loaded + delay" tags, tag sequencing, an idle-time tag.
+        .page(
+            C,
+            "/late",
+            &html(r#"<script src="https://www.googletagmanager.com/gtm.js?id=GTM-LATE"></script>"#),
+        )
+        .route(
+            "www.googletagmanager.com",
+            "/gtm.js",
+            Response::js(
+                "const inject = (src) => { const s = document.createElement('script'); s.src = src; document.head.appendChild(s); };
+                 addEventListener('load', () => {
+                   setTimeout(() => inject('https://www.googletagmanager.com/tags/one.js'), 1000);
+                   setTimeout(() => {
+                     inject('https://www.googletagmanager.com/tags/two.js');
+                     setTimeout(() => inject('https://www.googletagmanager.com/tags/four.js'), 1500);
+                   }, 2500);
+                   requestIdleCallback(() => inject('https://www.googletagmanager.com/tags/idle.js'));
+                 });",
+            ),
+        )
+        .route("www.googletagmanager.com", "/tags/one.js", late_tag("one"))
+        .route("www.googletagmanager.com", "/tags/two.js", late_tag("two"))
+        .route("www.googletagmanager.com", "/tags/four.js", late_tag("four"))
+        .route("www.googletagmanager.com", "/tags/idle.js", late_tag("idle"))
+        .handler(TT, "/api/v2/pixel", cors_pixel)
+        // The TikTok pixel's pattern: a keepalive JSON POST cross-origin (preflighted), and a beacon.
+        .page(
+            C,
+            "/keepalive",
+            &html(&format!(
+                r#"<script>
+                fetch('https://{TT}/api/v2/pixel/track', {{method: 'POST', keepalive: true, credentials: 'include',
+                  headers: {{'content-type': 'application/json'}}, body: JSON.stringify({{event: 'Pageview'}})}});
+                navigator.sendBeacon('https://www.facebook.com/tr', 'ev=PageView');
+                </script>"#
+            )),
+        )
+        .handler(TT, "/api/v2/pixel/track", cors_pixel)
+        .handler("www.facebook.com", "/tr", |_| Response::status(204))
+        // Heartbeats: an interval and a self-rescheduling timer, forever.
+        .page(
+            C,
+            "/heartbeat",
+            &html(
+                r#"<script>
+                setInterval(() => fetch('/collect/beat?t=' + Date.now()), 300);
+                (function beat() { navigator.sendBeacon('/collect/ping'); setTimeout(beat, 400); })();
+                let n = 0; const again = () => { n++; fetch('/collect/chain?n=' + n); setTimeout(() => again(), 350); };
+                setTimeout(again, 100);
+                </script>"#,
+            ),
+        )
+        .handler(C, "/collect", |_| Response::status(204))
+        // Things that never finish: a socket, an event stream, a long poll.
+        .page(
+            C,
+            "/streams",
+            &html(&format!(
+                r#"<script>
+                const ws = new WebSocket('wss://{CHAT}/socket');
+                ws.onopen = () => ws.send('hello');
+                new EventSource('/events');
+                fetch('/poll');
+                </script>"#
+            )),
+        )
+        .route(CHAT, "/socket", Response::websocket())
+        .route(
+            C,
+            "/events",
+            Response {
+                status: 200,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+                body: Body::Stall(b"data: hello\n\n".to_vec()),
+                delay: None,
+            },
+        )
+        .route(
+            C,
+            "/poll",
+            Response {
+                status: 200,
+                headers: vec![("content-type".into(), "application/json".into())],
+                body: Body::Hang,
+                delay: None,
+            },
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_page_is_watched_as_long_as_its_tags_need_and_no_longer() {
+    let server = FixtureServer::start(settle_site()).await.unwrap();
+    let report = scan(&options(&server, &format!("https://{C}/"))).await;
+    assert_eq!(report.summary.cdp_decode_failures, 0);
+    assert_eq!(report.summary.cdp_events_dropped, 0);
+    assert_eq!(report.summary.pages_errored, 0, "{:#?}", report.pages);
+
+    // Every late tag ran before the tab left: its pixel, its cookie and its storage key.
+    let late = page(&report, "/late");
+    for tag in ["one", "two", "four", "idle"] {
+        assert!(
+            late.requests
+                .iter()
+                .any(|r| r.url == format!("https://{TT}/api/v2/pixel?tag={tag}")),
+            "the {tag} tag's pixel was missed (settled after {} ms, {:?})",
+            late.settle_ms,
+            late.settle_reason
+        );
+        assert!(
+            late.cookies
+                .iter()
+                .any(|c| c.name == format!("_{tag}") && c.set_by == "script"),
+            "the {tag} tag's cookie was missed: {:?}",
+            late.cookies
+        );
+        assert!(
+            late.storage.iter().any(|s| s.key == format!("{tag}_key")),
+            "the {tag} tag's storage key was missed"
+        );
+    }
+    // The last tag runs at 4 s; the page ended by the rules, not by the cap.
+    assert_eq!(late.settle_reason, SettleReason::Quiet);
+    assert!(late.settle_ms >= 4000, "{}", late.settle_ms);
+
+    // Nothing else holds a page to the cap.
+    for path in ["/", "/keepalive", "/heartbeat", "/streams"] {
+        let p = page(&report, path);
+        assert_eq!(
+            p.settle_reason,
+            SettleReason::Quiet,
+            "{path} was watched until the cap ({} ms)",
+            p.settle_ms
+        );
+    }
+    assert_eq!(
+        report.summary.settle_reasons.get("quiet").copied(),
+        Some(report.pages.len())
+    );
+
+    // Keepalive pairs and beacons are recorded as answered, not as aborted by leaving.
+    let keepalive = page(&report, "/keepalive");
+    for url in [
+        format!("https://{TT}/api/v2/pixel/track"),
+        "https://www.facebook.com/tr".to_string(),
+    ] {
+        let r = keepalive
+            .requests
+            .iter()
+            .find(|r| r.url == url && r.method == "POST")
+            .unwrap_or_else(|| panic!("{url} not recorded"));
+        assert!(r.status.is_some() && r.error.is_none(), "{r:?}");
+    }
+    assert!(
+        keepalive
+            .requests
+            .iter()
+            .any(|r| r.url.ends_with("/api/v2/pixel/track") && r.method == "OPTIONS"),
+        "the preflight is recorded"
+    );
+
+    // Streams are recorded even though they never held the page.
+    let streams = page(&report, "/streams");
+    for (kind, url) in [
+        ("WebSocket", format!("wss://{CHAT}/socket")),
+        ("EventSource", format!("https://{C}/events")),
+        ("Fetch", format!("https://{C}/poll")),
+    ] {
+        assert!(
+            streams
+                .requests
+                .iter()
+                .any(|r| r.resource_type == kind && r.url == url),
+            "{kind} {url} not recorded"
+        );
+    }
+    // Repeats of a heartbeat are all recorded.
+    let heartbeat = page(&report, "/heartbeat");
+    assert!(
+        heartbeat
+            .requests
+            .iter()
+            .filter(|r| r.url.contains("/collect/beat"))
+            .count()
+            >= 2
+    );
+}
+
+/// Each check a "humans only" tag manager might run; the page loads its tracker only when the
+/// check says human. `bot_control` says human only for a bot: it must stay silent.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "webdriver",
+        "navigator.webdriver === false || navigator.webdriver === undefined",
+    ),
+    (
+        "user_agent",
+        "!/headless/i.test(navigator.userAgent) && /Chrome\\//.test(navigator.userAgent)",
+    ),
+    (
+        "brands",
+        "!!navigator.userAgentData && navigator.userAgentData.brands.length > 0 && !navigator.userAgentData.brands.some(b => /headless/i.test(b.brand))",
+    ),
+    (
+        "high_entropy_hints",
+        "await navigator.userAgentData.getHighEntropyValues(['platform', 'fullVersionList']).then(h => h.fullVersionList.length > 0 && h.platform.length > 0)",
+    ),
+    (
+        "worker_user_agent",
+        "await new Promise(res => { const w = new Worker(URL.createObjectURL(new Blob([\"postMessage([navigator.userAgent, navigator.userAgentData ? navigator.userAgentData.brands.length : 0])\"]))); w.onmessage = (e) => res(!/headless/i.test(e.data[0]) && e.data[1] > 0); })",
+    ),
+    (
+        "plugins",
+        "navigator.plugins.length > 0 && navigator.mimeTypes.length > 0",
+    ),
+    (
+        "languages",
+        "navigator.languages.length > 0 && !!navigator.language",
+    ),
+    (
+        "chrome_object",
+        "typeof window.chrome === 'object' && window.chrome !== null",
+    ),
+    (
+        "window_size",
+        "outerWidth > 0 && outerHeight > 0 && outerWidth >= innerWidth && screen.width >= outerWidth",
+    ),
+    (
+        "focus",
+        "document.hasFocus() && document.visibilityState === 'visible'",
+    ),
+    (
+        "no_extra_globals",
+        "await new Promise(res => { const f = document.createElement('iframe'); document.body.appendChild(f); const clean = new Set(Object.getOwnPropertyNames(f.contentWindow)); const extra = Object.getOwnPropertyNames(window).filter(n => !clean.has(n) && !/^\\d+$/.test(n)); res(extra.length === 0); })",
+    ),
+    (
+        "native_to_string",
+        "[setTimeout, setInterval, requestIdleCallback, history.pushState, history.replaceState, Function.prototype.toString, Object.getOwnPropertyDescriptor(Document.prototype, 'cookie').set, Object.getOwnPropertyDescriptor(Document.prototype, 'cookie').get, Object.getOwnPropertyDescriptor(window, 'outerWidth').get, Object.getOwnPropertyDescriptor(window, 'outerHeight').get].every(f => /^function [\\w ]*\\(\\) \\{ \\[native code\\] \\}$/.test(Function.prototype.toString.call(f))) && Function.prototype.toString.call(setTimeout) === 'function setTimeout() { [native code] }'",
+    ),
+    (
+        "no_own_patches",
+        "!Object.prototype.hasOwnProperty.call(history, 'pushState') && !Object.prototype.hasOwnProperty.call(setTimeout, 'prototype') && !Object.prototype.hasOwnProperty.call(Function.prototype.toString, 'prototype') && setTimeout.name === 'setTimeout' && setTimeout.length === 1 && requestIdleCallback.length === 1",
+    ),
+    (
+        "runtime_enable",
+        "(() => { let hit = false; const e = new Error(); Error.prepareStackTrace = () => { hit = true; return ''; }; console.debug(e); delete Error.prepareStackTrace; return !hit; })()",
+    ),
+    ("bot_control", "navigator.webdriver === true"),
+];
+
+fn cloaked_site() -> Site {
+    let links: String = CHECKS
+        .iter()
+        .map(|(name, _)| format!(r#"<a href="/check/{name}">{name}</a> "#))
+        .collect();
+    let mut site =
+        Site::new()
+            .page(C, "/", &html(&links))
+            .handler(TT, "/i18n/pixel/events.js", |_| {
+                Response::js("window.ttq = 1;")
+            });
+    for (name, check) in CHECKS {
+        site = site.page(
+            C,
+            &format!("/check/{name}"),
+            &html(&format!(
+                r#"<script>
+                (async function check() {{
+                  let human = false;
+                  try {{ human = !!({check}); }} catch (e) {{ human = false; }}
+                  if (human) {{
+                    const s = document.createElement('script');
+                    s.src = 'https://{TT}/i18n/pixel/events.js?check={name}';
+                    document.head.appendChild(s);
+                  }}
+                }})();
+                </script>"#
+            )),
+        );
+    }
+    site
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trackers_shown_only_to_humans_are_found() {
+    let server = FixtureServer::start(cloaked_site()).await.unwrap();
+    let report = scan(&options(&server, &format!("https://{C}/"))).await;
+    assert_eq!(report.summary.pages_errored, 0);
+    let loaded: BTreeSet<String> = report
+        .pages
+        .iter()
+        .flat_map(|p| &p.requests)
+        .filter_map(|r| {
+            r.url
+                .split_once("events.js?check=")
+                .map(|(_, c)| c.to_string())
+        })
+        .collect();
+    let missed: Vec<&str> = CHECKS
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| *name != "bot_control" && !loaded.contains(*name))
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "a page told it was scanned by: {missed:?}"
+    );
+    assert!(
+        !loaded.contains("bot_control"),
+        "the control check must stay silent, or the gate proves nothing"
+    );
+    // What the report recorded is what the server saw.
+    let served: BTreeSet<String> = server
+        .requests()
+        .iter()
+        .filter_map(|r| {
+            r.target
+                .split_once("events.js?check=")
+                .map(|(_, c)| c.to_string())
+        })
+        .collect();
+    assert_eq!(served, loaded);
+}
