@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use pixelwatch::fixture::{Body, FixtureServer, LoggedRequest, Response, Site};
 use pixelwatch::model::{ScanReport, SettleReason};
+use pixelwatch::probe::Needles;
 use pixelwatch::scan::{self, ScanOptions, Silent};
 
 const C: &str = "www.clinic.test";
@@ -410,4 +411,200 @@ async fn trackers_shown_only_to_humans_are_found() {
         })
         .collect();
     assert_eq!(served, loaded);
+}
+
+/// Every way a submit handler can send what was typed, to the site, a form backend or trackers.
+fn probe_site() -> Site {
+    let handler = format!(
+        r#"<script>
+        const early = new WebSocket('wss://{CHAT}/socket');
+        early.onopen = () => early.send('hello');
+        const worker = new Worker('/worker.js');
+        navigator.serviceWorker.register('/sw.js');
+        async function sha256(text) {{
+          const bytes = new TextEncoder().encode(text.trim().toLowerCase());
+          return Array.from(new Uint8Array(await crypto.subtle.digest('SHA-256', bytes)))
+            .map(b => b.toString(16).padStart(2, '0')).join('');
+        }}
+        document.getElementById('lead').addEventListener('submit', async (e) => {{
+          e.preventDefault();
+          const email = document.getElementById('email').value;
+          const note = document.getElementById('note').value;
+          fetch('/api/lead?email=' + encodeURIComponent(email));
+          new Image().src = '/pixel.gif?e=' + email;
+          navigator.sendBeacon('/beacon', JSON.stringify({{email}}));
+          early.send(JSON.stringify({{email}}));
+          try {{ const late = new WebSocket('wss://{CHAT}/socket?e=' + encodeURIComponent(email)); late.onopen = () => late.send(email); }} catch (_) {{}}
+          worker.postMessage(email);
+          navigator.serviceWorker.ready.then(r => r.active.postMessage(email));
+          fetch('https://{TT}/api/v2/pixel', {{method: 'POST', mode: 'no-cors', body: JSON.stringify({{event: 'SubmitForm', properties: {{email, note}}}})}});
+          new Image().src = 'https://www.facebook.com/tr?ev=Lead&ud[em]=' + await sha256(email);
+          setTimeout(() => navigator.sendBeacon('https://{TT}/api/v2/pixel?late=1', note), 300);
+        }});
+        </script>"#
+    );
+    Site::new()
+        .page(
+            C,
+            "/",
+            &html(
+                r#"<a href="/contact">Contact</a> <a href="/partner-form">Partner form</a>
+                   <script>navigator.serviceWorker.register('/sw.js');</script>"#,
+            ),
+        )
+        .page(
+            C,
+            "/contact",
+            &html(&format!(
+                r#"<form id="lead"><input id="email" type="email" name="email">
+                   <textarea id="note" name="note"></textarea><button>Send</button></form>{handler}"#
+            )),
+        )
+        // A form posted straight to a third-party form backend (a lead in the clinic's CRM).
+        .page(
+            C,
+            "/partner-form",
+            &html(
+                r#"<form action="https://forms.crm-example.test/submit" method="post">
+                   <input type="email" name="email"><input name="first_name"><button>Go</button></form>
+                   <script>new WebSocket('wss://chat.widget-example.test/socket?page=partner');</script>"#,
+            ),
+        )
+        .route(
+            C,
+            "/worker.js",
+            Response::js("onmessage = (e) => fetch('/worker-lead?e=' + encodeURIComponent(e.data));"),
+        )
+        .route(
+            C,
+            "/sw.js",
+            Response::js(
+                "self.addEventListener('install', () => self.skipWaiting());
+                 self.addEventListener('message', (e) => fetch('/sw-lead', {method: 'POST', body: e.data}));",
+            ),
+        )
+        .handler(C, "/", |_| Response::status(204))
+        .route(CHAT, "/socket", Response::websocket())
+        .handler(TT, "/api/v2/pixel", |_| Response::status(204))
+        .handler("www.facebook.com", "/tr", |_| Response::status(204))
+        .handler("forms.crm-example.test", "/", |_| Response::html("<h1>thanks</h1>"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_typed_leaves_the_browser_and_every_tracker_leak_is_still_named() {
+    let server = FixtureServer::start(probe_site()).await.unwrap();
+    // One tab: a service worker's requests belong to whichever page of the site is open, and
+    // with tabs side by side that may be the neighbour.
+    let opts = ScanOptions {
+        concurrency: 1,
+        ..options(&server, &format!("https://{C}/"))
+    };
+    let report = scan(&opts).await;
+    assert_eq!(report.summary.pages_errored, 0, "{:#?}", report.pages);
+    let contact = page(&report, "/contact");
+    assert_eq!(contact.probed_fields, 2);
+    let partner = page(&report, "/partner-form");
+    assert_eq!(partner.probed_fields, 2);
+
+    // Give anything the browser might still have queued time to arrive: it must not.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let needles = Needles::new(&report.canaries);
+    let leaked: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| {
+            let body = String::from_utf8_lossy(&r.body);
+            let headers: Vec<&str> = r.headers.iter().map(|(_, v)| v.as_str()).collect();
+            !needles
+                .find(&r.url(), &body, &headers.join("\n"))
+                .is_empty()
+        })
+        .map(|r| format!("{} {}", r.method, r.url()))
+        .collect();
+    assert!(
+        leaked.is_empty(),
+        "typed values reached a server: {leaked:?}"
+    );
+
+    // Each attempt is listed as held back...
+    let blocked = contact.blocked_submissions.join("\n");
+    for what in [
+        format!("GET https://{C}/api/lead?email="),
+        format!("GET https://{C}/pixel.gif?e="),
+        format!("POST https://{C}/beacon"),
+        format!("GET https://{C}/worker-lead?e="),
+        format!("POST https://{TT}/api/v2/pixel (carries"),
+        "GET https://www.facebook.com/tr?ev=Lead&ud[em]=".to_string(),
+        format!("POST https://{TT}/api/v2/pixel?late=1"),
+        format!("WebSocket wss://{CHAT}/socket?e="),
+        format!(
+            "POST https://{C}/sw-lead (held back by the form probe: carries a typed canary value, in a service worker)"
+        ),
+    ] {
+        assert!(blocked.contains(&what), "{what} not held back:\n{blocked}");
+    }
+    assert!(
+        partner
+            .blocked_submissions
+            .iter()
+            .any(|b| b.starts_with("POST https://forms.crm-example.test/submit")),
+        "{:?}",
+        partner.blocked_submissions
+    );
+    // ...and the service worker's request was caught outside the tab.
+    assert!(
+        contact
+            .requests
+            .iter()
+            .filter(|r| r.target == "service_worker" && r.url == format!("https://{C}/sw-lead"))
+            .map(|r| r.error.as_deref().unwrap_or_default())
+            .eq(["held back by the form probe: carries a typed canary value"]),
+        "the service worker's request was not held back"
+    );
+    // The frame sent on the socket opened before the probe is evidence, never sent.
+    assert!(contact.requests.iter().any(|r| {
+        r.method == "SEND"
+            && r.resource_type == "WebSocket"
+            && r.post_data
+                .as_deref()
+                .is_some_and(|b| b.contains("pw.canary"))
+    }));
+
+    // That socket was open during the probe: frames queued on it must never be released, so the
+    // tab keeps WebSockets offline for the rest of the scan (and the browser is killed, not
+    // closed). The next page in that tab shows it.
+    let order: Vec<&str> = report.pages.iter().map(|p| p.url.as_str()).collect();
+    let contact_at = order.iter().position(|u| u.ends_with("/contact")).unwrap();
+    let partner_at = order
+        .iter()
+        .position(|u| u.ends_with("/partner-form"))
+        .unwrap();
+    let partner_socket = partner
+        .requests
+        .iter()
+        .find(|r| r.resource_type == "WebSocket")
+        .expect("the partner page's socket is recorded");
+    assert!(
+        partner_at > contact_at,
+        "one tab visits in link order: {order:?}"
+    );
+    assert!(
+        partner_socket
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("offline")),
+        "{partner_socket:?}"
+    );
+
+    // The leak evidence is as complete as if the requests had gone out.
+    let leak = |vendor: &str, needle: &str| {
+        report.findings.iter().any(|f| {
+            f.kind == "phi_leak"
+                && f.vendor.as_deref() == Some(vendor)
+                && f.page.ends_with("/contact")
+                && f.evidence.contains(needle)
+        })
+    };
+    assert!(leak("tiktok", "email"), "{:#?}", report.findings);
+    assert!(leak("meta", "sha256"), "{:#?}", report.findings);
 }

@@ -301,12 +301,33 @@ impl Tab {
                 requests.push(r.request);
             }
         }
-        requests.extend(self.ctx.take_worker_requests().into_iter().map(|mut r| {
-            if r.error.is_some() {
-                r.phase = "probe".into();
+        // Service and shared workers' requests, judged by the browser session. A page's own
+        // service worker is also attached to the tab: one record each, with the guard's reason.
+        let mut matched = vec![false; requests.len()];
+        for mut w in self.ctx.take_worker_requests() {
+            if let Some(why) = &w.error {
+                w.phase = "probe".into();
+                visit.page.blocked_submissions.push(format!(
+                    "{} {} ({why}, in a {})",
+                    w.method,
+                    w.url,
+                    w.target.replace('_', " ")
+                ));
             }
-            r
-        }));
+            let same = requests.iter().enumerate().position(|(i, r)| {
+                !matched[i] && r.url == w.url && r.method == w.method && r.target == w.target
+            });
+            match same {
+                Some(i) => {
+                    matched[i] = true;
+                    if w.error.is_some() {
+                        requests[i].error = w.error;
+                        requests[i].phase = w.phase;
+                    }
+                }
+                None => requests.push(w),
+            }
+        }
         visit.page.requests = requests;
         visit
     }
