@@ -164,10 +164,12 @@ pub struct CommonScanArgs {
     /// Seconds a page may take to load before it is stopped and recorded as errored.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub page_timeout: u64,
-    /// Milliseconds of network quiet after load that end a page's settle.
+    /// Milliseconds in which nothing new may happen before a page counts as settled (requests
+    /// that can still complete and short timers are awaited first; heartbeats, sockets and
+    /// streams are not).
     #[arg(long, default_value_t = 500, value_name = "MS")]
     pub settle_quiet: u64,
-    /// Most milliseconds to wait for late pixels after load.
+    /// Most milliseconds to watch a page after load (or after a click or submit) for late tags.
     #[arg(long, default_value_t = 5000, value_name = "MS")]
     pub settle_max: u64,
     /// Write the scan report (pixelwatch.scan/v1) as JSON.
@@ -192,7 +194,8 @@ pub struct CommonScanArgs {
     /// banner's accept or reject button.
     #[arg(long, value_enum, default_value_t = ConsentMode::None)]
     pub consent: ConsentMode,
-    /// Do not type canary values into forms (the probe never lets a form submission reach the site).
+    /// Do not type canary values into forms (the probe never lets a typed value leave the
+    /// browser: every request carrying one is recorded and failed, whoever it is addressed to).
     #[arg(long)]
     pub no_probe_forms: bool,
 }
