@@ -30,6 +30,15 @@ pub fn summary(report: &ScanReport) -> String {
         "  {} cookies ({} third-party), {} storage keys, {} scripts, {} frames",
         s.cookies, s.third_party_cookies, s.storage_entries, s.scripts, s.frames
     );
+    let cut = |reason: &str| s.settle_reasons.get(reason).copied().unwrap_or(0);
+    if cut("max") + cut("timeout") > 0 {
+        let _ = writeln!(
+            out,
+            "  {} pages watched until --settle-max, {} never finished loading (late tags there may be missed)",
+            cut("max"),
+            cut("timeout")
+        );
+    }
     if !s.third_party_hosts.is_empty() {
         let _ = writeln!(out, "\nThird-party hosts (requests):");
         let mut hosts: Vec<_> = s.third_party_hosts.iter().collect();
