@@ -420,6 +420,7 @@ fn probe_site() -> Site {
         const early = new WebSocket('wss://{CHAT}/socket');
         early.onopen = () => early.send('hello');
         const worker = new Worker('/worker.js');
+        const shared = new SharedWorker('/shared.js');
         navigator.serviceWorker.register('/sw.js');
         async function sha256(text) {{
           const bytes = new TextEncoder().encode(text.trim().toLowerCase());
@@ -436,6 +437,7 @@ fn probe_site() -> Site {
           early.send(JSON.stringify({{email}}));
           try {{ const late = new WebSocket('wss://{CHAT}/socket?e=' + encodeURIComponent(email)); late.onopen = () => late.send(email); }} catch (_) {{}}
           worker.postMessage(email);
+          shared.port.postMessage(email);
           navigator.serviceWorker.ready.then(r => r.active.postMessage(email));
           fetch('https://{TT}/api/v2/pixel', {{method: 'POST', mode: 'no-cors', body: JSON.stringify({{event: 'SubmitForm', properties: {{email, note}}}})}});
           new Image().src = 'https://www.facebook.com/tr?ev=Lead&ud[em]=' + await sha256(email);
@@ -474,6 +476,11 @@ fn probe_site() -> Site {
             C,
             "/worker.js",
             Response::js("onmessage = (e) => fetch('/worker-lead?e=' + encodeURIComponent(e.data));"),
+        )
+        .route(
+            C,
+            "/shared.js",
+            Response::js("onconnect = (c) => { c.ports[0].onmessage = (e) => fetch('/shared-lead?e=' + encodeURIComponent(e.data)); };"),
         )
         .route(
             C,
@@ -533,6 +540,9 @@ async fn nothing_typed_leaves_the_browser_and_every_tracker_leak_is_still_named(
         format!("GET https://{C}/pixel.gif?e="),
         format!("POST https://{C}/beacon"),
         format!("GET https://{C}/worker-lead?e="),
+        format!("GET https://{C}/shared-lead?e="),
+        "(held back by the form probe: shared workers are offline during it, in a shared worker)"
+            .to_string(),
         format!("POST https://{TT}/api/v2/pixel (carries"),
         "GET https://www.facebook.com/tr?ev=Lead&ud[em]=".to_string(),
         format!("POST https://{TT}/api/v2/pixel?late=1"),

@@ -186,6 +186,7 @@ impl Tab {
         let sockets_were_open = !st.open_sockets.is_empty();
         st.sockets_offline = true;
         self.probing.store(true, Ordering::SeqCst);
+        self.ctx.probe_started().await;
         st.guard = Some(self.ctx.guard.clone());
         let enabled = self
             .conn

@@ -31,9 +31,57 @@ pub(super) struct Context {
     /// A tab holds WebSocket frames queued during a probe: end the browser by SIGKILL.
     pub(super) quarantined: AtomicBool,
     pub(super) generation: u64,
+    /// Browser sessions of shared workers. `Fetch` does not intercept their requests, so they
+    /// are taken offline while any tab probes.
+    shared_workers: Mutex<Vec<String>>,
+    /// Tabs probing a form right now.
+    probing: Mutex<usize>,
 }
 
 impl Context {
+    /// A tab starts probing: shared workers go offline (their requests fail, recorded).
+    pub(super) async fn probe_started(&self) {
+        let first = {
+            let mut n = lock(&self.probing);
+            *n += 1;
+            *n == 1
+        };
+        if first {
+            self.shared_workers_offline(true).await;
+        }
+    }
+
+    /// A tab stopped probing: when none is left, shared workers come back online.
+    pub(super) async fn probe_ended(&self) {
+        let last = {
+            let mut n = lock(&self.probing);
+            *n = n.saturating_sub(1);
+            *n == 0
+        };
+        if last {
+            self.shared_workers_offline(false).await;
+        }
+    }
+
+    fn record_worker_request(&self, request: Request) {
+        let mut list = lock(&self.worker_requests);
+        if list.len() < 10_000 {
+            list.push(request);
+        }
+    }
+
+    fn probing_now(&self) -> bool {
+        *lock(&self.probing) > 0
+    }
+
+    async fn shared_workers_offline(&self, offline: bool) {
+        let sessions = lock(&self.shared_workers).clone();
+        tracing::debug!(n = sessions.len(), offline, "switching shared workers");
+        for s in sessions {
+            set_offline(&self.conn, &s, offline).await;
+        }
+    }
+
     pub(super) fn take_worker_requests(&self) -> Vec<Request> {
         std::mem::take(
             &mut *self
@@ -90,6 +138,8 @@ impl Pool {
                 worker_requests: Mutex::new(Vec::new()),
                 quarantined: AtomicBool::new(false),
                 generation,
+                shared_workers: Mutex::new(Vec::new()),
+                probing: Mutex::new(0),
             });
             prepare(&ctx).await?;
             cur.0 = Some(Live { browser, ctx });
@@ -250,6 +300,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
             }
             Ev::AttachedToTarget(e) if ev.session_id.is_none() => {
                 let kind = e.target_info.kind;
+                tracing::debug!(%kind, "attached to a target from the browser session");
                 if kind != "service_worker" && kind != "shared_worker" {
                     continue;
                 }
@@ -262,15 +313,49 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                     if let Err(err) = conn.call("Network.setUserAgentOverride", ua, s).await {
                         tracing::debug!(%kind, error = %err, "worker user agent not set");
                     }
-                    let fetch =
-                        json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]});
-                    if let Err(err) = conn.call("Fetch.enable", fetch, s).await {
-                        tracing::debug!(%kind, error = %err, "worker requests not interceptable");
+                    if kind == "shared_worker" {
+                        // Fetch does not see a shared worker's requests: offline while probing
+                        // (network conditions need the Network domain on).
+                        let _ = conn.call("Network.enable", json!({}), s).await;
+                        lock(&ctx.shared_workers).push(e.session_id.clone());
+                        if ctx.probing_now() {
+                            set_offline(conn, &e.session_id, true).await;
+                        }
+                    } else {
+                        let fetch =
+                            json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]});
+                        if let Err(err) = conn.call("Fetch.enable", fetch, s).await {
+                            tracing::debug!(%kind, error = %err, "worker requests not interceptable");
+                        }
                     }
                     let _ = conn
                         .call("Runtime.runIfWaitingForDebugger", json!({}), s)
                         .await;
                 });
+            }
+            Ev::RequestWillBeSent(e)
+                if workers
+                    .get(ev.session_id.as_deref().unwrap_or_default())
+                    .is_some_and(|k| k == "shared_worker") =>
+            {
+                // A shared worker's request: recorded here; while a tab probes it fails offline.
+                let (post_data, truncated) = post_data(&e.request);
+                let request = Request {
+                    host: host_of(&e.request.url),
+                    url: e.request.url.clone(),
+                    method: e.request.method.clone(),
+                    resource_type: e.resource_type.clone().unwrap_or_else(|| "Other".into()),
+                    post_data,
+                    post_data_truncated: truncated,
+                    referer: header(&e.request.headers, "referer"),
+                    target: "shared_worker".into(),
+                    error: ctx.probing_now().then(|| {
+                        "held back by the form probe: shared workers are offline during it".into()
+                    }),
+                    phase: "load".into(),
+                    ..Default::default()
+                };
+                ctx.record_worker_request(request);
             }
             Ev::RequestPaused(e) => {
                 let session = ev.session_id.clone().unwrap_or_default();
@@ -279,6 +364,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                     .cloned()
                     .unwrap_or_else(|| "service_worker".into());
                 let verdict = ctx.guard.judge_worker(&e);
+                tracing::debug!(%kind, ?verdict, "a worker request paused");
                 let (post_data, truncated) = post_data(&e.request);
                 let request = Request {
                     host: host_of(&e.request.url),
@@ -321,8 +407,33 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
             }
             Ev::DetachedFromTarget(e) => {
                 workers.remove(&e.session_id);
+                lock(&ctx.shared_workers).retain(|s| *s != e.session_id);
             }
             _ => {}
         }
     }
+}
+
+/// Takes every request of a session offline (`true`) or back online.
+async fn set_offline(conn: &Connection, session: &str, offline: bool) {
+    let rules = if offline {
+        json!([{"urlPattern": "", "offline": true, "latency": 0,
+                "downloadThroughput": -1, "uploadThroughput": -1}])
+    } else {
+        json!([])
+    };
+    if let Err(e) = conn
+        .call(
+            "Network.emulateNetworkConditionsByRule",
+            json!({"matchedNetworkConditions": rules}),
+            Some(session),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, offline, "a shared worker's network could not be switched");
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

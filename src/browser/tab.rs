@@ -358,6 +358,7 @@ impl Tab {
             st.tab_broken = true;
         }
         if self.probing.swap(false, Ordering::SeqCst) {
+            self.ctx.probe_ended().await;
             // The probed page is gone: interception ends, and WebSockets come back online
             // unless frames were queued on a socket that was open during the probe.
             let _ = self
