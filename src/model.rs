@@ -96,6 +96,12 @@ pub struct Page {
     /// First-party form submissions the probe held back (never reached the site).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blocked_submissions: Vec<String>,
+    /// Why the page reveals health information about its visitor, when it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<PageHealth>,
+    /// What a visitor sees, read for the page's health context (not written to the report).
+    #[serde(skip)]
+    pub text: PageText,
     pub requests: Vec<Request>,
     pub cookies: Vec<Cookie>,
     pub storage: Vec<StorageEntry>,
@@ -144,6 +150,46 @@ pub struct Request {
 
 fn default_phase() -> String {
     "load".to_string()
+}
+
+/// What a visitor sees on a page, bounded: the inputs of its health context.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PageText {
+    /// h1 and h2 texts.
+    pub headings: Vec<String>,
+    /// Meta (or Open Graph) description.
+    pub description: Option<String>,
+    pub breadcrumbs: Vec<String>,
+    /// JSON-LD `@type` values (`MedicalWebPage`, `MedicalCondition`, `Drug`, ...).
+    pub schema_types: Vec<String>,
+    /// Names of JSON-LD nodes with a medical type.
+    pub schema_names: Vec<String>,
+    /// Texts of buttons and submit inputs.
+    pub buttons: Vec<String>,
+    /// Choice controls: radios, checkboxes, selects, ARIA options.
+    pub choices: usize,
+    pub password_fields: usize,
+    pub date_fields: usize,
+    /// The main content's text (navigation, header and footer left out), capped.
+    pub main_text: String,
+    /// Texts of links on other pages that point to this one.
+    pub link_texts: Vec<String>,
+}
+
+/// Why a page reveals health information about whoever visits it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct PageHealth {
+    /// The health terms the page is about, most telling first.
+    pub topics: Vec<String>,
+    /// Lexicon category of the first topic.
+    pub category: Option<String>,
+    /// "critical" for sensitive topics (reproductive and sexual health, mental health,
+    /// substance use, HIV, gender-affirming care), else "high".
+    pub sensitivity: String,
+    /// Page role id from rules/page-roles.toml (booking, intake, confirmation, ...).
+    pub role: Option<String>,
+    /// What a visitor sees that makes it so ("title names semaglutide", "page role: booking").
+    pub reasons: Vec<String>,
 }
 
 /// Why watching a page ended.

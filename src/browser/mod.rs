@@ -10,6 +10,7 @@
 
 pub mod capture;
 mod cdp;
+mod collect;
 pub mod cookies;
 pub mod guard;
 pub mod interact;

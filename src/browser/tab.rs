@@ -8,7 +8,6 @@
 //! that never finishes is stopped with `Page.stopLoading`. How long a page is watched is decided
 //! by the settle rules (`settle.rs`), not a sleep.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -17,7 +16,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use super::capture::{PageState, handle_event, sha256_hex, storage_origin, strip_fragment};
+use super::capture::{PageState, handle_event};
 use super::cdp::{CdpError, Connection, EVENT_QUEUE, Event};
 use super::cookies::{self, VisitCookies};
 use super::guard::Verdict;
@@ -25,13 +24,13 @@ use super::interact::Plan;
 use super::pool::Context;
 use super::protocol::{self, Event as Ev};
 use super::settle::{Timers, Window};
-use crate::model::{Frame, Page, Script, SettleReason, StorageEntry};
+use crate::model::{Frame, Page, SettleReason};
 
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
-const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound for each collection loop of a page (frames, script bodies): a page whose main thread
 /// stays busy cannot hold a tab for minutes through many bounded calls in a row.
-const COLLECT_BUDGET: Duration = Duration::from_secs(15);
+pub(super) const COLLECT_BUDGET: Duration = Duration::from_secs(15);
 /// How often the settle loop reads the page's pending timers.
 const TIMER_POLL: Duration = Duration::from_millis(100);
 
@@ -63,6 +62,8 @@ pub struct Visit {
     pub links: Vec<String>,
     /// URLs the page reached within the document (history.pushState / replaceState).
     pub routes: Vec<String>,
+    /// (link URL, link text) of the page's links: what the site calls the pages it links to.
+    pub link_texts: Vec<(String, String)>,
     /// What the visit did to the cookie jar.
     pub cookies: VisitCookies,
     /// The tab is unfit for the next page (renderer crash, closed, detached): replace it.
@@ -522,79 +523,6 @@ impl Tab {
         }
     }
 
-    /// Links, title and inline scripts of every frame, read from an isolated world so page
-    /// scripts cannot tamper with the reader.
-    async fn collect_dom(&self, st: &mut PageState, visit: &mut Visit) {
-        const READER: &str = r#"(() => {
-            const out = {links: [], inline: [], title: document.title || null, forms: document.forms.length};
-            if (window === window.top) {
-              for (const a of document.querySelectorAll('a[href], area[href]')) {
-                if (out.links.length >= 5000) break;
-                try { out.links.push(String(a.href)); } catch (e) {}
-              }
-            }
-            let total = 0;
-            for (const s of document.querySelectorAll('script:not([src])')) {
-              const t = s.textContent || '';
-              if (!t.trim()) continue;
-              const ty = (s.type || '').toLowerCase();
-              if (ty && !/(java|ecma)script|module/.test(ty)) continue;
-              total += t.length;
-              if (total > 8000000) break;
-              out.inline.push(t);
-            }
-            return out;
-        })()"#;
-        let frames = self.frame_tree(&self.session).await;
-        let mut inline_hashes = BTreeSet::new();
-        let budget = Instant::now() + COLLECT_BUDGET;
-        for (i, (frame_id, _url)) in frames.iter().enumerate().take(30) {
-            if Instant::now() > budget {
-                break;
-            }
-            let Some(value) = self.eval_in_frame(frame_id, READER).await else {
-                continue;
-            };
-            let v = &value;
-            tracing::debug!(
-                frame = i,
-                links = v["links"].as_array().map(Vec::len).unwrap_or(0),
-                "dom read"
-            );
-            if i == 0 {
-                visit.page.title = v["title"].as_str().map(str::to_string);
-                visit.page.forms = v["forms"].as_u64().unwrap_or(0) as usize;
-                visit.links = v["links"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|l| l.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-            }
-            for s in v["inline"].as_array().into_iter().flatten() {
-                if let Some(src) = s.as_str() {
-                    inline_hashes.insert(sha256_hex(src.as_bytes()));
-                }
-            }
-        }
-        // Frames that exist now but navigated before listeners saw them (about:srcdoc excluded).
-        for (_, url) in frames.iter().skip(1) {
-            if url.starts_with("http") {
-                st.frames.insert(strip_fragment(url));
-            }
-        }
-        visit
-            .page
-            .scripts
-            .extend(inline_hashes.into_iter().map(|h| Script {
-                url: None,
-                sha256: Some(h),
-                third_party: false,
-            }));
-    }
-
     /// Evaluates `expression` in our isolated world of `frame_id` (page scripts cannot see or
     /// tamper with it; the DOM is shared) and returns its value. The world is created once per
     /// document, so what one call keeps in its globals the next one finds.
@@ -640,7 +568,7 @@ impl Tab {
     }
 
     /// (frame id, url) for every frame of a session's tree, main frame first.
-    async fn frame_tree(&self, session: &str) -> Vec<(String, String)> {
+    pub(super) async fn frame_tree(&self, session: &str) -> Vec<(String, String)> {
         let Ok(tree) = self
             .conn
             .call_with_timeout(
@@ -668,7 +596,7 @@ impl Tab {
     }
 
     /// The body of a finished response, decoded from base64 when CDP sent it so.
-    async fn response_body(&self, session: &str, request_id: &str) -> Option<Vec<u8>> {
+    pub(super) async fn response_body(&self, session: &str, request_id: &str) -> Option<Vec<u8>> {
         let body = self
             .conn
             .call_with_timeout(
@@ -685,105 +613,6 @@ impl Tab {
         } else {
             Some(text.as_bytes().to_vec())
         }
-    }
-
-    /// sha256 of every script the page loaded over the network.
-    async fn hash_scripts(&self, st: &PageState) -> Vec<Script> {
-        let mut out = Vec::new();
-        let mut seen = BTreeSet::new();
-        let budget = Instant::now() + COLLECT_BUDGET;
-        for key in st.order.iter() {
-            if Instant::now() > budget {
-                break;
-            }
-            let Some(r) = st.reqs.get(key) else { continue };
-            if r.request.resource_type != "Script" || !seen.insert(r.request.url.clone()) {
-                continue;
-            }
-            if out.len() >= 300 {
-                break;
-            }
-            let ok = r.done && r.request.error.is_none();
-            let sha256 = if ok {
-                self.response_body(&r.session, &key.1)
-                    .await
-                    .map(|b| sha256_hex(&b))
-            } else {
-                None
-            };
-            out.push(Script {
-                url: Some(r.request.url.clone()),
-                sha256,
-                third_party: false,
-            });
-        }
-        out
-    }
-
-    /// Keys (never values) of local and session storage for every frame's storage key.
-    async fn collect_storage(&self, st: &PageState) -> Vec<StorageEntry> {
-        let mut sessions = vec![self.session.clone()];
-        sessions.extend(
-            st.sessions
-                .iter()
-                .filter(|(_, kind)| kind.as_str() == "iframe")
-                .map(|(s, _)| s.clone()),
-        );
-        let mut keys = BTreeSet::new();
-        let mut out = BTreeSet::new();
-        for session in &sessions {
-            for (frame_id, url) in self.frame_tree(session).await {
-                if !url.starts_with("http") {
-                    continue;
-                }
-                let Ok(k) = self
-                    .conn
-                    .call_with_timeout(
-                        "Storage.getStorageKey",
-                        json!({"frameId": frame_id}),
-                        Some(session),
-                        COLLECT_TIMEOUT,
-                    )
-                    .await
-                else {
-                    continue;
-                };
-                let Some(storage_key) = k["storageKey"].as_str() else {
-                    continue;
-                };
-                if !keys.insert((session.clone(), storage_key.to_string())) {
-                    continue;
-                }
-                for (is_local, kind) in [(true, "local"), (false, "session")] {
-                    let Ok(items) = self
-                        .conn
-                        .call_with_timeout(
-                            "DOMStorage.getDOMStorageItems",
-                            json!({"storageId": {"storageKey": storage_key, "isLocalStorage": is_local}}),
-                            Some(session),
-                            COLLECT_TIMEOUT,
-                        )
-                        .await
-                    else {
-                        continue;
-                    };
-                    for entry in items["entries"].as_array().into_iter().flatten() {
-                        let Some(key) = entry[0].as_str() else {
-                            continue;
-                        };
-                        out.insert(StorageEntry {
-                            origin: storage_origin(storage_key),
-                            kind: kind.to_string(),
-                            key: key.to_string(),
-                            third_party: false,
-                            storage_key: storage_key.to_string(),
-                            value_len: entry[1].as_str().map(str::len).unwrap_or(0),
-                        });
-                    }
-                }
-            }
-        }
-        out.into_iter().collect()
     }
 }
 
