@@ -36,12 +36,16 @@ async fn the_html_report_renders_offline_with_findings_and_drift() {
             "<img src=x onerror=\"document.title='pwned'\"><script>document.title='pwned'</script>"
                 .into(),
         rule: "test:escape".into(),
+        matched: None,
     });
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("report.html");
     std::fs::write(
         &file,
-        pixelwatch::report::html::render(&report, Some(&drift)),
+        pixelwatch::report::html::render(&pixelwatch::report::html::Context {
+            drift: Some(&drift),
+            ..pixelwatch::report::html::Context::new(&report, &pixelwatch::rules::Engine::bundled())
+        }),
     )
     .unwrap();
 
