@@ -402,7 +402,8 @@ impl Policy {
 
 /// A drift item as a reason, under the cause it belongs to, with the severity of what drifted:
 /// a finding keeps its own; anything of a known vendor takes the vendor's; other third-party
-/// hosts, scripts, cookies and storage are medium; first-party cookies and storage are low.
+/// hosts, scripts, cookies and storage are medium (one cause per host); the site's own cookies
+/// and storage are low (one cause each: they come from the site's own code).
 fn drift_item(item: &crate::diff::DriftItem, causes: &mut Causes<'_>) {
     let pages: Vec<&str> = item.pages.iter().map(String::as_str).collect();
     let text = format!("new since the baseline: {} {}", item.category, item.key);
@@ -461,11 +462,11 @@ fn drift_item(item: &crate::diff::DriftItem, causes: &mut Causes<'_>) {
                 let (id, severity) = (v.id.clone(), v.severity);
                 causes.add_vendor(&id, reason("drift", severity, text), &pages);
             } else if crate::diff::is_site_relative(domain) {
-                let key = item.key.clone();
+                // The site's own cookies come from its own code: one cause.
                 let r = reason("drift", Severity::Low, text);
                 causes.add(
-                    format!("cookie:{key}"),
-                    || format!("cookie {key}"),
+                    "first-party:cookie".into(),
+                    || "the site's own cookies".into(),
                     r,
                     &pages,
                 );
@@ -482,9 +483,14 @@ fn drift_item(item: &crate::diff::DriftItem, causes: &mut Causes<'_>) {
             match host.filter(|h| !crate::diff::is_site_relative(h)) {
                 Some(h) => causes.add_host(&h, reason("drift", Severity::Medium, text), &pages),
                 None => {
-                    let key = format!("{} {}", item.category, item.key);
                     let r = reason("drift", Severity::Low, text);
-                    causes.add(format!("{}:{}", item.category, item.key), || key, r, &pages);
+                    let category = item.category.clone();
+                    causes.add(
+                        format!("first-party:{category}"),
+                        || format!("the site's own {category}"),
+                        r,
+                        &pages,
+                    );
                 }
             }
         }

@@ -95,17 +95,14 @@ pub fn junit(report: &ScanReport, violations: &[Violation]) -> String {
     out
 }
 
-/// A violation in one line: title and up to [`MAX_REASONS`] reasons, each cut.
+/// A violation in one line (page-derived text made visible-safe): title and up to
+/// [`MAX_REASONS`] reasons, each cut.
 fn one_line(v: &Violation) -> String {
     let reasons: Vec<&str> = v.reasons.iter().map(|r| r.text.as_str()).collect();
     format!(
         "{}: {} [{}]",
-        untrusted::cut(&v.title, untrusted::TEXT_MAX),
-        untrusted::list_more(&reasons, MAX_REASONS, |r| untrusted::cut(
-            r,
-            untrusted::TEXT_MAX
-        )
-        .into_owned()),
+        untrusted::terminal(&v.title),
+        untrusted::list_more(&reasons, MAX_REASONS, untrusted::terminal),
         v.rules.join(", ")
     )
 }

@@ -1,7 +1,8 @@
 //! A self-contained HTML report for the person who must act (no scripts, no external resources;
-//! opens offline): the verdict first, severity counts, drift, a vendor table with BAA status,
-//! findings grouped by cause with their pages in collapsible lists and the matched term
-//! highlighted, a history chart when the database has one, then the per-page record.
+//! opens offline): the verdict first, severity counts, a vendor table with BAA status, the drift
+//! (with `diff --html`), a history chart when the database has one, findings grouped by cause
+//! with their pages in collapsible lists and the matched term highlighted, then the per-page
+//! record.
 //!
 //! Everything taken from the scanned site goes through [`untrusted::html`].
 
@@ -58,7 +59,7 @@ ul.counts{display:flex;flex-wrap:wrap;gap:.4rem;list-style:none;padding:0;margin
 ul.counts b{display:block;font-size:1.3rem}\
 .scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;margin:.4rem 0;table-layout:fixed}\
 th,td{border:1px solid #dde;padding:.3rem .45rem;text-align:left;vertical-align:top;overflow-wrap:anywhere;word-break:break-word}\
-th{background:#f2f4f8}table.vendors{min-width:40rem}code,.ev,.url{font-family:ui-monospace,monospace;font-size:.8rem;overflow-wrap:anywhere;word-break:break-all}\
+th{background:#f2f4f8}table.vendors,table.drift,table.pages,table.requests{min-width:40rem}code,.ev,.url{font-family:ui-monospace,monospace;font-size:.8rem;overflow-wrap:anywhere;word-break:break-all}\
 .sev{font-weight:600;padding:.05rem .4rem;border-radius:.25rem;color:#fff;white-space:nowrap}.sev.critical{background:#a4161a}.sev.high{background:#d9480f}\
 .sev.medium{background:#e09f3e;color:#222}.sev.low{background:#5c7cfa}.sev.info{background:#868e96}\
 .cause{border:1px solid #dde;border-radius:.4rem;padding:.5rem .7rem;margin:.6rem 0}.cause h3{font-size:1rem;margin:.1rem 0 .3rem}\
@@ -111,10 +112,10 @@ pub fn render(cx: &Context<'_>) -> String {
         "<li><b>{}</b>pages with errors</li></ul>",
         report.summary.pages_errored
     );
+    vendor_table(&mut out, cx);
     if let Some(d) = cx.drift {
         drift_section(&mut out, d);
     }
-    vendor_table(&mut out, cx);
     history_chart(&mut out, cx.history);
     findings_section(&mut out, report, cx.engine);
     pages_section(&mut out, report);
