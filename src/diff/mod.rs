@@ -413,6 +413,66 @@ mod tests {
     }
 
     #[test]
+    fn a_v1_baseline_of_production_checks_staging_on_another_host() {
+        let mut prod = report(&[], "");
+        prod.pages[0].storage = vec![crate::model::StorageEntry {
+            origin: "https://c.test".into(),
+            kind: "local".into(),
+            key: "cache_1733012345678".into(),
+            ..Default::default()
+        }];
+        // A baseline written before identities were site-relative (schema v1).
+        let mut v1 = Baseline::from_scan(&prod);
+        v1.schema = BASELINE_SCHEMA_V1.into();
+        v1.inventory.storage = [(
+            "https://c.test local cache_1733012345678".to_string(),
+            ["https://c.test/".to_string()].into(),
+        )]
+        .into();
+        v1.inventory.cookies = [(
+            "sid @ c.test".to_string(),
+            ["https://c.test/".to_string()].into(),
+        )]
+        .into();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.json");
+        v1.write(&file).unwrap();
+        let read = Baseline::read(&file).unwrap();
+        assert_eq!(read.schema, BASELINE_SCHEMA);
+        assert!(
+            read.inventory
+                .storage
+                .contains_key("{site} local cache_{n}")
+        );
+        assert!(read.inventory.cookies.contains_key("sid @ {site}"));
+
+        let mut staging = report(&[], "");
+        staging.site = "https://staging.other.test/".into();
+        for p in &mut staging.pages {
+            p.url = p
+                .url
+                .replace("https://c.test", "https://staging.other.test");
+            p.final_url = p.url.clone();
+        }
+        staging.pages[0].storage = vec![crate::model::StorageEntry {
+            origin: "https://staging.other.test".into(),
+            kind: "local".into(),
+            key: "cache_1799999999999".into(),
+            ..Default::default()
+        }];
+        staging.cookies = vec![crate::model::CookieSeen {
+            cookie: crate::model::Cookie {
+                name: "sid".into(),
+                domain: "staging.other.test".into(),
+                ..Default::default()
+            },
+            first_seen_page: "https://staging.other.test/".into(),
+        }];
+        let d = diff(&read, &staging);
+        assert!(d.is_empty(), "{}", render(&d));
+    }
+
+    #[test]
     fn unchanged_site_has_no_drift_despite_cache_busting_and_order() {
         let a = report(&[], "?v=1");
         let mut b = report(&[], "?v=2");
