@@ -862,6 +862,19 @@ mod tests {
     }
 
     #[test]
+    fn each_canary_encoding_is_named_once() {
+        for (encoding, text) in [
+            ("plain", "as typed"),
+            ("url-encoded", "URL-encoded"),
+            ("base64", "base64-encoded"),
+            ("md5", "md5-hashed"),
+            ("sha256", "sha256-hashed"),
+        ] {
+            assert_eq!(encoding_text(encoding), text);
+        }
+    }
+
+    #[test]
     fn clean_requests_and_non_trackers_produce_no_leaks() {
         let fonts = req(
             "https://fonts.googleapis.com/css2?family=Inter",

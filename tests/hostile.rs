@@ -161,6 +161,14 @@ async fn a_hostile_site_cannot_subvert_any_output() {
             assert!(r["redirect_chain"].is_array());
         }
     }
+    for f in report["findings"].as_array().unwrap() {
+        let e = f["evidence"].as_str().unwrap();
+        assert!(
+            e.chars().count() <= 500,
+            "unbounded evidence: {} chars",
+            e.len()
+        );
+    }
     let leak = report["findings"]
         .as_array()
         .unwrap()
@@ -185,6 +193,17 @@ async fn a_hostile_site_cannot_subvert_any_output() {
     let har::Spec::V1_2(log) = har.log else {
         panic!("HAR 1.2")
     };
+    let requests: usize = pages
+        .iter()
+        .map(|p| p["requests"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(log.pages.as_ref().map(Vec::len), Some(pages.len()));
+    assert_eq!(log.entries.len(), requests);
+    for e in &log.entries {
+        chrono::DateTime::parse_from_rfc3339(&e.started_date_time).expect("an ISO 8601 time");
+        let pageref = e.pageref.as_deref().unwrap();
+        assert!(log.pages.as_ref().unwrap().iter().any(|p| p.id == pageref));
+    }
     let beacon = log
         .entries
         .iter()
