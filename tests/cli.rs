@@ -1,6 +1,8 @@
 //! The `pixelwatch` binary as a user runs it: exit codes, the JSON report contract, stored
 //! history, and bad input that must fail clearly without losing the scan.
 
+mod outputs_support;
+
 use std::path::Path;
 use std::process::Output;
 
@@ -42,12 +44,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn run(args: &[&str]) -> Output {
     let _turn = ONE_AT_A_TIME.lock().await;
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PIXELWATCH_DB")
-        .output()
-        .await
-        .expect("binary runs")
+    outputs_support::run(&outputs_support::s(args)).await
 }
 
 fn text(b: &[u8]) -> String {

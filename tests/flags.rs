@@ -2,13 +2,13 @@
 //! probe and rules flags, each checked for its effect; the history flags of `diff` and
 //! `baseline`; and a guard that fails when the README shows a flag no test uses.
 
-use std::process::Output;
+mod outputs_support;
 
 use clap::CommandFactory;
+use outputs_support::{run, s, text};
 use pixelwatch::fixture::{Body, FixtureServer, Response, Site};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
 const HOST: &str = "www.flags.test";
 
 fn site() -> Site {
@@ -48,23 +48,6 @@ fn site() -> Site {
         )
         .route("cdn.mywidget.test", "/w.js", Response::js("1;"))
         .route("pixel.unknown-tracker.test", "/p.gif", Response::status(204))
-}
-
-async fn run(args: &[String]) -> Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PIXELWATCH_DB")
-        .output()
-        .await
-        .expect("binary runs")
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

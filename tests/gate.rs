@@ -5,14 +5,13 @@
 mod outputs_support;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use outputs_support::{assert_exit, run, s, scan_command, text};
 use pixelwatch::fixture::{FixtureServer, Response, Site};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
 const HOST: &str = "www.clinic.test";
 
 /// Version 1, or (after `changed` is set) version 2: a TikTok pixel added on one deep page, a
@@ -59,23 +58,6 @@ fn site(changed: Arc<AtomicBool>) -> Site {
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn run(args: &[String]) -> Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PIXELWATCH_DB")
-        .output()
-        .await
-        .expect("binary runs")
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_change_diff_and_check_name_exactly_what_changed() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -84,21 +66,8 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("h.db").display().to_string();
     let path = |f: &str| dir.path().join(f).display().to_string();
-    let mut scan = s(&[
-        "scan",
-        "https://www.clinic.test/",
-        "--quiet",
-        "--no-sitemap",
-        "--settle-quiet",
-        "200",
-        "--settle-max",
-        "1500",
-        "--db",
-        &db,
-    ]);
-    for a in server.browser_args() {
-        scan.push(format!("--browser-arg={a}"));
-    }
+    let mut scan = scan_command("scan", "https://www.clinic.test/", &db, &server);
+    scan.push("--quiet".into());
 
     // Scan v1, approve it, export it.
     assert_eq!(run(&scan).await.status.code(), Some(0));
@@ -147,13 +116,7 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         &path("out.md"),
     ]));
     let out = run(&check).await;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 2);
     // One violation per cause: the TikTok pixel, the widget's new host, the site's own cookie.
     let stdout = text(&out.stdout);
     assert!(
@@ -395,24 +358,7 @@ async fn a_production_baseline_checks_staging_and_one_new_pixel_is_one_violation
     let dir = tempfile::tempdir().unwrap();
     let path = |f: &str| dir.path().join(f).display().to_string();
     let db = path("h.db");
-    let common = |cmd: &str, url: &str| {
-        let mut v = s(&[
-            cmd,
-            url,
-            "--quiet",
-            "--no-sitemap",
-            "--settle-quiet",
-            "200",
-            "--settle-max",
-            "1500",
-            "--db",
-            &db,
-        ]);
-        for a in server.browser_args() {
-            v.push(format!("--browser-arg={a}"));
-        }
-        v
-    };
+    let common = |cmd: &str, url: &str| scan_command(cmd, url, &db, &server);
     // The README's flow: scan production, approve, export.
     let out = run(&common("scan", "https://www.clinic.test/")).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -438,7 +384,6 @@ async fn a_production_baseline_checks_staging_and_one_new_pixel_is_one_violation
 
     // Staging, identical content on another host: clean. Not quiet, so the drift is printed.
     let mut check = common("check", "https://staging.clinic-preview.test/");
-    check.retain(|a| a != "--quiet");
     check.extend(s(&[
         "--baseline",
         &path("baseline.json"),

@@ -17,7 +17,6 @@ use outputs_support::*;
 use pixelwatch::fixture::{FixtureServer, Response, Site};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
 const HOST: &str = "www.hostile-clinic.test";
 const SITE: &str = "https://www.hostile-clinic.test/";
 
@@ -62,23 +61,6 @@ fn site(v2: Arc<AtomicBool>) -> Site {
         .handler("evil-cdn.test", "/", |_| Response::js("2;"))
 }
 
-async fn run(args: &[String]) -> Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PIXELWATCH_DB")
-        .output()
-        .await
-        .expect("binary runs")
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 /// Both streams of a command are terminal-safe.
 fn assert_streams_safe(what: &str, out: &Output) {
     assert_terminal_safe(&format!("{what} stdout"), &text(&out.stdout), 700, FAKES);
@@ -118,20 +100,7 @@ async fn a_hostile_site_cannot_subvert_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let path = |f: &str| dir.path().join(f).display().to_string();
     let db = path("h.db");
-    let mut scan = s(&[
-        "scan",
-        SITE,
-        "--no-sitemap",
-        "--settle-quiet",
-        "200",
-        "--settle-max",
-        "1500",
-        "--db",
-        &db,
-    ]);
-    for a in server.browser_args() {
-        scan.push(format!("--browser-arg={a}"));
-    }
+    let scan = scan_command("scan", SITE, &db, &server);
 
     // scan: terminal summary, JSON, HTML and HAR.
     let mut first = scan.clone();
@@ -261,13 +230,7 @@ async fn a_hostile_site_cannot_subvert_any_output() {
         &path("c.md"),
     ]));
     let out = run(&check).await;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+    assert_exit(&out, 2);
     assert_streams_safe("check", &out);
     let stdout = text(&out.stdout);
     assert!(

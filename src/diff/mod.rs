@@ -362,7 +362,7 @@ pub fn by_category(items: &[DriftItem]) -> Vec<(&str, Vec<&DriftItem>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Page, Request, Script, Summary};
+    use crate::model::{Page, Request, Script};
 
     fn report(pixel_on: &[&str], script_query: &str) -> ScanReport {
         let pages = ["https://c.test/", "https://c.test/deep/page"]
@@ -396,19 +396,8 @@ mod tests {
             })
             .collect();
         ScanReport {
-            schema: crate::model::SCAN_SCHEMA.into(),
-            id: None,
-            site: "https://c.test/".into(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            consent_mode: "none".into(),
             pages,
-            skipped: vec![],
-            external_links: vec![],
-            cookies: vec![],
-            canaries: vec![],
-            findings: vec![],
-            summary: Summary::default(),
+            ..crate::report::empty_report("https://c.test/")
         }
     }
 

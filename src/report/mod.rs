@@ -65,3 +65,23 @@ pub fn write_json(report: &ScanReport, path: &Path) -> Result<(), WriteError> {
     let json = serde_json::to_vec_pretty(report).expect("a report always serializes");
     write_file(path, &json)
 }
+
+/// An empty report of `site` (no pages, findings or totals), for unit tests to fill in.
+#[cfg(test)]
+pub(crate) fn empty_report(site: &str) -> ScanReport {
+    ScanReport {
+        schema: crate::model::SCAN_SCHEMA.into(),
+        id: None,
+        site: site.into(),
+        started_at: String::new(),
+        finished_at: String::new(),
+        consent_mode: "none".into(),
+        pages: vec![],
+        skipped: vec![],
+        external_links: vec![],
+        cookies: vec![],
+        canaries: vec![],
+        findings: vec![],
+        summary: crate::model::Summary::default(),
+    }
+}

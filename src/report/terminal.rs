@@ -133,7 +133,6 @@ pub fn scan_table(rows: &[ScanRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Summary;
 
     #[test]
     fn one_group_per_cause_even_when_pages_interleave_rules() {
@@ -148,23 +147,13 @@ mod tests {
             matched: None,
         };
         let report = ScanReport {
-            schema: crate::model::SCAN_SCHEMA.into(),
-            id: None,
-            site: "https://c.test/".into(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            consent_mode: "none".into(),
             pages: vec![],
-            skipped: vec![],
-            external_links: vec![],
-            cookies: vec![],
-            canaries: vec![],
             findings: vec![
                 f("https://c.test/a", "health-terms.toml:glp1_drug", "x"),
                 f("https://c.test/b", "builtin:an_email_address", "y\u{1b}[2J"),
                 f("https://c.test/c", "health-terms.toml:glp1_drug", "x"),
             ],
-            summary: Summary::default(),
+            ..crate::report::empty_report("https://c.test/")
         };
         let s = summary(&report);
         assert_eq!(s.matches("glp1_drug").count(), 1, "{s}");

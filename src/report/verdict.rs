@@ -164,25 +164,23 @@ pub fn sentence(report: &ScanReport, engine: &Engine) -> String {
         (chosen.iter().map(|r| r.name.as_str()).collect(), on.len())
     };
     let mut parts = Vec::new();
-    let (no_baa, n) = leak_pages(&|r| r.baa != Some(true));
-    if !no_baa.is_empty() {
-        let one = no_baa.len() == 1;
+    for (baa, clause, tail) in [
+        (false, "which sign{s} no BAA", ""),
+        (
+            true,
+            "which offer{s} a BAA",
+            " (check that a BAA is signed)",
+        ),
+    ] {
+        let (who, n) = leak_pages(&|r| (r.baa == Some(true)) == baa);
+        if who.is_empty() {
+            continue;
+        }
+        let s = if who.len() == 1 { "s" } else { "" };
         parts.push(format!(
-            "{}, which sign{} no BAA, receive{} health information on {}",
-            names(&no_baa),
-            if one { "s" } else { "" },
-            if one { "s" } else { "" },
-            pages(n)
-        ));
-    }
-    let (baa, n) = leak_pages(&|r| r.baa == Some(true));
-    if !baa.is_empty() {
-        let one = baa.len() == 1;
-        parts.push(format!(
-            "{}, which offer{} a BAA, receive{} health information on {} (check that a BAA is signed)",
-            names(&baa),
-            if one { "s" } else { "" },
-            if one { "s" } else { "" },
+            "{}, {}, receive{s} health information on {}{tail}",
+            names(&who),
+            clause.replace("{s}", s),
             pages(n)
         ));
     }
@@ -259,7 +257,7 @@ pub fn sentence(report: &ScanReport, engine: &Engine) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Finding, Page, Request, Summary};
+    use crate::model::{Finding, Page, Request};
 
     fn report(findings: Vec<(&str, &str, &str)>) -> ScanReport {
         let page = |u: &str, vendors: &[&str]| Page {
@@ -275,21 +273,11 @@ mod tests {
             ..Default::default()
         };
         ScanReport {
-            schema: crate::model::SCAN_SCHEMA.into(),
-            id: None,
-            site: "https://c.test/".into(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            consent_mode: "none".into(),
             pages: vec![
                 page("https://c.test/", &["tiktok", "meta"]),
                 page("https://c.test/a", &["tiktok", "meta"]),
                 page("https://c.test/b", &["meta"]),
             ],
-            skipped: vec![],
-            external_links: vec![],
-            cookies: vec![],
-            canaries: vec![],
             findings: findings
                 .into_iter()
                 .map(|(kind, vendor, page)| Finding {
@@ -303,7 +291,7 @@ mod tests {
                     matched: None,
                 })
                 .collect(),
-            summary: Summary::default(),
+            ..crate::report::empty_report("https://c.test/")
         }
     }
 

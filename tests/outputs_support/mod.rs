@@ -5,9 +5,65 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
+use pixelwatch::fixture::FixtureServer;
 use serde_json::Value;
+
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
+
+/// Runs `pixelwatch ARGS` as a user would (without `PIXELWATCH_DB` from the environment).
+pub async fn run(args: &[String]) -> Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .env_remove("PIXELWATCH_DB")
+        .output()
+        .await
+        .expect("binary runs")
+}
+
+pub fn s(v: &[&str]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Asserts an exit code, showing both streams when it differs.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// `pixelwatch CMD URL` (scan or check) against a fixture server, with short settle times, no
+/// sitemap and a database.
+pub fn scan_command(cmd: &str, url: &str, db: &str, server: &FixtureServer) -> Vec<String> {
+    let mut v = s(&[
+        cmd,
+        url,
+        "--no-sitemap",
+        "--settle-quiet",
+        "200",
+        "--settle-max",
+        "1500",
+        "--db",
+        db,
+    ]);
+    v.extend(
+        server
+            .browser_args()
+            .into_iter()
+            .map(|a| format!("--browser-arg={a}")),
+    );
+    v
+}
 
 /// Characters that must never reach a terminal or a plain-text message from a page.
 pub fn hidden(c: char) -> bool {
@@ -169,23 +225,6 @@ pub fn png_size(png: &Path) -> (u32, u32) {
     assert_eq!(&bytes[12..16], b"IHDR");
     let dim = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
     (dim(16), dim(20))
-}
-
-/// A PNG screenshot of a local HTML file at a window size; returns its width and height.
-pub fn screenshot(file: &Path, png: &Path, width: u32, height: u32) -> (u32, u32) {
-    let profile = tempfile::tempdir().unwrap();
-    let out = headless(profile.path())
-        .arg(format!("--window-size={width},{height}"))
-        .arg(format!("--screenshot={}", png.display()))
-        .arg(format!("file://{}", file.display()))
-        .output()
-        .expect("chromium runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    png_size(png)
 }
 
 /// Markdown rendered as GitHub renders it (GFM tables, autolinks, strikethrough; raw HTML kept, so any that leaked would show).
