@@ -214,7 +214,8 @@ async fn a_hostile_site_cannot_subvert_any_output() {
 
     // The site changes; check fails with the CI outputs.
     v2.store(true, Ordering::SeqCst);
-    std::fs::write(path("p.toml"), "[allow]\nvendors = [\"tiktok\"]\n").unwrap();
+    // The default rules in a file: the TikTok leak (with its hostile evidence) is a violation too.
+    std::fs::write(path("p.toml"), "[deny]\nmin_severity = \"medium\"\n").unwrap();
     let mut check = scan.clone();
     check[0] = "check".into();
     check.extend(s(&[

@@ -76,7 +76,7 @@ pub fn junit(report: &ScanReport, violations: &[Violation]) -> String {
                     let _ = writeln!(
                         body,
                         "    evidence: {}",
-                        untrusted::evidence(e, r.matched.as_deref())
+                        untrusted::plain(&untrusted::evidence(e, r.matched.as_deref()))
                     );
                 }
             }
@@ -377,6 +377,80 @@ pub fn markdown(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{Finding, Page, Request};
+    use crate::policy::Policy;
+
+    /// A page with a TikTok pixel whose event name carries a health term and page markup.
+    fn leaky() -> ScanReport {
+        let mut r = crate::report::empty_report("https://c.test/");
+        r.pages = vec![Page {
+            url: "https://c.test/book".into(),
+            requests: vec![Request {
+                url: "https://analytics.tiktok.com/api/v2/pixel".into(),
+                host: "analytics.tiktok.com".into(),
+                third_party: true,
+                vendor: Some("tiktok".into()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        r.findings = vec![Finding {
+            kind: "phi_leak".into(),
+            severity: Severity::Critical,
+            vendor: Some("tiktok".into()),
+            page: "https://c.test/book".into(),
+            request_url: Some("https://analytics.tiktok.com/api/v2/pixel".into()),
+            evidence: "event name 'Ozempic|`@here`\n# x' in body field 'event' contains the health term 'ozempic' (glp1_drug)".into(),
+            rule: "vendors.toml:tiktok:event_name".into(),
+            matched: Some("ozempic".into()),
+        }];
+        r.summary.pages = 1;
+        r.summary.findings = 1;
+        r
+    }
+
+    const MARKDOWN: &str = "## pixelwatch check failed: `https://c.test/`
+
+**Verdict:** `TikTok pixel, which signs no BAA, receives health information on 1 page.`
+
+Scanned 1 pages (0 with errors), 0 third-party hosts, 0 cookies, 1 findings; 1 policy violation(s).
+
+| severity | cause | why | pages |
+|---|---|---|---|
+| critical | `TikTok Pixel (tiktok, advertising, offers no BAA)` | deny.categories `advertising vendor on 1 page(s)`<br>deny.finding_kinds `phi_leak [rule vendors.toml:tiktok:event_name] on 1 page(s)`: ``event name 'Ozempic\\|`@here`\\\\n# x' in body field 'event' contains the health term 'ozempic' (glp1_drug)`` | `https://c.test/book` |
+
+";
+
+    #[test]
+    fn markdown_snapshot_keeps_page_text_in_code() {
+        let r = leaky();
+        let engine = Engine::bundled();
+        let v = Policy::default().evaluate(&r, None, &engine);
+        assert_eq!(v.len(), 1);
+        let md = markdown(&r, &v, None, &engine);
+        assert_eq!(md, MARKDOWN, "{md}");
+    }
+
+    const JUNIT: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<testsuites name="pixelwatch" tests="2" failures="1">
+  <testsuite name="pixelwatch check https://c.test/" tests="2" failures="1" errors="0" skipped="0">
+    <testcase classname="pixelwatch.policy" name="https://c.test/book">
+      <failure message="TikTok Pixel (tiktok, advertising, offers no BAA): advertising vendor on 1 page(s), phi_leak [rule vendors.toml:tiktok:event_name] on 1 page(s) [deny.categories, deny.finding_kinds]" type="deny.categories">[critical] TikTok Pixel (tiktok, advertising, offers no BAA): advertising vendor on 1 page(s), phi_leak [rule vendors.toml:tiktok:event_name] on 1 page(s) [deny.categories, deny.finding_kinds]
+    evidence: event name &apos;Ozempic|`@here`\n# x&apos; in body field &apos;event&apos; contains the health term &apos;ozempic&apos; (glp1_drug)</failure>
+    </testcase>
+    <testcase classname="pixelwatch.policy" name="site policy"/>
+  </testsuite>
+</testsuites>
+"#;
+
+    #[test]
+    fn junit_snapshot() {
+        let r = leaky();
+        let engine = Engine::bundled();
+        let v = Policy::default().evaluate(&r, None, &engine);
+        let x = junit(&r, &v);
+        assert_eq!(x, JUNIT, "{x}");
+    }
 
     #[test]
     fn sarif_uris_have_no_scheme_and_stay_references() {
