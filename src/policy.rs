@@ -127,14 +127,6 @@ pub const RULE_ORDER: [&str; 6] = [
 /// Most pages a violation lists.
 pub const MAX_PAGES: usize = 10;
 
-impl Violation {
-    /// One line: the title and every reason.
-    pub fn summary(&self) -> String {
-        let reasons: Vec<&str> = self.reasons.iter().map(|r| r.text.as_str()).collect();
-        format!("{}: {}", self.title, reasons.join("; "))
-    }
-}
-
 /// Gathers reasons by cause.
 struct Causes<'a> {
     engine: &'a Engine,
@@ -509,6 +501,68 @@ fn push_page<'a>(pages: &mut Vec<&'a str>, page: &'a str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::{Baseline, diff};
+    use crate::model::{Finding, Page, Request};
+
+    #[test]
+    fn one_new_pixel_is_one_violation_with_the_severity_of_what_drifted() {
+        let before = crate::report::empty_report("https://c.test/");
+        let mut after = before.clone();
+        after.pages = vec![Page {
+            url: "https://c.test/book".into(),
+            requests: vec![Request {
+                url: "https://analytics.tiktok.com/i18n/pixel/events.js".into(),
+                host: "analytics.tiktok.com".into(),
+                third_party: true,
+                vendor: Some("tiktok".into()),
+                ..Default::default()
+            }],
+            storage: vec![crate::model::StorageEntry {
+                origin: "https://c.test".into(),
+                kind: "local".into(),
+                key: "cart".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        after.findings = ["tracker", "no_consent"]
+            .iter()
+            .map(|kind| Finding {
+                kind: kind.to_string(),
+                severity: Severity::High,
+                vendor: Some("tiktok".into()),
+                page: "https://c.test/book".into(),
+                request_url: None,
+                evidence: String::new(),
+                rule: format!("r:{kind}"),
+                matched: None,
+            })
+            .collect();
+        let drift = diff(&Baseline::from_scan(&before), &after);
+        let v = Policy::default().evaluate(&after, Some(&drift), &Engine::bundled());
+        assert_eq!(v.len(), 2, "{v:#?}");
+        let pixel = &v[0];
+        assert_eq!(pixel.cause, "vendor:tiktok");
+        assert_eq!(
+            pixel.severity,
+            Severity::Critical,
+            "the vendor's own severity"
+        );
+        assert_eq!(
+            pixel.rules,
+            ["deny.categories", "deny.finding_kinds", "drift"]
+        );
+        assert_eq!(pixel.pages, ["https://c.test/book"]);
+        assert!(pixel.reasons.len() >= 5, "{pixel:#?}");
+        let storage = &v[1];
+        assert_eq!(
+            (storage.cause.as_str(), storage.severity),
+            ("first-party:storage", Severity::Low)
+        );
+        // Without drift, the same pixel is still one violation.
+        let v = Policy::default().evaluate(&after, None, &Engine::bundled());
+        assert_eq!(v.len(), 1);
+    }
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
