@@ -281,7 +281,7 @@ async fn scan_and_report(
         failures.push(e.into());
     }
     if !common.quiet {
-        print!("{}", terminal::summary(&report));
+        print!("{}", terminal::summary(&report, engine));
         if let Some(p) = &json_path {
             println!("\nJSON report: {}", p.display());
         }
@@ -348,7 +348,7 @@ fn scans(cmd: ScansCommand) -> Result<Outcome, Error> {
                     serde_json::to_string_pretty(&r).expect("serializable")
                 );
             } else {
-                print!("{}", terminal::summary(&r));
+                print!("{}", terminal::summary(&r, &Engine::bundled()));
             }
             Ok(Outcome::Clean)
         }

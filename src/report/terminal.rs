@@ -5,14 +5,15 @@ use std::fmt::Write as _;
 
 use super::untrusted::{self, plain, terminal};
 use crate::model::{Finding, ScanReport, Severity};
+use crate::rules::Engine;
 use crate::store::ScanRow;
 
 /// (severity, kind, vendor, rule) of a group of findings.
 type Group<'a> = (Severity, &'a str, Option<&'a str>, &'a str);
 
-/// A plain-text summary (every page-derived string made safe for a terminal): pages, third-party hosts by count, cookies, storage, findings worst
-/// first, errors.
-pub fn summary(report: &ScanReport) -> String {
+/// A plain-text summary (every page-derived string made safe for a terminal): the verdict,
+/// pages, third-party hosts by count, cookies, storage, findings worst first, errors.
+pub fn summary(report: &ScanReport, engine: &Engine) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let id = report
@@ -20,6 +21,11 @@ pub fn summary(report: &ScanReport) -> String {
         .map(|i| format!(" (scan #{i})"))
         .unwrap_or_default();
     let _ = writeln!(out, "pixelwatch scan of {}{id}", terminal(&report.site));
+    let _ = writeln!(
+        out,
+        "  Verdict: {}",
+        plain(&super::verdict::sentence(report, engine))
+    );
     let _ = writeln!(
         out,
         "  {} pages ({} with errors) in {:.1}s, {} requests ({} third-party), {} skipped",
@@ -155,7 +161,7 @@ mod tests {
             ],
             ..crate::report::empty_report("https://c.test/")
         };
-        let s = summary(&report);
+        let s = summary(&report, &Engine::bundled());
         assert_eq!(s.matches("glp1_drug").count(), 1, "{s}");
         assert!(
             s.contains("[CRITICAL] phi_leak meta: on 2 pages (e.g. https://c.test/a)"),

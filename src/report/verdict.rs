@@ -200,9 +200,20 @@ pub fn sentence(report: &ScanReport, engine: &Engine) -> String {
             .map(|f| f.page.as_str())
             .collect();
         let hosts: Vec<&str> = unknown.into_iter().collect();
+        // Host names come from pages: at most three, each cut.
+        let shown: Vec<String> = hosts
+            .iter()
+            .take(3)
+            .map(|h| super::untrusted::cut(h, 80).into_owned())
+            .collect();
+        let mut named: Vec<&str> = shown.iter().map(String::as_str).collect();
+        let others = format!("{} other hosts", hosts.len().saturating_sub(3));
+        if hosts.len() > 3 {
+            named.push(&others);
+        }
         parts.push(format!(
             "{} receive{} health information on {}",
-            join(&hosts),
+            join(&named),
             if hosts.len() == 1 { "s" } else { "" },
             pages(on.len())
         ));
