@@ -63,13 +63,11 @@ pub fn findings(
                             "the {} typed into a form reached {who} ({}) {} in the {}",
                             hit.kind.replace('_', " "),
                             r.host,
-                            match hit.encoding {
-                                "plain" => "as typed".to_string(),
-                                e => format!("{e}-encoded"),
-                            },
+                            encoding_text(hit.encoding),
                             hit.location
                         ),
                         rule: format!("probe:{}", hit.kind),
+                        matched: None,
                     });
                 }
             }
@@ -90,6 +88,7 @@ pub fn findings(
                             r.resource_type, r.host, hit.list, hit.line, hit.rule
                         ),
                         rule: format!("{}:{}", hit.list, hit.line),
+                        matched: None,
                     });
                 }
                 continue;
@@ -116,6 +115,7 @@ pub fn findings(
                         m.pattern
                     ),
                     rule: v.rule.clone(),
+                    matched: None,
                 });
             }
             if !TRACKING_CATEGORIES.contains(&v.category.as_str()) {
@@ -131,6 +131,7 @@ pub fn findings(
                         request_url: Some(r.url.clone()),
                         evidence: leak.evidence,
                         rule: leak.rule,
+                        matched: Some(leak.matched).filter(|m| !m.is_empty()),
                     });
                 }
             }
@@ -180,8 +181,8 @@ pub fn cookie_findings(
             request_url: None,
             evidence: format!(
                 "tracking cookie {} ({}, set by {}) of {} appeared {}",
-                c.cookie.name,
-                c.cookie.domain,
+                short(&c.cookie.name),
+                short(&c.cookie.domain),
                 c.cookie.set_by,
                 v.name,
                 if consent == ConsentMode::Reject {
@@ -191,6 +192,7 @@ pub fn cookie_findings(
                 }
             ),
             rule: format!("{}:cookie", v.rule),
+            matched: None,
         });
     }
     out
@@ -215,6 +217,7 @@ fn other_findings(
                 request_url: Some(r.url.clone()),
                 evidence,
                 rule,
+                matched: None,
             });
         }
     };
@@ -260,12 +263,29 @@ fn other_findings(
             "third_party_frame",
             Severity::High,
             format!(
-                "the third-party frame {frame} carries {} ({})",
-                v.name, r.host
+                "the third-party frame {} carries {} ({})",
+                short(frame),
+                v.name,
+                r.host
             ),
             format!("{}:frame", v.rule),
         );
     }
+}
+
+/// How a typed value was found: "as typed", "URL-encoded", "base64-encoded", "sha256-hashed".
+fn encoding_text(encoding: &str) -> String {
+    match encoding {
+        "plain" => "as typed".into(),
+        "url-encoded" => "URL-encoded".into(),
+        "base64" => "base64-encoded".into(),
+        hash => format!("{hash}-hashed"),
+    }
+}
+
+/// A page-derived name or URL inside evidence, cut to a bounded length.
+fn short(s: &str) -> std::borrow::Cow<'_, str> {
+    crate::report::untrusted::cut(s, 120)
 }
 
 fn baa_text(v: &Vendor) -> String {
@@ -281,6 +301,8 @@ fn baa_text(v: &Vendor) -> String {
 struct Leak {
     severity: Severity,
     evidence: String,
+    /// The health term or contact detail that matched, as it appears in the evidence.
+    matched: String,
     rule: String,
     dedupe_key: String,
 }
@@ -432,12 +454,14 @@ fn leaks(r: &Request, v: &Vendor, lexicon: &Lexicon) -> Vec<Leak> {
                     format!("is not a standard {} event", v.name),
                 ),
             };
+            let shown = match &health {
+                Some(m) => excerpt_around(&name, &m.term),
+                None => excerpt(&name, 0, 0),
+            };
             out.push(Leak {
                 severity,
-                evidence: format!(
-                    "event name '{}' in {field} {why}",
-                    excerpt(&name, 0, name.len())
-                ),
+                matched: health.as_ref().map(|m| m.term.clone()).unwrap_or_default(),
+                evidence: format!("event name '{shown}' in {field} {why}"),
                 rule: format!("{}:event_name", v.rule),
                 dedupe_key: format!("event:{name}"),
             });
@@ -450,13 +474,19 @@ fn leaks(r: &Request, v: &Vendor, lexicon: &Lexicon) -> Vec<Leak> {
             } else if looks_like_url(&f.value) {
                 format!(
                     "{} field '{}' carries a health-revealing URL",
-                    f.location, f.name
+                    f.location,
+                    short(&f.name)
                 )
             } else {
-                format!("{} field '{}' carries health text", f.location, f.name)
+                format!(
+                    "{} field '{}' carries health text",
+                    f.location,
+                    short(&f.name)
+                )
             };
             out.push(Leak {
                 severity: health_severity(&m, v),
+                matched: m.term.clone(),
                 evidence: format!(
                     "{what}: health term '{}' ({}) in \"{}\"",
                     m.term,
@@ -471,10 +501,11 @@ fn leaks(r: &Request, v: &Vendor, lexicon: &Lexicon) -> Vec<Leak> {
             if let Some(found) = re.find(&f.value) {
                 out.push(Leak {
                     severity: critical_or_high,
+                    matched: found.as_str().to_string(),
                     evidence: format!(
                         "{} field '{}' carries what looks like {kind}: \"{}\"",
                         f.location,
-                        f.name,
+                        short(&f.name),
                         excerpt(&f.value, found.start(), found.end())
                     ),
                     rule: format!("builtin:{}", kind.replace(' ', "_")),
@@ -828,6 +859,19 @@ mod tests {
             &[],
         );
         assert!(!f.iter().any(|f| f.rule.ends_with(":event_name")), "{f:?}");
+    }
+
+    #[test]
+    fn each_canary_encoding_is_named_once() {
+        for (encoding, text) in [
+            ("plain", "as typed"),
+            ("url-encoded", "URL-encoded"),
+            ("base64", "base64-encoded"),
+            ("md5", "md5-hashed"),
+            ("sha256", "sha256-hashed"),
+        ] {
+            assert_eq!(encoding_text(encoding), text);
+        }
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub struct Page {
     #[serde(default)]
     pub probed_fields: usize,
     /// First-party form submissions the probe held back (never reached the site).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub blocked_submissions: Vec<String>,
     /// Why the page reveals health information about its visitor, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -137,7 +137,7 @@ pub struct Request {
     #[serde(default)]
     pub target: String,
     /// For the final hop of a redirect chain: the URLs before it, in order.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub redirect_chain: Vec<String>,
     /// Network error text when the request failed.
     #[serde(default)]
@@ -300,6 +300,10 @@ pub struct Finding {
     pub evidence: String,
     /// "file:id" of the rule that fired.
     pub rule: String,
+    /// The text that matched inside `evidence` (a health term, a typed value), for excerpts and
+    /// highlighting; null when the finding is about presence alone.
+    #[serde(default)]
+    pub matched: Option<String>,
 }
 
 /// Finding severity, worst first when sorted.

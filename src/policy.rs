@@ -78,16 +78,177 @@ impl Default for Deny {
     }
 }
 
-/// One reason the check fails.
+/// Everything that fails the check for one cause — a vendor, a host, a cookie, a storage key —
+/// together: one new pixel is one violation, listing its pages and each reason.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Violation {
-    /// Which policy rule: "deny.categories", "deny.finding_kinds", "drift", ...
+    /// The policy rule that names it best (the first of `rules`).
     pub rule: String,
+    /// Every policy rule this cause breaks, in [`RULE_ORDER`].
+    pub rules: Vec<String>,
+    /// The worst severity of its reasons.
     pub severity: Severity,
-    pub message: String,
-    /// Pages where it happens (at most a few, see `pages_total`).
+    /// Stable identity of the cause (`vendor:tiktok`, `host:cdn.example.net`, `cookie:...`): the
+    /// same cause is the same violation across runs and hosts.
+    pub cause: String,
+    /// What the cause is, for people: "TikTok Pixel (tiktok, advertising, offers no BAA)", a host
+    /// name, a cookie. May hold page-derived text: render it through `report::untrusted`.
+    pub title: String,
+    /// Why it fails, one reason per policy rule and finding group or drift item.
+    pub reasons: Vec<Reason>,
+    /// Pages where it happens (at most [`MAX_PAGES`], see `pages_total`).
     pub pages: Vec<String>,
     pub pages_total: usize,
+}
+
+/// One reason a cause fails the check.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Reason {
+    pub rule: String,
+    pub severity: Severity,
+    /// What is wrong; may hold page-derived text (a key, a host).
+    pub text: String,
+    /// An excerpt of the evidence, for findings.
+    pub evidence: Option<String>,
+    /// What matched inside the evidence.
+    pub matched: Option<String>,
+}
+
+/// Policy rules, in the order a violation names them.
+pub const RULE_ORDER: [&str; 6] = [
+    "deny.vendors",
+    "deny.categories",
+    "deny.hosts",
+    "deny.cookies",
+    "deny.finding_kinds",
+    "drift",
+];
+
+/// Most pages a violation lists.
+pub const MAX_PAGES: usize = 10;
+
+/// Gathers reasons by cause.
+struct Causes<'a> {
+    engine: &'a Engine,
+    by_cause: BTreeMap<String, (Violation, Vec<String>)>,
+}
+
+impl<'a> Causes<'a> {
+    fn entry(
+        &mut self,
+        cause: String,
+        title: impl FnOnce() -> String,
+    ) -> &mut (Violation, Vec<String>) {
+        self.by_cause.entry(cause.clone()).or_insert_with(|| {
+            (
+                Violation {
+                    rule: String::new(),
+                    rules: Vec::new(),
+                    severity: Severity::Info,
+                    cause,
+                    title: title(),
+                    reasons: Vec::new(),
+                    pages: Vec::new(),
+                    pages_total: 0,
+                },
+                Vec::new(),
+            )
+        })
+    }
+
+    fn vendor_title(&self, id: &str) -> String {
+        match self.engine.vendor(id) {
+            Some(v) => format!(
+                "{} ({}, {}, {})",
+                v.name,
+                v.id,
+                v.category,
+                if v.baa {
+                    "offers a BAA"
+                } else {
+                    "offers no BAA"
+                }
+            ),
+            None => id.to_string(),
+        }
+    }
+
+    /// The cause a host belongs to: its vendor if the rules know it, else the host.
+    fn host_cause(&self, host: &str) -> (String, Option<&'a crate::rules::Vendor>) {
+        match self.engine.match_url(&format!("https://{host}/")) {
+            Some(m) => (format!("vendor:{}", m.vendor.id), Some(m.vendor)),
+            None => (format!("host:{host}"), None),
+        }
+    }
+
+    fn add(
+        &mut self,
+        cause: String,
+        title: impl FnOnce() -> String,
+        reason: Reason,
+        pages: &[&str],
+    ) {
+        let (v, all_pages) = self.entry(cause, title);
+        v.severity = v.severity.min(reason.severity);
+        if !v.rules.contains(&reason.rule) {
+            v.rules.push(reason.rule.clone());
+        }
+        if !v.reasons.contains(&reason) {
+            v.reasons.push(reason);
+        }
+        for p in pages {
+            if !all_pages.iter().any(|q| q == p) {
+                all_pages.push(p.to_string());
+            }
+        }
+    }
+
+    fn add_host(&mut self, host: &str, reason: Reason, pages: &[&str]) {
+        let (cause, vendor) = self.host_cause(host);
+        let title = match vendor {
+            Some(v) => self.vendor_title(&v.id),
+            None => host.to_string(),
+        };
+        self.add(cause, || title, reason, pages);
+    }
+
+    fn add_vendor(&mut self, id: &str, reason: Reason, pages: &[&str]) {
+        let title = self.vendor_title(id);
+        self.add(format!("vendor:{id}"), || title, reason, pages);
+    }
+
+    fn finish(self) -> Vec<Violation> {
+        let mut out: Vec<Violation> = self
+            .by_cause
+            .into_values()
+            .map(|(mut v, pages)| {
+                v.rules.sort_by_key(|r| {
+                    RULE_ORDER
+                        .iter()
+                        .position(|o| o == r)
+                        .unwrap_or(RULE_ORDER.len())
+                });
+                v.reasons
+                    .sort_by(|a, b| (a.severity, &a.rule).cmp(&(b.severity, &b.rule)));
+                v.rule = v.rules.first().cloned().unwrap_or_default();
+                v.pages_total = pages.len();
+                v.pages = pages.into_iter().take(MAX_PAGES).collect();
+                v
+            })
+            .collect();
+        out.sort_by(|a, b| (a.severity, &a.title).cmp(&(b.severity, &b.title)));
+        out
+    }
+}
+
+fn reason(rule: &str, severity: Severity, text: String) -> Reason {
+    Reason {
+        rule: rule.into(),
+        severity,
+        text,
+        evidence: None,
+        matched: None,
+    }
 }
 
 impl Policy {
@@ -105,15 +266,19 @@ impl Policy {
         })
     }
 
-    /// Every violation of this policy by a scan (and its drift, when a baseline was given).
+    /// Every violation of this policy by a scan (and its drift, when a baseline was given), one
+    /// per cause, worst first.
     pub fn evaluate(
         &self,
         report: &ScanReport,
         drift: Option<&Drift>,
         engine: &Engine,
     ) -> Vec<Violation> {
-        let mut out = Vec::new();
-        // Vendors present, with their pages.
+        let mut causes = Causes {
+            engine,
+            by_cause: BTreeMap::new(),
+        };
+        // Vendors and third-party hosts present, with their pages.
         let mut vendors: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         let mut hosts: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
         for p in &report.pages {
@@ -131,47 +296,56 @@ impl Policy {
                 continue;
             }
             let Some(v) = engine.vendor(id) else { continue };
-            let by_category = self.deny.categories.contains(&v.category);
-            let by_id = self.deny.vendors.iter().any(|d| d == id);
-            if by_category || by_id {
-                let rule = if by_id {
-                    "deny.vendors"
-                } else {
-                    "deny.categories"
-                };
-                out.push(violation(
-                    rule,
-                    v.severity,
-                    format!("{} ({}, {}) is on the site", v.name, v.id, v.category),
+            if self.deny.vendors.iter().any(|d| d == id) {
+                causes.add_vendor(
+                    id,
+                    reason("deny.vendors", v.severity, "a denied vendor".into()),
                     pages,
-                ));
+                );
+            }
+            if self.deny.categories.contains(&v.category) {
+                let text = format!("{} vendor on {} page(s)", v.category, pages.len());
+                causes.add_vendor(id, reason("deny.categories", v.severity, text), pages);
             }
         }
         for (host, pages) in &hosts {
             if self.deny.hosts.iter().any(|h| h == host)
                 && !self.allow.hosts.iter().any(|h| h == host)
             {
-                out.push(violation(
-                    "deny.hosts",
-                    Severity::High,
-                    format!("requests to denied host {host}"),
-                    pages,
-                ));
+                let text = format!("requests to the denied host {host}");
+                causes.add_host(host, reason("deny.hosts", Severity::High, text), pages);
             }
         }
         for c in &report.cookies {
             let name = &c.cookie.name;
             if self.deny.cookies.contains(name) && !self.allow.cookies.contains(name) {
-                out.push(violation(
-                    "deny.cookies",
-                    Severity::High,
-                    format!("denied cookie {name} ({})", c.cookie.domain),
-                    &[c.first_seen_page.as_str()],
-                ));
+                let text = format!("denied cookie {name} ({})", c.cookie.domain);
+                let r = reason("deny.cookies", Severity::High, text);
+                let pages = [c.first_seen_page.as_str()];
+                match engine.match_cookie(name, &c.cookie.domain) {
+                    Some(v) => causes.add_vendor(&v.id, r, &pages),
+                    None => causes.add(
+                        format!("cookie:{name}"),
+                        || format!("cookie {name}"),
+                        r,
+                        &pages,
+                    ),
+                }
             }
         }
-        // Findings, grouped by (kind, vendor, rule).
-        let mut groups: BTreeMap<GroupKey, (Severity, &str, Vec<&str>)> = BTreeMap::new();
+        self.findings(report, &mut causes);
+        if let (true, Some(d)) = (self.deny.drift, drift) {
+            for item in &d.added {
+                drift_item(item, &mut causes);
+            }
+        }
+        causes.finish()
+    }
+
+    /// Denied findings, one reason per (kind, vendor, rule) with its pages and first evidence.
+    fn findings(&self, report: &ScanReport, causes: &mut Causes<'_>) {
+        let mut groups: BTreeMap<GroupKey, (Severity, &crate::model::Finding, Vec<&str>)> =
+            BTreeMap::new();
         for f in &report.findings {
             if !self.deny.finding_kinds.contains(&f.kind) || f.severity > self.deny.min_severity {
                 continue;
@@ -184,36 +358,134 @@ impl Policy {
             }
             let g = groups
                 .entry((f.kind.as_str(), f.vendor.as_deref(), f.rule.as_str()))
-                .or_insert((f.severity, f.evidence.as_str(), Vec::new()));
+                .or_insert((f.severity, f, Vec::new()));
             g.0 = g.0.min(f.severity);
             push_page(&mut g.2, &f.page);
         }
-        for ((kind, vendor, rule), (severity, evidence, pages)) in groups {
-            out.push(violation(
-                "deny.finding_kinds",
+        for ((kind, vendor, rule), (severity, first, pages)) in groups {
+            let r = Reason {
+                rule: "deny.finding_kinds".into(),
                 severity,
-                format!(
-                    "{kind} to {}: {evidence} [rule {rule}]",
-                    vendor.unwrap_or("-")
-                ),
-                &pages,
-            ));
-        }
-        if let (true, Some(d)) = (self.deny.drift, drift) {
-            for item in &d.added {
-                let pages: Vec<&str> = item.pages.iter().map(String::as_str).collect();
-                out.push(violation(
-                    "drift",
-                    Severity::High,
-                    format!("new since the baseline: {} {}", item.category, item.key),
+                text: format!("{kind} [rule {rule}] on {} page(s)", pages.len()),
+                evidence: Some(crate::report::untrusted::evidence(
+                    &first.evidence,
+                    first.matched.as_deref(),
+                )),
+                matched: first.matched.clone(),
+            };
+            let host = first
+                .request_url
+                .as_deref()
+                .and_then(|u| url::Url::parse(u).ok())
+                .and_then(|u| u.host_str().map(str::to_string));
+            match (vendor, host) {
+                (Some(v), _) => causes.add_vendor(v, r, &pages),
+                (None, Some(h)) => causes.add_host(&h, r, &pages),
+                (None, None) => causes.add(
+                    format!("finding:{kind}:{rule}"),
+                    || format!("{kind} [rule {rule}]"),
+                    r,
                     &pages,
-                ));
+                ),
             }
         }
-        out.sort_by(|a, b| {
-            (a.severity, &a.rule, &a.message).cmp(&(b.severity, &b.rule, &b.message))
-        });
-        out
+    }
+}
+
+/// A drift item as a reason, under the cause it belongs to, with the severity of what drifted:
+/// a finding keeps its own; anything of a known vendor takes the vendor's; other third-party
+/// hosts, scripts, cookies and storage are medium (one cause per host); the site's own cookies
+/// and storage are low (one cause each: they come from the site's own code).
+fn drift_item(item: &crate::diff::DriftItem, causes: &mut Causes<'_>) {
+    let pages: Vec<&str> = item.pages.iter().map(String::as_str).collect();
+    let text = format!("new since the baseline: {} {}", item.category, item.key);
+    let vendor_severity = |id: &str| {
+        causes
+            .engine
+            .vendor(id)
+            .map(|v| v.severity)
+            .unwrap_or(Severity::Medium)
+    };
+    let host_severity = |causes: &Causes<'_>, host: &str| match causes.host_cause(host).1 {
+        Some(v) => v.severity,
+        None => Severity::Medium,
+    };
+    match item.category.as_str() {
+        "finding" => {
+            // "<severity> <kind> <vendor> [<rule>]"
+            let mut parts = item.key.splitn(3, ' ');
+            let severity = parts
+                .next()
+                .and_then(|s| serde_json::from_value(serde_json::json!(s)).ok())
+                .unwrap_or(Severity::High);
+            let kind = parts.next().unwrap_or_default().to_string();
+            let vendor = parts
+                .next()
+                .and_then(|rest| rest.split(' ').next())
+                .unwrap_or("-")
+                .to_string();
+            let r = reason("drift", severity, text);
+            if vendor == "-" {
+                let key = item.key.clone();
+                causes.add(format!("finding:{kind}"), || key, r, &pages);
+            } else {
+                causes.add_vendor(&vendor, r, &pages);
+            }
+        }
+        "vendor" => {
+            let r = reason("drift", vendor_severity(&item.key), text);
+            causes.add_vendor(&item.key, r, &pages);
+        }
+        "tracker_host" | "third_party_host" => {
+            let r = reason("drift", host_severity(causes, &item.key), text);
+            causes.add_host(&item.key, r, &pages);
+        }
+        "third_party_script" => {
+            let host = url::Url::parse(&item.key)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_else(|| item.key.clone());
+            let r = reason("drift", host_severity(causes, &host), text);
+            causes.add_host(&host, r, &pages);
+        }
+        "cookie" => {
+            let (name, domain) = item.key.rsplit_once(" @ ").unwrap_or((&item.key, ""));
+            if let Some(v) = causes.engine.match_cookie(name, domain) {
+                let (id, severity) = (v.id.clone(), v.severity);
+                causes.add_vendor(&id, reason("drift", severity, text), &pages);
+            } else if crate::diff::is_site_relative(domain) {
+                // The site's own cookies come from its own code: one cause.
+                let r = reason("drift", Severity::Low, text);
+                causes.add(
+                    "first-party:cookie".into(),
+                    || "the site's own cookies".into(),
+                    r,
+                    &pages,
+                );
+            } else {
+                causes.add_host(domain, reason("drift", Severity::Medium, text), &pages);
+            }
+        }
+        _ => {
+            // Storage ("<origin> <kind> <key>") and anything newer.
+            let origin = item.key.split(' ').next().unwrap_or_default();
+            let host = url::Url::parse(origin)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string));
+            match host.filter(|h| !crate::diff::is_site_relative(h)) {
+                Some(h) => causes.add_host(&h, reason("drift", Severity::Medium, text), &pages),
+                None => {
+                    let r = reason("drift", Severity::Low, text);
+                    let category = item.category.clone();
+                    causes.add(
+                        format!("first-party:{category}"),
+                        || format!("the site's own {category}"),
+                        r,
+                        &pages,
+                    );
+                }
+            }
+        }
     }
 }
 
@@ -226,19 +498,71 @@ fn push_page<'a>(pages: &mut Vec<&'a str>, page: &'a str) {
     }
 }
 
-fn violation(rule: &str, severity: Severity, message: String, pages: &[&str]) -> Violation {
-    Violation {
-        rule: rule.into(),
-        severity,
-        message,
-        pages: pages.iter().take(10).map(|p| p.to_string()).collect(),
-        pages_total: pages.len(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::diff::{Baseline, diff};
+    use crate::model::{Finding, Page, Request};
+
+    #[test]
+    fn one_new_pixel_is_one_violation_with_the_severity_of_what_drifted() {
+        let before = crate::report::empty_report("https://c.test/");
+        let mut after = before.clone();
+        after.pages = vec![Page {
+            url: "https://c.test/book".into(),
+            requests: vec![Request {
+                url: "https://analytics.tiktok.com/i18n/pixel/events.js".into(),
+                host: "analytics.tiktok.com".into(),
+                third_party: true,
+                vendor: Some("tiktok".into()),
+                ..Default::default()
+            }],
+            storage: vec![crate::model::StorageEntry {
+                origin: "https://c.test".into(),
+                kind: "local".into(),
+                key: "cart".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }];
+        after.findings = ["tracker", "no_consent"]
+            .iter()
+            .map(|kind| Finding {
+                kind: kind.to_string(),
+                severity: Severity::High,
+                vendor: Some("tiktok".into()),
+                page: "https://c.test/book".into(),
+                request_url: None,
+                evidence: String::new(),
+                rule: format!("r:{kind}"),
+                matched: None,
+            })
+            .collect();
+        let drift = diff(&Baseline::from_scan(&before), &after);
+        let v = Policy::default().evaluate(&after, Some(&drift), &Engine::bundled());
+        assert_eq!(v.len(), 2, "{v:#?}");
+        let pixel = &v[0];
+        assert_eq!(pixel.cause, "vendor:tiktok");
+        assert_eq!(
+            pixel.severity,
+            Severity::Critical,
+            "the vendor's own severity"
+        );
+        assert_eq!(
+            pixel.rules,
+            ["deny.categories", "deny.finding_kinds", "drift"]
+        );
+        assert_eq!(pixel.pages, ["https://c.test/book"]);
+        assert!(pixel.reasons.len() >= 5, "{pixel:#?}");
+        let storage = &v[1];
+        assert_eq!(
+            (storage.cause.as_str(), storage.severity),
+            ("first-party:storage", Severity::Low)
+        );
+        // Without drift, the same pixel is still one violation.
+        let v = Policy::default().evaluate(&after, None, &Engine::bundled());
+        assert_eq!(v.len(), 1);
+    }
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {

@@ -394,6 +394,26 @@ impl Store {
         rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.err(e))
     }
 
+    /// When each vendor was first seen on `site`: vendor id -> `finished_at` of the earliest
+    /// stored scan with a request to it.
+    pub fn vendors_first_seen(
+        &self,
+        site: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT r.vendor, min(s.finished_at) FROM requests r
+                 JOIN pages p ON r.page_id = p.id JOIN scans s ON p.scan_id = s.id
+                 WHERE s.site = ?1 AND r.vendor IS NOT NULL GROUP BY r.vendor",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![site], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.err(e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| self.err(e))
+    }
+
     /// The newest scan of `site` (or of any site), optionally only those older than `before`.
     pub fn latest_scan_id(
         &self,
@@ -437,11 +457,13 @@ impl Store {
             .optional()
             .map_err(|e| self.err(e))?;
         let json = json.ok_or_else(|| StoreError::NoBaseline(site.to_string()))?;
-        serde_json::from_str(&json).map_err(|source| StoreError::Corrupt {
-            path: self.path.display().to_string(),
-            id: 0,
-            source,
-        })
+        serde_json::from_str(&json)
+            .map(crate::diff::Baseline::normalized)
+            .map_err(|source| StoreError::Corrupt {
+                path: self.path.display().to_string(),
+                id: 0,
+                source,
+            })
     }
 
     /// The full report of scan `id`.

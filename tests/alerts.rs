@@ -361,6 +361,11 @@ async fn alert_test_sends_a_message_and_bad_configs_exit_3() {
     );
     let (code, out, err) = alert_test(&cfg, &with_file, &["-vv"]).await;
     assert_eq!(code, Some(0), "{err}");
+    // Logs go to a pipe here, not a terminal: no ANSI colour codes.
+    assert!(
+        err.contains("alert sent") && !err.contains('\u{1b}'),
+        "{err:?}"
+    );
     assert_eq!(sink.auths(), vec!["alerts:s3cret-pw"]);
     assert!(
         !out.contains("s3cret") && !err.contains("s3cret"),

@@ -1,6 +1,8 @@
 //! The `pixelwatch` binary as a user runs it: exit codes, the JSON report contract, stored
 //! history, and bad input that must fail clearly without losing the scan.
 
+mod outputs_support;
+
 use std::path::Path;
 use std::process::Output;
 
@@ -42,12 +44,7 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn run(args: &[&str]) -> Output {
     let _turn = ONE_AT_A_TIME.lock().await;
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PIXELWATCH_DB")
-        .output()
-        .await
-        .expect("binary runs")
+    outputs_support::run(&outputs_support::s(args)).await
 }
 
 fn text(b: &[u8]) -> String {
@@ -89,6 +86,8 @@ async fn scan_writes_the_report_contract_and_stores_history() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("history.db");
     let json = dir.path().join("report.json");
+    let html = dir.path().join("report.html");
+    let har = dir.path().join("report.har");
     let sargs = server.browser_args();
     let out = run(&scan_args(
         &sargs,
@@ -97,10 +96,19 @@ async fn scan_writes_the_report_contract_and_stores_history() {
             db.to_str().unwrap(),
             "--json",
             json.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+            "--har",
+            har.to_str().unwrap(),
         ],
     ))
     .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    // Every report file is written the same way, with the same permissions.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&json), mode(&html));
+    assert_eq!(mode(&json), mode(&har));
     // Not a terminal: no progress bar, nothing on stderr; the summary on stdout.
     assert_eq!(text(&out.stderr), "");
     let stdout = text(&out.stdout);
@@ -299,6 +307,14 @@ async fn bad_arguments_exit_3_with_a_message() {
             "invalid value",
         ),
         (vec!["frobnicate"], "unrecognized subcommand"),
+        (
+            vec!["scan", "www.clinic.test", "--db", db],
+            "did you mean https://www.clinic.test/",
+        ),
+        (
+            vec!["diff", "--site", "clinic.test", "--db", db],
+            "did you mean https://clinic.test/",
+        ),
     ] {
         let out = run(&args).await;
         assert_eq!(
@@ -345,6 +361,51 @@ async fn an_unreachable_site_is_a_run_error_that_names_the_cause() {
     // The (failed) scan is still on record.
     let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     assert_eq!(report["summary"]["pages_errored"], 1);
+    // ...but a scan whose every page errored is no baseline.
+    let approve = run(&["baseline", "approve", "--db", db.to_str().unwrap()]).await;
+    assert_eq!(approve.status.code(), Some(3));
+    let err = text(&approve.stderr);
+    assert!(
+        err.contains("scan #1 cannot be a baseline") && err.contains("ERR_NAME_NOT_RESOLVED"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_database_is_a_run_error_not_bad_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a database at all.
+    let junk = dir.path().join("junk.db");
+    std::fs::write(&junk, vec![b'x'; 4096]).unwrap();
+    let out = run(&["scans", "list", "--db", junk.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("junk.db"));
+    // A database whose stored report is unreadable.
+    let db = dir.path().join("h.db");
+    drop(pixelwatch::store::Store::open(&db).unwrap());
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch(
+        "INSERT INTO scans (site, started_at, finished_at, consent_mode, pages, pages_errored, requests,
+            third_party_hosts, cookies, findings, worst_severity, report_json)
+         VALUES ('https://c.test/', 'a', 'b', 'none', 1, 0, 0, 0, 0, 0, NULL, '{not json');",
+    )
+    .unwrap();
+    drop(conn);
+    for args in [
+        vec!["scans", "show", "1"],
+        vec!["diff", "--against", "1"],
+        vec!["baseline", "approve"],
+    ] {
+        let mut v = args.clone();
+        v.extend(["--db", db.to_str().unwrap()]);
+        let out = run(&v).await;
+        assert_eq!(out.status.code(), Some(1), "{v:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("unreadable report"),
+            "{v:?}: {}",
+            text(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

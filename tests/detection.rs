@@ -185,7 +185,7 @@ async fn every_planted_leak_is_reported_with_vendor_page_and_evidence() {
         "the email typed into a form",
     );
     assert!(
-        email.evidence.contains("sha256-encoded"),
+        email.evidence.contains("sha256-hashed"),
         "{}",
         email.evidence
     );

@@ -1,15 +1,17 @@
 //! Baselines, drift and the CI gate, run as a user would: scan, approve, export, change the
-//! site, then `diff` and `check` must name exactly what changed.
+//! site, then `diff` and `check` must name exactly what changed; the README's staging flow (a
+//! production baseline checks staging on another host); one new pixel is one violation.
+
+mod outputs_support;
 
 use std::collections::BTreeSet;
-use std::process::Output;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use outputs_support::{assert_exit, run, s, scan_command, text};
 use pixelwatch::fixture::{FixtureServer, Response, Site};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
 const HOST: &str = "www.clinic.test";
 
 /// Version 1, or (after `changed` is set) version 2: a TikTok pixel added on one deep page, a
@@ -56,23 +58,6 @@ fn site(changed: Arc<AtomicBool>) -> Site {
 
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn run(args: &[String]) -> Output {
-    tokio::process::Command::new(BIN)
-        .args(args)
-        .env_remove("PIXELWATCH_DB")
-        .output()
-        .await
-        .expect("binary runs")
-}
-
-fn s(v: &[&str]) -> Vec<String> {
-    v.iter().map(|x| x.to_string()).collect()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn approve_change_diff_and_check_name_exactly_what_changed() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -81,21 +66,8 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("h.db").display().to_string();
     let path = |f: &str| dir.path().join(f).display().to_string();
-    let mut scan = s(&[
-        "scan",
-        "https://www.clinic.test/",
-        "--quiet",
-        "--no-sitemap",
-        "--settle-quiet",
-        "200",
-        "--settle-max",
-        "1500",
-        "--db",
-        &db,
-    ]);
-    for a in server.browser_args() {
-        scan.push(format!("--browser-arg={a}"));
-    }
+    let mut scan = scan_command("scan", "https://www.clinic.test/", &db, &server);
+    scan.push("--quiet".into());
 
     // Scan v1, approve it, export it.
     assert_eq!(run(&scan).await.status.code(), Some(0));
@@ -112,7 +84,7 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
     let export = run(&s(&["baseline", "export", &path("base.json"), "--db", &db])).await;
     assert_eq!(export.status.code(), Some(0), "{}", text(&export.stderr));
     let base: Value = serde_json::from_slice(&std::fs::read(path("base.json")).unwrap()).unwrap();
-    assert_eq!(base["schema"], "pixelwatch.baseline/v1");
+    assert_eq!(base["schema"], "pixelwatch.baseline/v2");
 
     // An unchanged rescan has no drift, although query strings and values differ.
     assert_eq!(run(&scan).await.status.code(), Some(0));
@@ -130,6 +102,7 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
     .unwrap();
     let mut check = scan.clone();
     check[0] = "check".into();
+    check.retain(|a| a != "--quiet");
     check.extend(s(&[
         "--policy",
         &path("policy.toml"),
@@ -143,13 +116,16 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         &path("out.md"),
     ]));
     let out = run(&check).await;
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
+    assert_exit(&out, 2);
+    // One violation per cause: the TikTok pixel, the widget's new host, the site's own cookie.
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("check FAILED: 3 policy violation(s)"),
+        "{stdout}"
     );
+    // Drift inherits the severity of what drifted: the pixel is critical, the cookie low.
+    assert!(stdout.contains("[CRITICAL] TikTok Pixel"), "{stdout}");
+    assert!(stdout.contains("[LOW] the site's own cookies"), "{stdout}");
 
     let diff = run(&s(&["diff", "--db", &db, "--json", &path("drift.json")])).await;
     assert_eq!(diff.status.code(), Some(2));
@@ -175,7 +151,7 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         "third_party_host cdn.widget-b.test",
         "third_party_script https://analytics.tiktok.com/i18n/pixel/events.js",
         "third_party_script https://cdn.widget-b.test/w2.js",
-        "cookie newcookie @ www.clinic.test",
+        "cookie newcookie @ {site}",
         "finding critical tracker tiktok [vendors.toml:tiktok]",
         "finding high no_consent tiktok [consent:none]",
     ]
@@ -209,39 +185,37 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
         serde_json::json!(["https://www.clinic.test/services/deep/booking"])
     );
 
-    // SARIF that code scanning accepts: 2.1.0, rules, a result per violation with a location.
+    // SARIF that code scanning accepts: valid against the schema, GitHub's upload rules met
+    // (scheme-less relative URIs), one result per violation, the full URL in message and
+    // properties, a fingerprint per cause.
+    outputs_support::assert_sarif_schema_valid(std::path::Path::new(&path("out.sarif")));
     let sarif: Value = serde_json::from_slice(&std::fs::read(path("out.sarif")).unwrap()).unwrap();
-    assert_eq!(sarif["version"], "2.1.0");
+    outputs_support::assert_github_accepts(&sarif);
     let run0 = &sarif["runs"][0];
     assert_eq!(run0["tool"]["driver"]["name"], "pixelwatch");
     let results = run0["results"].as_array().unwrap();
-    assert!(results.iter().all(|r| r["ruleId"] == "drift"
-        && r["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].is_string()));
-    assert!(results.iter().any(|r| {
-        r["message"]["text"]
-            .as_str()
-            .unwrap()
-            .contains("vendor tiktok (page https://www.clinic.test/services/deep/booking)")
-    }));
-    // Valid against the SARIF 2.1.0 schema.
-    let schema = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/sarif-2.1.0-rtm.5.json"
+    assert_eq!(results.len(), 3);
+    assert!(results.iter().all(|r| r["ruleId"] == "drift"));
+    let tiktok = results
+        .iter()
+        .find(|r| r["properties"]["cause"] == "vendor:tiktok")
+        .expect("the TikTok violation");
+    assert_eq!(
+        tiktok["locations"][0]["physicalLocation"]["artifactLocation"]["uri"],
+        "www.clinic.test/services/deep/booking"
     );
-    let check = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import json, sys, jsonschema; jsonschema.validate(json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))); print('valid')",
-            &path("out.sarif"),
-            schema,
-        ])
-        .output()
-        .expect("python3 runs (scripts/setup.sh --test installs jsonschema)");
+    assert_eq!(
+        tiktok["properties"]["url"],
+        "https://www.clinic.test/services/deep/booking"
+    );
+    let message = tiktok["message"]["text"].as_str().unwrap();
     assert!(
-        check.status.success(),
-        "SARIF is not valid: {}",
-        text(&check.stderr)
+        message.contains("new since the baseline: vendor tiktok")
+            && message.contains("Page: https://www.clinic.test/services/deep/booking"),
+        "{message}"
     );
+    assert_eq!(tiktok["level"], "error");
+    let fingerprint = tiktok["partialFingerprints"]["primaryLocationLineHash"].clone();
     let rule_ids: Vec<&str> = run0["tool"]["driver"]["rules"]
         .as_array()
         .unwrap()
@@ -263,6 +237,19 @@ async fn approve_change_diff_and_check_name_exactly_what_changed() {
             && md.contains("- vendor meta"),
         "{md}"
     );
+
+    // The same cause is the same code-scanning alert on the next run.
+    let out = run(&check).await;
+    assert_eq!(out.status.code(), Some(2));
+    let again: Value = serde_json::from_slice(&std::fs::read(path("out.sarif")).unwrap()).unwrap();
+    let again = again["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["properties"]["cause"] == "vendor:tiktok")
+        .unwrap()["partialFingerprints"]["primaryLocationLineHash"]
+        .clone();
+    assert_eq!(again, fingerprint);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,7 +263,6 @@ async fn the_default_policy_fails_an_advertising_pixel_and_bad_inputs_exit_3() {
     let mut check = s(&[
         "check",
         "https://www.clinic.test/",
-        "--quiet",
         "--no-sitemap",
         "--settle-quiet",
         "200",
@@ -317,4 +303,144 @@ async fn the_default_policy_fails_an_advertising_pixel_and_bad_inputs_exit_3() {
         "{}",
         text(&none.stderr)
     );
+}
+
+/// The same clinic on its production host and on a staging host of another domain; with
+/// `pixel` set, staging loads the TikTok pixel on one page. Every load varies what must not
+/// count: a timestamped storage key, a UUID-named session key, the first-party host itself.
+fn environments(pixel: Arc<AtomicBool>) -> Site {
+    let page = move |req: &pixelwatch::fixture::LoggedRequest| {
+        let path = req.target.split('?').next().unwrap_or("/");
+        let tiktok = pixel.load(Ordering::SeqCst)
+            && req.host == "staging.clinic-preview.test"
+            && path == "/services";
+        let head = format!(
+            r#"<script src="https://cdn.widget-a.test/w.js"></script>
+            <script>localStorage.setItem('cache_' + Date.now(), '1');
+            sessionStorage.setItem('sess_' + crypto.randomUUID(), '1');
+            document.cookie = 'pref=1; path=/';</script>{}"#,
+            if tiktok {
+                r#"<script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script>"#
+            } else {
+                ""
+            }
+        );
+        let body = match path {
+            "/" => r#"<a href="/services">Services</a> <a href="/about">About</a>"#,
+            "/services" | "/about" => "<h1>Page</h1>",
+            _ => return Response::status(404),
+        };
+        Response::html(format!(
+            "<html><head>{head}</head><body>{body}</body></html>"
+        ))
+        .header("set-cookie", "sid=1; Path=/")
+    };
+    let page = Arc::new(page);
+    let (a, b) = (page.clone(), page);
+    Site::new()
+        .handler(HOST, "/", move |r| a(r))
+        .handler("staging.clinic-preview.test", "/", move |r| b(r))
+        .route("cdn.widget-a.test", "/w.js", Response::js("1;"))
+        .route(
+            "analytics.tiktok.com",
+            "/i18n/pixel/events.js",
+            Response::js("4;"),
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_production_baseline_checks_staging_and_one_new_pixel_is_one_violation() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let pixel = Arc::new(AtomicBool::new(false));
+    let server = FixtureServer::start(environments(pixel.clone()))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    let db = path("h.db");
+    let common = |cmd: &str, url: &str| scan_command(cmd, url, &db, &server);
+    // The README's flow: scan production, approve, export.
+    let out = run(&common("scan", "https://www.clinic.test/")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&s(&[
+        "baseline",
+        "approve",
+        "--site",
+        "https://www.clinic.test/",
+        "--db",
+        &db,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(&s(&[
+        "baseline",
+        "export",
+        &path("baseline.json"),
+        "--db",
+        &db,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+
+    // Staging, identical content on another host: clean. Not quiet, so the drift is printed.
+    let mut check = common("check", "https://staging.clinic-preview.test/");
+    check.extend(s(&[
+        "--baseline",
+        &path("baseline.json"),
+        "--sarif",
+        &path("s.sarif"),
+    ]));
+    let out = run(&check).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("No drift") && stdout.contains("check passed"),
+        "{stdout}"
+    );
+
+    // Staging adds one pixel: one violation, naming it, its pages and every reason.
+    pixel.store(true, Ordering::SeqCst);
+    let out = run(&check).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{stdout}\n{}",
+        text(&out.stderr)
+    );
+    assert!(
+        stdout.contains("check FAILED: 1 policy violation(s)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("[CRITICAL] TikTok Pixel (tiktok, advertising, offers no BAA) — deny.categories, deny.finding_kinds, drift (on 1 page: https://staging.clinic-preview.test/services)"),
+        "{stdout}"
+    );
+    for reason in [
+        "new since the baseline: vendor tiktok",
+        "no_consent [rule consent:none]",
+    ] {
+        assert!(stdout.contains(reason), "{reason}: {stdout}");
+    }
+    let sarif: Value = serde_json::from_slice(&std::fs::read(path("s.sarif")).unwrap()).unwrap();
+    assert_eq!(sarif["runs"][0]["results"].as_array().unwrap().len(), 1);
+
+    // -q: nothing on success, the verdict line alone on failure.
+    let mut quiet = check.clone();
+    quiet.push("-q".into());
+    let out = run(&quiet).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        text(&out.stdout),
+        "check FAILED: 1 policy violation(s) on https://staging.clinic-preview.test/\n"
+    );
+    pixel.store(false, Ordering::SeqCst);
+    let out = run(&quiet).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "");
 }

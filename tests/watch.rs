@@ -3,6 +3,7 @@
 //! and `prune` on the history it left.
 
 mod alert_support;
+mod outputs_support;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -55,22 +56,13 @@ async fn watch_alerts_once_per_drift_and_once_per_outage_then_stops_on_sigterm()
     let browser_args = server.browser_args();
 
     // Approve today's state first, as a user would.
-    let mut scan: Vec<String> = [
+    let mut scan = outputs_support::scan_command(
         "scan",
         "https://www.clinic.test/",
-        "--quiet",
-        "--no-sitemap",
-        "--settle-quiet",
-        "200",
-        "--settle-max",
-        "1500",
-        "--db",
         db.to_str().unwrap(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    scan.extend(browser_args.iter().map(|a| format!("--browser-arg={a}")));
+        &server,
+    );
+    scan.push("--quiet".into());
     let out = tokio::process::Command::new(BIN)
         .args(&scan)
         .output()

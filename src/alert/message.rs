@@ -1,16 +1,23 @@
 //! What an alert says: subject, plain text and HTML for drift, a site that is down, and a test.
+//!
+//! Page-derived text goes through `report::untrusted` ([`plain`]/[`terminal`] for the text part,
+//! [`h`] for HTML); each kind of drift lists at most [`MAX_ITEMS_PER_KIND`] items, then "and K
+//! more"; evidence is excerpted.
 
 use std::fmt::Write as _;
 
-use crate::diff::{Baseline, Drift, DriftItem};
+use crate::diff::{Baseline, Drift, DriftItem, by_category};
 use crate::model::{Finding, ScanReport, Severity};
+use crate::report::untrusted::{self, html as h, plain, terminal};
 
 /// Most findings listed per finding identity.
 const MAX_FINDINGS_PER_KEY: usize = 5;
+/// Most new finding identities listed.
+const MAX_NEW_FINDINGS: usize = 20;
 /// Most pages listed per drifted item.
 const MAX_PAGES: usize = 5;
-/// Evidence longer than this is cut.
-const MAX_EVIDENCE: usize = 300;
+/// Most drift items listed per kind (vendor, cookie, storage, ...).
+pub(crate) const MAX_ITEMS_PER_KIND: usize = 10;
 
 /// The identity of a finding as the drift inventory spells it (`diff::inventory`).
 fn finding_key(f: &Finding) -> String {
@@ -49,30 +56,15 @@ pub(crate) fn worst(new: &[NewFinding<'_>]) -> Severity {
         .unwrap_or(Severity::Low)
 }
 
-fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        return s.to_string();
-    }
-    let head: String = s.chars().take(max).collect();
-    format!("{head}...")
+fn pages_line(item: &DriftItem, render: impl Fn(&str) -> String) -> String {
+    untrusted::list_more(&item.pages, MAX_PAGES, render)
 }
 
-fn pages_line(item: &DriftItem) -> String {
-    let shown: Vec<&str> = item
-        .pages
-        .iter()
-        .take(MAX_PAGES)
-        .map(String::as_str)
-        .collect();
-    let more = item.pages.len().saturating_sub(MAX_PAGES);
-    if more > 0 {
-        format!("{} and {more} more", shown.join(", "))
-    } else {
-        shown.join(", ")
-    }
+fn evidence(f: &Finding) -> String {
+    untrusted::evidence(&f.evidence, f.matched.as_deref())
 }
 
-pub(crate) use crate::report::html::esc;
+pub(crate) use crate::report::untrusted::esc;
 
 /// Subject, text and HTML of a drift alert.
 pub(crate) fn drift(
@@ -92,11 +84,11 @@ pub(crate) fn drift(
     let what = if vendors.is_empty() {
         format!("{} new item(s)", drift.added.len())
     } else {
-        vendors.join(", ")
+        untrusted::list_more(&vendors, 5, terminal)
     };
     let subject = format!(
         "[pixelwatch] {sev}: new tracking on {} ({what})",
-        drift.site
+        terminal(&drift.site)
     );
     let scan = report
         .id
@@ -112,7 +104,7 @@ pub(crate) fn drift(
     );
 
     let mut t = String::new();
-    let _ = writeln!(t, "New tracking on {}", drift.site);
+    let _ = writeln!(t, "New tracking on {}", terminal(&drift.site));
     let _ = writeln!(t, "Highest severity: {sev}");
     let _ = writeln!(t, "Scan {scan} finished {}.", report.finished_at);
     match baseline {
@@ -135,19 +127,19 @@ pub(crate) fn drift(
     }
     if !new.is_empty() {
         let _ = writeln!(t, "\nNew findings ({}):", new.len());
-        for n in new {
-            let _ = writeln!(t, "  {}", n.key);
+        for n in new.iter().take(MAX_NEW_FINDINGS) {
+            let _ = writeln!(t, "  {}", terminal(n.key));
             for f in n.findings.iter().take(MAX_FINDINGS_PER_KEY) {
                 let _ = writeln!(
                     t,
                     "    [{}] page: {}",
                     f.severity.as_str().to_uppercase(),
-                    f.page
+                    terminal(&f.page)
                 );
                 if let Some(r) = &f.request_url {
-                    let _ = writeln!(t, "      request:  {}", cut(r, MAX_EVIDENCE));
+                    let _ = writeln!(t, "      request:  {}", terminal(r));
                 }
-                let _ = writeln!(t, "      evidence: {}", cut(&f.evidence, MAX_EVIDENCE));
+                let _ = writeln!(t, "      evidence: {}", plain(&evidence(f)));
             }
             if n.findings.len() > MAX_FINDINGS_PER_KEY {
                 let _ = writeln!(
@@ -157,16 +149,29 @@ pub(crate) fn drift(
                 );
             }
         }
+        if new.len() > MAX_NEW_FINDINGS {
+            let _ = writeln!(t, "  ... and {} more", new.len() - MAX_NEW_FINDINGS);
+        }
     }
     let _ = writeln!(t, "\nWhat appeared ({}):", drift.added.len());
-    for i in &drift.added {
-        let _ = writeln!(
-            t,
-            "  + {:<18} {}  (on {})",
-            i.category,
-            i.key,
-            pages_line(i)
-        );
+    for (category, items) in by_category(&drift.added) {
+        for i in items.iter().take(MAX_ITEMS_PER_KIND) {
+            let _ = writeln!(
+                t,
+                "  + {:<18} {}  (on {})",
+                category,
+                terminal(&i.key),
+                pages_line(i, terminal)
+            );
+        }
+        if items.len() > MAX_ITEMS_PER_KIND {
+            let _ = writeln!(
+                t,
+                "  + {:<18} ... and {} more",
+                category,
+                items.len() - MAX_ITEMS_PER_KIND
+            );
+        }
     }
     if !drift.removed.is_empty() {
         let _ = writeln!(
@@ -184,17 +189,17 @@ pub(crate) fn drift(
         "\nThis drift is not sent again until it changes. If the change is intended, approve it:\n  {approve}"
     );
 
-    let mut h = String::new();
+    let mut html = String::new();
     let _ = write!(
-        h,
+        html,
         "<!DOCTYPE html><html><body style=\"font-family:sans-serif\">\n<h2>New tracking on {}</h2>\n<p>Highest severity: <strong>{sev}</strong><br>Scan {scan} finished {}.<br>",
-        esc(&drift.site),
-        esc(&report.finished_at)
+        h(&drift.site),
+        h(&report.finished_at)
     );
     match baseline {
         Some(b) => {
             let _ = writeln!(
-                h,
+                html,
                 "Compared with the baseline approved {}{}.</p>",
                 esc(&b.approved_at),
                 b.scan_id
@@ -202,64 +207,78 @@ pub(crate) fn drift(
                     .unwrap_or_default()
             );
         }
-        None => h.push_str(
+        None => html.push_str(
             "The site has no approved baseline yet, so everything this scan found is listed.</p>\n",
         ),
     }
     if !new.is_empty() {
-        let _ = writeln!(h, "<h3>New findings ({})</h3>", new.len());
-        h.push_str("<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n<tr><th>Severity</th><th>Finding</th><th>Page</th><th>Request</th><th>Evidence</th></tr>\n");
-        for n in new {
+        let _ = writeln!(html, "<h3>New findings ({})</h3>", new.len());
+        html.push_str("<table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n<tr><th>Severity</th><th>Finding</th><th>Page</th><th>Request</th><th>Evidence</th></tr>\n");
+        for n in new.iter().take(MAX_NEW_FINDINGS) {
             for f in n.findings.iter().take(MAX_FINDINGS_PER_KEY) {
                 let _ = writeln!(
-                    h,
+                    html,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     f.severity.as_str().to_uppercase(),
-                    esc(n.key),
-                    esc(&f.page),
-                    esc(&cut(f.request_url.as_deref().unwrap_or("-"), MAX_EVIDENCE)),
-                    esc(&cut(&f.evidence, MAX_EVIDENCE))
+                    h(n.key),
+                    h(&untrusted::cut(&f.page, untrusted::TEXT_MAX)),
+                    h(&untrusted::cut(
+                        f.request_url.as_deref().unwrap_or("-"),
+                        untrusted::TEXT_MAX
+                    )),
+                    untrusted::html_marked(&evidence(f), f.matched.as_deref())
                 );
             }
         }
-        h.push_str("</table>\n");
+        html.push_str("</table>\n");
     }
-    let _ = writeln!(h, "<h3>What appeared ({})</h3>\n<ul>", drift.added.len());
-    for i in &drift.added {
-        let _ = writeln!(
-            h,
-            "<li>{} <code>{}</code> on {}</li>",
-            esc(&i.category),
-            esc(&i.key),
-            esc(&pages_line(i))
-        );
+    let _ = writeln!(html, "<h3>What appeared ({})</h3>\n<ul>", drift.added.len());
+    for (category, items) in by_category(&drift.added) {
+        for i in items.iter().take(MAX_ITEMS_PER_KIND) {
+            let _ = writeln!(
+                html,
+                "<li>{} <code>{}</code> on {}</li>",
+                esc(category),
+                h(&untrusted::cut(&i.key, untrusted::TEXT_MAX)),
+                pages_line(i, |p| h(&untrusted::cut(p, untrusted::TEXT_MAX)))
+            );
+        }
+        if items.len() > MAX_ITEMS_PER_KIND {
+            let _ = writeln!(
+                html,
+                "<li>{} and {} more</li>",
+                esc(category),
+                items.len() - MAX_ITEMS_PER_KIND
+            );
+        }
     }
-    h.push_str("</ul>\n");
+    html.push_str("</ul>\n");
     if !drift.removed.is_empty() {
         let _ = writeln!(
-            h,
+            html,
             "<p>Gone since the baseline: {} item(s).</p>",
             drift.removed.len()
         );
     }
     let _ = writeln!(
-        h,
+        html,
         "<p>This drift is not sent again until it changes. If the change is intended, approve it:<br><code>{}</code></p>\n</body></html>",
         esc(&approve)
     );
-    (subject, t, h)
+    (subject, t, html)
 }
 
 /// Subject, text and HTML of "the site could not be scanned N times in a row".
 pub(crate) fn site_down(site: &str, failures: u32, error: &str) -> (String, String, String) {
-    let subject = format!("[pixelwatch] {site} could not be scanned {failures} times in a row");
+    let (site_t, error_t) = (terminal(site), terminal(error));
+    let subject = format!("[pixelwatch] {site_t} could not be scanned {failures} times in a row");
     let text = format!(
-        "pixelwatch could not scan {site} {failures} times in a row.\nLast error: {error}\n\nWatching goes on; no further alert is sent until a scan succeeds and fails again.\n"
+        "pixelwatch could not scan {site_t} {failures} times in a row.\nLast error: {error_t}\n\nWatching goes on; no further alert is sent until a scan succeeds and fails again.\n"
     );
     let html = format!(
         "<!DOCTYPE html><html><body style=\"font-family:sans-serif\"><h2>{} could not be scanned {failures} times in a row</h2><p>Last error: {}</p><p>Watching goes on; no further alert is sent until a scan succeeds and fails again.</p></body></html>\n",
-        esc(site),
-        esc(error)
+        h(&untrusted::cut(site, untrusted::TEXT_MAX)),
+        h(&untrusted::cut(error, untrusted::TEXT_MAX))
     );
     (subject, text, html)
 }

@@ -27,6 +27,7 @@ pub use webhook::Webhook;
 use crate::config::{Config, RetryConfig};
 use crate::diff::{Baseline, Drift};
 use crate::model::{ScanReport, Severity};
+use crate::report::untrusted::{TEXT_MAX, cut, evidence, plain};
 use crate::store::{Store, StoreError};
 
 /// Errors setting up a channel (bad settings, unreadable password).
@@ -111,17 +112,39 @@ impl Alert {
         let new = message::new_findings(drift, report);
         let severity = message::worst(&new);
         let (subject, text, html) = message::drift(drift, report, baseline, &new, severity);
+        // Structured details, bounded like the text: at most N items per kind, excerpts only.
         let findings: Vec<serde_json::Value> = new
             .iter()
-            .flat_map(|n| n.findings.iter())
+            .flat_map(|n| n.findings.iter().take(5))
+            .take(50)
             .map(|f| {
                 serde_json::json!({
                     "kind": f.kind, "severity": f.severity.as_str(), "vendor": f.vendor,
-                    "page": f.page, "request_url": f.request_url, "evidence": f.evidence,
+                    "page": plain(&cut(&f.page, TEXT_MAX)),
+                    "request_url": f.request_url.as_deref().map(|u| plain(&cut(u, TEXT_MAX)).into_owned()),
+                    "evidence": plain(&evidence(&f.evidence, f.matched.as_deref())),
                     "rule": f.rule,
                 })
             })
             .collect();
+        let mut added = Vec::new();
+        let mut omitted = serde_json::Map::new();
+        for (category, items) in crate::diff::by_category(&drift.added) {
+            for i in items.iter().take(message::MAX_ITEMS_PER_KIND) {
+                added.push(serde_json::json!({
+                    "category": i.category,
+                    "key": plain(&cut(&i.key, TEXT_MAX)),
+                    "pages": i.pages.iter().take(5).map(|p| plain(&cut(p, TEXT_MAX)).into_owned()).collect::<Vec<_>>(),
+                    "pages_total": i.pages.len(),
+                }));
+            }
+            if items.len() > message::MAX_ITEMS_PER_KIND {
+                omitted.insert(
+                    category.to_string(),
+                    serde_json::json!(items.len() - message::MAX_ITEMS_PER_KIND),
+                );
+            }
+        }
         Some(Alert {
             kind: "drift".into(),
             site: drift.site.clone(),
@@ -132,7 +155,9 @@ impl Alert {
             text,
             html,
             payload: serde_json::json!({
-                "added": drift.added,
+                "added": added,
+                "added_total": drift.added.len(),
+                "added_omitted": omitted,
                 "removed_count": drift.removed.len(),
                 "new_findings": findings,
                 "baseline_scan": drift.baseline_scan,
@@ -152,7 +177,7 @@ impl Alert {
             subject,
             text,
             html,
-            payload: serde_json::json!({ "failures": failures, "error": error }),
+            payload: serde_json::json!({ "failures": failures, "error": plain(&cut(error, TEXT_MAX)) }),
         }
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use super::{Alert, AlertError, SendError};
 use crate::config::WebhookConfig;
+use crate::report::untrusted::slack;
 
 /// A webhook destination.
 pub struct Webhook {
@@ -38,11 +39,12 @@ impl Webhook {
         &self.shown
     }
 
-    /// The JSON body for an alert.
+    /// The JSON body for an alert: `text` is the plain-text alert escaped for Slack's mrkdwn
+    /// (`&`, `<`, `>`), so nothing a page wrote can mention, link or ping.
     pub fn body(alert: &Alert) -> serde_json::Value {
         let mut body = serde_json::json!({
-            "text": format!("*{}*\n{}", alert.subject, alert.text),
-            "subject": alert.subject,
+            "text": format!("*{}*\n{}", slack(&alert.subject), slack(&alert.text)),
+            "subject": slack(&alert.subject),
             "site": alert.site,
             "kind": alert.kind,
             "severity": alert.severity.as_str(),

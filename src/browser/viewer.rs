@@ -44,27 +44,29 @@ impl Viewer {
         Ok(res["result"]["value"].clone())
     }
 
-    /// A PNG of the viewport at `width` x `height` CSS pixels (`mobile` emulates a phone).
-    pub async fn screenshot(
-        &self,
-        width: u32,
-        height: u32,
-        mobile: bool,
-    ) -> Result<Vec<u8>, CdpError> {
+    /// Lays pages out at `width` x `height` CSS pixels (`mobile` emulates a phone's viewport).
+    pub async fn resize(&self, width: u32, height: u32, mobile: bool) -> Result<(), CdpError> {
+        self.tab
+            .conn
+            .call(
+                "Emulation.setDeviceMetricsOverride",
+                json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
+                Some(&self.tab.session),
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// A PNG of the first screen.
+    pub async fn screenshot(&self) -> Result<Vec<u8>, CdpError> {
         use base64::Engine as _;
-        let s = Some(self.tab.session.as_str());
-        let conn = &self.tab.conn;
-        conn.call(
-            "Emulation.setDeviceMetricsOverride",
-            json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile}),
-            s,
-        )
-        .await?;
-        let shot = conn
+        let shot = self
+            .tab
+            .conn
             .call(
                 "Page.captureScreenshot",
                 json!({"format": "png", "captureBeyondViewport": false}),
-                s,
+                Some(&self.tab.session),
             )
             .await?;
         base64::engine::general_purpose::STANDARD

@@ -175,9 +175,12 @@ pub struct CommonScanArgs {
     /// Write the scan report (pixelwatch.scan/v1) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Write a self-contained HTML report.
+    /// Write a self-contained HTML report (verdict, vendors and BAA status, findings by cause).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
+    /// Write an HTTP Archive (HAR 1.2) of every page with its requests and request bodies.
+    #[arg(long, value_name = "FILE")]
+    pub har: Option<PathBuf>,
     /// SQLite database for scan history [default: $PIXELWATCH_DB or ~/.local/share/pixelwatch/pixelwatch.db]
     #[arg(long, value_name = "PATH")]
     pub db: Option<PathBuf>,
@@ -187,7 +190,8 @@ pub struct CommonScanArgs {
     /// Argument passed to Chromium verbatim (repeatable), e.g. --browser-arg=--proxy-server=...
     #[arg(long = "browser-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub browser_args: Vec<String>,
-    /// No progress bar and no summary; errors only.
+    /// No progress bar and no summary; errors only (`check`: nothing on success, only the verdict
+    /// line on failure).
     #[arg(short, long)]
     pub quiet: bool,
     /// Consent banners: never click (none: everything that fires is pre-consent), or press the

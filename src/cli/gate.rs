@@ -1,47 +1,23 @@
 //! The CI gate and drift commands: `check`, `baseline approve|export`, `diff`.
 
-use std::path::PathBuf;
-
 use super::*;
 use crate::diff::Baseline;
-use crate::policy::Policy;
+use crate::policy::{Policy, Violation};
 use crate::report::ci;
-use crate::rules::Engine;
 
-pub(super) async fn check(a: CheckArgs) -> i32 {
-    // Read the inputs first: a broken policy or baseline fails before a long scan.
+pub(super) async fn check(a: CheckArgs) -> Result<Outcome, Error> {
+    // Read the inputs first: a broken policy, baseline or rules directory fails before a long scan.
     let policy = match &a.policy {
-        Some(p) => match Policy::read(p) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        },
+        Some(p) => Policy::read(p)?,
         None => Policy::default(),
     };
-    let baseline = match &a.baseline {
-        Some(p) => match Baseline::read(p) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return EXIT_USAGE;
-            }
-        },
-        None => None,
-    };
-    let (report, code) = match scan_and_report(site_scan_options(&a.scan), &a.scan.common).await {
-        Ok(v) => v,
-        Err(code) => return code,
-    };
-    if code != EXIT_OK {
-        return code;
-    }
+    let baseline = a.baseline.as_deref().map(Baseline::read).transpose()?;
+    let engine = engine(a.scan.rules.as_ref())?;
+    let quiet = a.scan.common.quiet;
+    let report = scan_and_report(site_scan_options(&a.scan), &a.scan.common, &engine)
+        .await?
+        .into_outcome()?;
     let drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
-    let engine = match &a.scan.rules {
-        Some(dir) => Engine::with_dir(dir).unwrap_or_else(|_| Engine::bundled()),
-        None => Engine::bundled(),
-    };
     let violations = policy.evaluate(&report, drift.as_ref(), &engine);
     let writes: [(&Option<PathBuf>, String); 3] = [
         (&a.junit, ci::junit(&report, &violations)),
@@ -51,158 +27,173 @@ pub(super) async fn check(a: CheckArgs) -> i32 {
         ),
         (
             &a.markdown,
-            ci::markdown(&report, &violations, drift.as_ref()),
+            ci::markdown(&report, &violations, drift.as_ref(), &engine),
         ),
     ];
     for (path, text) in writes {
-        if let Some(p) = path
-            && let Err(e) = std::fs::write(p, text)
-        {
-            eprintln!("error: cannot write '{}': {e}", p.display());
-            return EXIT_ERROR;
+        if let Some(p) = path {
+            report::write_file(p, text.as_bytes())?;
         }
     }
-    if let Some(d) = &drift {
+    if !quiet && let Some(d) = &drift {
         print!("\n{}", crate::diff::render(d));
     }
     if violations.is_empty() {
-        println!("\ncheck passed: no policy violations");
-        EXIT_OK
-    } else {
-        println!("\ncheck FAILED: {} policy violation(s)", violations.len());
+        if !quiet {
+            println!("\ncheck passed: no policy violations");
+        }
+        return Ok(Outcome::Clean);
+    }
+    if !quiet {
+        println!();
+    }
+    println!(
+        "check FAILED: {} policy violation(s) on {}",
+        violations.len(),
+        untrusted::terminal(&report.site)
+    );
+    if !quiet {
         for v in &violations {
-            println!(
-                "  [{}] {}: {} (on {} page{})",
-                v.severity.as_str().to_uppercase(),
-                v.rule,
-                v.message,
-                v.pages_total,
-                if v.pages_total == 1 { "" } else { "s" }
+            print!("{}", render_violation(v));
+        }
+    }
+    Ok(Outcome::Violation)
+}
+
+/// Most reasons printed per violation.
+const MAX_REASONS: usize = 8;
+
+/// A violation for a terminal: the cause, the rules it breaks and its pages, then one line per
+/// reason (with an evidence excerpt for findings).
+fn render_violation(v: &Violation) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let shown: Vec<String> = v
+        .pages
+        .iter()
+        .take(3)
+        .map(|p| untrusted::terminal(p))
+        .collect();
+    let more = v.pages_total.saturating_sub(shown.len());
+    let _ = writeln!(
+        out,
+        "  [{}] {} — {} (on {} page{}: {}{})",
+        v.severity.as_str().to_uppercase(),
+        untrusted::terminal(&v.title),
+        v.rules.join(", "),
+        v.pages_total,
+        if v.pages_total == 1 { "" } else { "s" },
+        shown.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    );
+    for r in v.reasons.iter().take(MAX_REASONS) {
+        let _ = writeln!(
+            out,
+            "      {:<8} {:<18} {}",
+            r.severity.as_str(),
+            r.rule,
+            untrusted::terminal(&r.text)
+        );
+        if let Some(e) = &r.evidence {
+            let _ = writeln!(
+                out,
+                "               evidence: {}",
+                untrusted::plain(&untrusted::evidence(e, r.matched.as_deref()))
             );
         }
-        EXIT_VIOLATION
     }
+    if v.reasons.len() > MAX_REASONS {
+        let _ = writeln!(out, "      ... and {} more", v.reasons.len() - MAX_REASONS);
+    }
+    out
 }
 
-fn normalize_site(s: String) -> String {
-    crate::crawl::normalize(&s)
-        .map(|u| u.to_string())
-        .unwrap_or(s)
-}
-
-pub(super) fn baseline(cmd: BaselineCommand) -> i32 {
-    let fail = |e: &dyn std::fmt::Display, code| {
-        eprintln!("error: {e}");
-        code
-    };
+pub(super) fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
     match cmd {
         BaselineCommand::Approve { site, scan, db } => {
-            let store = match open_store(db) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let site = site.map(normalize_site);
+            let store = open_store(db)?;
+            let site = site.map(|s| site_url(&s)).transpose()?;
             let id = match scan {
                 Some(id) => id,
-                None => match store.latest_scan_id(site.as_deref(), None) {
-                    Ok(id) => id,
-                    Err(e) => return fail(&e, EXIT_USAGE),
-                },
+                None => store.latest_scan_id(site.as_deref(), None)?,
             };
-            let report = match store.load_scan(id) {
-                Ok(r) => r,
-                Err(e) => return fail(&e, EXIT_USAGE),
-            };
+            let report = store.load_scan(id)?;
             if let Some(s) = &site
                 && *s != report.site
             {
-                return fail(
-                    &format!("scan {id} is of {}, not {s}", report.site),
-                    EXIT_USAGE,
-                );
+                return Err(Error::Usage(format!(
+                    "scan {id} is of {}, not {s}",
+                    report.site
+                )));
             }
-            let b = Baseline::from_scan(&report);
-            if let Err(e) = store.approve_baseline(&b) {
-                return fail(&e, EXIT_ERROR);
+            if let Some(reason) = report.unscannable() {
+                return Err(Error::Usage(format!(
+                    "scan #{id} cannot be a baseline: {reason}; scan again, or approve another scan with --scan ID"
+                )));
             }
-            println!("approved scan #{id} as the baseline of {}", report.site);
-            EXIT_OK
+            store.approve_baseline(&Baseline::from_scan(&report))?;
+            println!(
+                "approved scan #{id} as the baseline of {}",
+                untrusted::terminal(&report.site)
+            );
+            Ok(Outcome::Clean)
         }
         BaselineCommand::Export { file, site, db } => {
-            let store = match open_store(db) {
-                Ok(s) => s,
-                Err(code) => return code,
+            let store = open_store(db)?;
+            let site = match site {
+                Some(s) => site_url(&s)?,
+                None => store.load_scan(store.latest_scan_id(None, None)?)?.site,
             };
-            let site = match site.map(normalize_site) {
-                Some(s) => s,
-                None => match store
-                    .latest_scan_id(None, None)
-                    .and_then(|id| store.load_scan(id))
-                {
-                    Ok(r) => r.site,
-                    Err(e) => return fail(&e, EXIT_USAGE),
-                },
-            };
-            match store.baseline(&site).map(|b| b.write(&file)) {
-                Ok(Ok(())) => {
-                    println!("wrote the baseline of {site} to {}", file.display());
-                    EXIT_OK
-                }
-                Ok(Err(e)) => fail(&e, EXIT_ERROR),
-                Err(e) => fail(&e, EXIT_USAGE),
-            }
+            store.baseline(&site)?.write(&file)?;
+            println!(
+                "wrote the baseline of {} to {}",
+                untrusted::terminal(&site),
+                file.display()
+            );
+            Ok(Outcome::Clean)
         }
     }
 }
 
-pub(super) fn diff_cmd(a: DiffArgs) -> i32 {
-    let fail = |e: &dyn std::fmt::Display, code| {
-        eprintln!("error: {e}");
-        code
-    };
-    let store = match open_store(a.db) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let site = a.site.map(normalize_site);
+pub(super) fn diff_cmd(a: DiffArgs) -> Result<Outcome, Error> {
+    let store = open_store(a.db)?;
+    let site = a.site.map(|s| site_url(&s)).transpose()?;
     let id = match a.scan {
         Some(id) => id,
-        None => match store.latest_scan_id(site.as_deref(), None) {
-            Ok(id) => id,
-            Err(e) => return fail(&e, EXIT_USAGE),
-        },
+        None => store.latest_scan_id(site.as_deref(), None)?,
     };
-    let report = match store.load_scan(id) {
-        Ok(r) => r,
-        Err(e) => return fail(&e, EXIT_USAGE),
-    };
+    let report = store.load_scan(id)?;
     let base = if let Some(path) = &a.baseline {
-        Baseline::read(path).map_err(|e| fail(&e, EXIT_USAGE))
+        Baseline::read(path)?
     } else if let Some(against) = a.against {
-        store
-            .load_scan(against)
-            .map(|r| Baseline::from_scan(&r))
-            .map_err(|e| fail(&e, EXIT_USAGE))
+        Baseline::from_scan(&store.load_scan(against)?)
     } else {
-        store
-            .baseline(&report.site)
-            .map_err(|e| fail(&e, EXIT_USAGE))
-    };
-    let base = match base {
-        Ok(b) => b,
-        Err(code) => return code,
+        store.baseline(&report.site)?
     };
     let drift = crate::diff::diff(&base, &report);
     if let Some(p) = &a.json {
         let json = serde_json::to_vec_pretty(&drift).expect("serializable");
-        if let Err(e) = std::fs::write(p, json) {
-            return fail(&format!("cannot write '{}': {e}", p.display()), EXIT_ERROR);
-        }
+        report::write_file(p, &json)?;
+    }
+    if let Some(p) = &a.html {
+        let engine = Engine::bundled();
+        let (history, first_seen) = history(&store, &report.site);
+        let cx = report::html::Context {
+            drift: Some(&drift),
+            history: &history,
+            first_seen: &first_seen,
+            ..report::html::Context::new(&report, &engine)
+        };
+        report::write_file(p, report::html::render(&cx).as_bytes())?;
     }
     print!("{}", crate::diff::render(&drift));
-    if drift.is_empty() {
-        EXIT_OK
+    Ok(if drift.is_empty() {
+        Outcome::Clean
     } else {
-        EXIT_VIOLATION
-    }
+        Outcome::Violation
+    })
 }

@@ -1,39 +1,35 @@
 //! The `pixelwatch` command line: argument parsing and the commands, callable in-process.
 //!
-//! Exit codes (a contract, see README): 0 clean / no drift; 1 run error; 2 policy violation or
-//! drift found; 3 bad configuration or arguments.
+//! Every command returns `Result<Outcome, Error>`; [`finish`] prints an error and maps the result
+//! to the exit code in one place ([`error`]): 0 clean / no drift; 1 run error; 2 policy violation
+//! or drift found; 3 bad configuration or arguments.
 
 mod args;
+pub mod error;
 mod gate;
 use gate::{baseline, check, diff_cmd};
 mod ops;
 use ops::{alert_cmd, prune_cmd, watch_cmd};
 
 pub use args::*;
+pub use error::{Error, Exit, Outcome};
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 
 use crate::model::ScanReport;
-use crate::report::{self, progress::Bar, terminal};
+use crate::report::{self, progress::Bar, terminal, untrusted};
 use crate::rules::Engine;
 use crate::scan::{self, ScanOptions};
 use crate::store::{self, Store};
 
-/// Exit code: clean, no drift.
-pub const EXIT_OK: i32 = 0;
-/// Exit code: the run failed.
-pub const EXIT_ERROR: i32 = 1;
-/// Exit code: policy violation or drift found.
-pub const EXIT_VIOLATION: i32 = 2;
-/// Exit code: bad configuration or arguments.
-pub const EXIT_USAGE: i32 = 3;
-
-/// Parses `args` and runs the command; returns the exit code.
-pub fn main_with_args<I, T>(args: I) -> i32
+/// Parses `args`, runs the command and returns its exit code.
+pub fn main_with_args<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
@@ -44,9 +40,9 @@ where
             let _ = e.print();
             return match e.kind() {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                    EXIT_OK
+                    Exit::Clean.into()
                 }
-                _ => EXIT_USAGE,
+                _ => Exit::Usage.into(),
             };
         }
     };
@@ -57,13 +53,31 @@ where
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_ERROR;
+            return finish(Err(Error::Run(format!(
+                "cannot start the async runtime: {e}"
+            ))));
         }
     };
-    runtime.block_on(run(cli))
+    finish(runtime.block_on(run(cli)))
 }
 
+/// Prints a command's error (made safe for a terminal: messages can quote page-derived text)
+/// and returns the exit code of its result.
+pub fn finish(result: Result<Outcome, Error>) -> ExitCode {
+    match result {
+        Ok(o) => Exit::from(o).into(),
+        Err(e) => {
+            print_error(&e);
+            e.exit().into()
+        }
+    }
+}
+
+fn print_error(e: &Error) {
+    eprintln!("error: {}", untrusted::plain(&e.to_string()));
+}
+
+/// Logs on stderr; ANSI colours only when stderr is a terminal.
 fn init_tracing(verbose: u8) {
     let default = match verbose {
         0 => "warn",
@@ -74,25 +88,23 @@ fn init_tracing(verbose: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }
 
 /// Runs a parsed command.
-pub async fn run(cli: Cli) -> i32 {
+pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     match cli.command {
-        Command::Scan(a) => match scan_and_report(site_scan_options(&a), &a.common).await {
-            Ok((_, code)) => code,
-            Err(code) => code,
-        },
+        Command::Scan(a) => {
+            let engine = engine(a.rules.as_ref())?;
+            let scanned = scan_and_report(site_scan_options(&a), &a.common, &engine).await?;
+            scanned.into_outcome().map(|_| Outcome::Clean)
+        }
         Command::Demo(a) => {
-            let server = match crate::demo::serve().await {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("error: cannot start the demo site on loopback: {e}");
-                    return EXIT_ERROR;
-                }
-            };
+            let server = crate::demo::serve()
+                .await
+                .map_err(|e| Error::Run(format!("cannot start the demo site on loopback: {e}")))?;
             let mut opts = crate::demo::scan_options(&server);
             let base = scan_options(&a.common);
             opts.browser = base.browser;
@@ -111,10 +123,8 @@ pub async fn run(cli: Cli) -> i32 {
                     server.port()
                 );
             }
-            match scan_and_report(opts, &common).await {
-                Ok((_, code)) => code,
-                Err(code) => code,
-            }
+            let scanned = scan_and_report(opts, &common, &Engine::bundled()).await?;
+            scanned.into_outcome().map(|_| Outcome::Clean)
         }
         Command::Scans { command } => scans(command),
         Command::Rules { command } => rules(command),
@@ -125,6 +135,32 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Alert { command } => alert_cmd(command).await,
         Command::Prune(a) => prune_cmd(a),
     }
+}
+
+/// The rules a scan judges with: bundled, plus `--rules DIR`.
+fn engine(dir: Option<&PathBuf>) -> Result<Engine, Error> {
+    Ok(match dir {
+        Some(d) => Engine::with_dir(d)?,
+        None => Engine::bundled(),
+    })
+}
+
+/// A start URL or `--site` as normalised; a bare host name (`www.clinic.com`) is an error with
+/// a suggestion.
+fn site_url(raw: &str) -> Result<String, Error> {
+    if let Some(u) = crate::crawl::normalize(raw) {
+        return Ok(u.to_string());
+    }
+    let t = raw.trim();
+    if !t.contains("://")
+        && let Some(u) = crate::crawl::normalize(&format!("https://{t}"))
+        && u.host_str().is_some_and(|h| h.contains('.'))
+    {
+        return Err(Error::Usage(format!(
+            "'{t}' is not an http(s) URL; did you mean {u} ?"
+        )));
+    }
+    Err(Error::Usage(format!("'{t}' is not an http(s) URL")))
 }
 
 fn site_scan_options(a: &ScanArgs) -> ScanOptions {
@@ -156,18 +192,40 @@ fn scan_options(c: &CommonScanArgs) -> ScanOptions {
     }
 }
 
-/// Scans, stores, writes and prints. `Ok((report, exit code so far))` when a report exists,
-/// `Err(exit code)` when the scan could not run.
+/// A scan that ran: its report, and what went wrong after it ran (not stored, a file not
+/// written, no page loaded).
+struct Scanned {
+    report: ScanReport,
+    failures: Vec<Error>,
+}
+
+impl Scanned {
+    /// The report, or the last failure (earlier ones printed).
+    fn into_outcome(mut self) -> Result<ScanReport, Error> {
+        match self.failures.pop() {
+            None => Ok(self.report),
+            Some(last) => {
+                self.failures.iter().for_each(print_error);
+                Err(last)
+            }
+        }
+    }
+}
+
+/// Scans, stores, writes every requested file and prints the summary.
 async fn scan_and_report(
     opts: ScanOptions,
     common: &CommonScanArgs,
-) -> Result<(ScanReport, i32), i32> {
+    engine: &Engine,
+) -> Result<Scanned, Error> {
+    site_url(&opts.start)?;
+    let mut failures = Vec::new();
     // Open the database first: a locked or unwritable database is reported before a long scan.
     let db_path = common.db.clone().unwrap_or_else(store::default_db_path);
     let mut store = match Store::open(&db_path) {
         Ok(s) => Some(s),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", untrusted::plain(&e.to_string()));
             eprintln!("       the scan runs anyway; its report is written to a file");
             None
         }
@@ -175,25 +233,18 @@ async fn scan_and_report(
     let bar = Arc::new(Bar::new(common.quiet));
     let result = scan::run(&opts, bar.clone()).await;
     bar.finish();
-    let mut report = match result {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return Err(if e.is_usage() { EXIT_USAGE } else { EXIT_ERROR });
-        }
-    };
-    let mut code = EXIT_OK;
+    let mut report = result?;
     let mut saved = false;
     if let Some(s) = store.as_mut() {
         match s.save_scan(&mut report) {
             Ok(_) => saved = true,
-            Err(e) => {
-                eprintln!("error: the scan could not be stored: {e}");
-                code = EXIT_ERROR;
-            }
+            Err(e) => failures.push(Error::Run(format!("the scan could not be stored: {e}"))),
         }
     } else {
-        code = EXIT_ERROR;
+        failures.push(Error::Run(format!(
+            "the scan could not be stored in '{}'",
+            db_path.display()
+        )));
     }
     let json_path = match (&common.json, saved) {
         (Some(p), _) => Some(p.clone()),
@@ -205,25 +256,32 @@ async fn scan_and_report(
     };
     if let Some(p) = &json_path {
         match report::write_json(&report, p) {
-            Ok(()) => {
-                if !saved {
-                    eprintln!("the report was saved to {}", p.display());
-                }
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                code = EXIT_ERROR;
-            }
+            Ok(()) if !saved => eprintln!("the report was saved to {}", p.display()),
+            Ok(()) => {}
+            Err(e) => failures.push(e.into()),
         }
     }
-    if let Some(p) = &common.html
-        && let Err(e) = std::fs::write(p, report::html::render(&report, None))
+    if let Some(p) = &common.html {
+        let (history, first_seen) = match store.as_ref() {
+            Some(s) => history(s, &report.site),
+            None => Default::default(),
+        };
+        let cx = report::html::Context {
+            history: &history,
+            first_seen: &first_seen,
+            ..report::html::Context::new(&report, engine)
+        };
+        if let Err(e) = report::write_file(p, report::html::render(&cx).as_bytes()) {
+            failures.push(e.into());
+        }
+    }
+    if let Some(p) = &common.har
+        && let Err(e) = report::har::write(&report, p)
     {
-        eprintln!("error: cannot write '{}': {e}", p.display());
-        code = EXIT_ERROR;
+        failures.push(e.into());
     }
     if !common.quiet {
-        print!("{}", terminal::summary(&report));
+        print!("{}", terminal::summary(&report, engine));
         if let Some(p) = &json_path {
             println!("\nJSON report: {}", p.display());
         }
@@ -236,21 +294,32 @@ async fn scan_and_report(
         }
     }
     if let Some(reason) = report.unscannable() {
-        eprintln!("error: {reason}");
-        code = EXIT_ERROR;
+        failures.push(Error::Run(reason));
     }
-    Ok((report, code))
+    Ok(Scanned { report, failures })
 }
 
-fn open_store(db: Option<PathBuf>) -> Result<Store, i32> {
+/// The site's scans for the history chart (oldest first) and when each vendor was first seen;
+/// empty when the database cannot tell.
+fn history(
+    store: &Store,
+    site: &str,
+) -> (
+    Vec<store::ScanRow>,
+    std::collections::BTreeMap<String, String>,
+) {
+    let mut rows = store.list_scans(Some(site), 30).unwrap_or_default();
+    rows.reverse();
+    let first_seen = store.vendors_first_seen(site).unwrap_or_default();
+    (rows, first_seen)
+}
+
+fn open_store(db: Option<PathBuf>) -> Result<Store, Error> {
     let path = db.unwrap_or_else(store::default_db_path);
-    Store::open(&path).map_err(|e| {
-        eprintln!("error: {e}");
-        EXIT_ERROR
-    })
+    Ok(Store::open(&path)?)
 }
 
-fn scans(cmd: ScansCommand) -> i32 {
+fn scans(cmd: ScansCommand) -> Result<Outcome, Error> {
     match cmd {
         ScansCommand::List {
             db,
@@ -258,94 +327,51 @@ fn scans(cmd: ScansCommand) -> i32 {
             limit,
             json,
         } => {
-            let store = match open_store(db) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let site = site.map(|s| {
-                crate::crawl::normalize(&s)
-                    .map(|u| u.to_string())
-                    .unwrap_or(s)
-            });
-            match store.list_scans(site.as_deref(), limit) {
-                Ok(rows) if json => {
-                    for r in rows {
-                        println!("{}", serde_json::to_string(&r).expect("serializable"));
-                    }
-                    EXIT_OK
+            let store = open_store(db)?;
+            let site = site.map(|s| site_url(&s)).transpose()?;
+            let rows = store.list_scans(site.as_deref(), limit)?;
+            if json {
+                for r in rows {
+                    println!("{}", serde_json::to_string(&r).expect("serializable"));
                 }
-                Ok(rows) => {
-                    print!("{}", terminal::scan_table(&rows));
-                    EXIT_OK
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    EXIT_ERROR
-                }
+            } else {
+                print!("{}", terminal::scan_table(&rows));
             }
+            Ok(Outcome::Clean)
         }
         ScansCommand::Show { id, db, json } => {
-            let store = match open_store(db) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            match store.load_scan(id) {
-                Ok(r) if json => {
-                    println!(
-                        "{}",
-                        serde_json::to_string_pretty(&r).expect("serializable")
-                    );
-                    EXIT_OK
-                }
-                Ok(r) => {
-                    print!("{}", terminal::summary(&r));
-                    EXIT_OK
-                }
-                Err(e @ store::StoreError::NotFound(_)) => {
-                    eprintln!("error: {e}");
-                    EXIT_USAGE
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    EXIT_ERROR
-                }
+            let store = open_store(db)?;
+            let r = store.load_scan(id)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&r).expect("serializable")
+                );
+            } else {
+                print!("{}", terminal::summary(&r, &Engine::bundled()));
             }
+            Ok(Outcome::Clean)
         }
     }
 }
 
-fn rules(cmd: RulesCommand) -> i32 {
-    let load = |dir: Option<&PathBuf>| match dir {
-        Some(d) => Engine::with_dir(d),
-        None => Ok(Engine::bundled()),
-    };
+fn rules(cmd: RulesCommand) -> Result<Outcome, Error> {
     match cmd {
-        RulesCommand::Check { dir } => match load(dir.as_ref()) {
-            Ok(e) => {
-                println!("rules OK: {} vendors", e.vendors().len());
-                EXIT_OK
-            }
-            Err(e) => {
-                eprintln!("error: {e}");
-                EXIT_USAGE
-            }
-        },
+        RulesCommand::Check { dir } => {
+            let e = engine(dir.as_ref())?;
+            println!("rules OK: {} vendors", e.vendors().len());
+            Ok(Outcome::Clean)
+        }
         RulesCommand::Explain { url, rules } => {
-            let engine = match load(rules.as_ref()) {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return EXIT_USAGE;
-                }
-            };
+            let engine = engine(rules.as_ref())?;
             if url::Url::parse(&url).is_err() {
-                eprintln!("error: '{url}' is not a URL");
-                return EXIT_USAGE;
+                return Err(Error::Usage(format!("'{url}' is not a URL")));
             }
+            let shown = untrusted::terminal(&url);
             match engine.match_url(&url) {
                 Some(m) => {
                     let v = m.vendor;
-                    println!("{url}");
+                    println!("{shown}");
                     println!("  vendor:   {} ({})", v.name, v.id);
                     println!("  category: {}", v.category);
                     println!("  severity: {}", v.severity.as_str());
@@ -359,9 +385,9 @@ fn rules(cmd: RulesCommand) -> i32 {
                         m.pattern, v.rule
                     );
                 }
-                None => println!("{url}\n  no vendor rule matches"),
+                None => println!("{shown}\n  no vendor rule matches"),
             }
-            EXIT_OK
+            Ok(Outcome::Clean)
         }
     }
 }

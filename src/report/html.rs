@@ -1,181 +1,397 @@
-//! A self-contained HTML report (no scripts, no external resources; opens offline): summary,
-//! findings worst first with evidence, drift highlighted, and per-page tables. Everything taken
-//! from the scanned site is escaped.
+//! A self-contained HTML report for the person who must act (no scripts, no external resources;
+//! opens offline): the verdict first, severity counts, a vendor table with BAA status, the drift
+//! (with `diff --html`), a history chart when the database has one, findings grouped by cause
+//! with their pages in collapsible lists and the matched term highlighted, then the per-page
+//! record.
+//!
+//! Everything taken from the scanned site goes through [`untrusted::html`].
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use super::untrusted::{self, esc, html as h};
+use super::verdict::{self, SEVERITIES};
 use crate::diff::Drift;
-use crate::model::ScanReport;
+use crate::model::{Finding, ScanReport};
+use crate::rules::Engine;
+use crate::store::ScanRow;
 
-/// Escapes text for HTML (element content and quoted attribute values).
-pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+/// Most drift items per category, evidence excerpts per cause, pages per list.
+const MAX_DRIFT: usize = 50;
+const MAX_EXCERPTS: usize = 3;
+const MAX_PAGES: usize = 500;
+/// Characters of a URL shown in the request tables.
+const URL_MAX: usize = 300;
+
+/// What a report is made from.
+pub struct Context<'a> {
+    pub report: &'a ScanReport,
+    /// The drift against the approved baseline, shown right after the verdict.
+    pub drift: Option<&'a Drift>,
+    /// Names, categories and BAA status of vendors.
+    pub engine: &'a Engine,
+    /// Earlier scans of the site, oldest first (empty without a database): the history chart.
+    pub history: &'a [ScanRow],
+    /// Vendor id -> when the database first saw it on the site.
+    pub first_seen: &'a BTreeMap<String, String>,
 }
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2rem auto;max-width:80rem;color:#1d2330;padding:0 1rem}\
-h1{font-size:1.5rem}h2{margin-top:2rem;border-bottom:1px solid #ccd;padding-bottom:.2rem}\
-table{border-collapse:collapse;width:100%;margin:.5rem 0}th,td{border:1px solid #dde;padding:.3rem .45rem;text-align:left;vertical-align:top}\
-th{background:#f2f4f8}td.ev{font-family:ui-monospace,monospace;font-size:12px;word-break:break-all}\
-.sev{font-weight:600;padding:.05rem .4rem;border-radius:.25rem;color:#fff}.critical{background:#a4161a}.high{background:#d9480f}\
-.medium{background:#e09f3e;color:#222}.low{background:#5c7cfa}.info{background:#868e96}\
-.cards{display:flex;flex-wrap:wrap;gap:.6rem}.card{border:1px solid #dde;border-radius:.4rem;padding:.5rem .8rem;min-width:8rem}\
-.card b{display:block;font-size:1.4rem}tr.added td{background:#fff3bf}tr.removed td{background:#e9ecef;text-decoration:line-through}\
-.err{color:#a4161a}details{margin:.3rem 0}summary{cursor:pointer}";
+impl<'a> Context<'a> {
+    /// A context without history (a report not backed by a database).
+    pub fn new(report: &'a ScanReport, engine: &'a Engine) -> Context<'a> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        Context {
+            report,
+            drift: None,
+            engine,
+            history: &[],
+            first_seen: &NONE,
+        }
+    }
+}
 
-/// The report as one HTML document; with `drift`, the drift section comes first.
-pub fn render(report: &ScanReport, drift: Option<&Drift>) -> String {
-    let s = &report.summary;
-    let mut h = String::new();
+const STYLE: &str = "*{box-sizing:border-box}body{font:15px/1.45 system-ui,sans-serif;margin:0 auto;max-width:72rem;color:#1d2330;padding:.8rem}\
+header h1{font-size:1.1rem;margin:.2rem 0}header p{margin:.1rem 0;color:#555;font-size:.85rem;overflow-wrap:anywhere}\
+.verdict{border-left:.45rem solid #2b8a3e;background:#ebfbee;padding:.7rem .9rem;margin:.6rem 0;font-size:1.25rem;font-weight:600;overflow-wrap:anywhere}\
+.verdict.critical{border-color:#a4161a;background:#fff0f0}.verdict.high{border-color:#d9480f;background:#fff4e6}.verdict.medium{border-color:#e09f3e;background:#fff9db}\
+h2{font-size:1.15rem;margin-top:1.6rem;border-bottom:1px solid #ccd;padding-bottom:.2rem}\
+ul.counts{display:flex;flex-wrap:wrap;gap:.4rem;list-style:none;padding:0;margin:.4rem 0}ul.counts li{border:1px solid #dde;border-radius:.4rem;padding:.25rem .6rem;min-width:5.5rem}\
+ul.counts b{display:block;font-size:1.3rem}\
+.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;margin:.4rem 0;table-layout:fixed}\
+th,td{border:1px solid #dde;padding:.3rem .45rem;text-align:left;vertical-align:top;overflow-wrap:anywhere;word-break:break-word}\
+th{background:#f2f4f8}table.vendors,table.drift,table.pages,table.requests{min-width:40rem}code,.ev,.url{font-family:ui-monospace,monospace;font-size:.8rem;overflow-wrap:anywhere;word-break:break-all}\
+.sev{font-weight:600;padding:.05rem .4rem;border-radius:.25rem;color:#fff;white-space:nowrap}.sev.critical{background:#a4161a}.sev.high{background:#d9480f}\
+.sev.medium{background:#e09f3e;color:#222}.sev.low{background:#5c7cfa}.sev.info{background:#868e96}\
+.cause{border:1px solid #dde;border-radius:.4rem;padding:.5rem .7rem;margin:.6rem 0}.cause h3{font-size:1rem;margin:.1rem 0 .3rem}\
+.ev{background:#f8f9fa;padding:.3rem .45rem;margin:.25rem 0;border-radius:.25rem}mark{background:#ffe066;padding:0 .1rem}\
+tr.added td{background:#fff3bf}tr.removed td{background:#e9ecef;text-decoration:line-through}.err{color:#a4161a}\
+details{margin:.3rem 0}summary{cursor:pointer}ul.pages{margin:.3rem 0;padding-left:1.2rem}ul.pages li{overflow-wrap:anywhere}\
+svg{max-width:100%;height:auto}footer{margin-top:2rem;color:#666;font-size:.8rem}";
+
+/// The report as one HTML document.
+pub fn render(cx: &Context<'_>) -> String {
+    let report = cx.report;
+    let mut out = String::new();
     let title = format!("pixelwatch report: {}", report.site);
     let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{}</title><style>{STYLE}</style></head><body>",
-        esc(&title)
+        out,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\"><title>{}</title><style>{STYLE}</style></head><body>",
+        h(&title)
     );
     let id = report
         .id
         .map(|i| format!(" · scan #{i}"))
         .unwrap_or_default();
     let _ = write!(
-        h,
-        "<h1>{}</h1><p>Scanned {} to {} · consent mode <code>{}</code>{}</p>",
-        esc(&title),
-        esc(&report.started_at),
-        esc(&report.finished_at),
-        esc(&report.consent_mode),
+        out,
+        "<header><h1>{}</h1><p>{} pages scanned {} to {} · consent mode <code>{}</code>{}</p></header>",
+        h(&title),
+        report.pages.len(),
+        h(&report.started_at),
+        h(&report.finished_at),
+        h(&report.consent_mode),
         esc(&id)
     );
-    h.push_str("<div class=\"cards\" id=\"summary\">");
-    for (label, n) in [
-        ("pages", s.pages),
-        ("pages with errors", s.pages_errored),
-        ("findings", report.findings.len()),
-        ("third-party hosts", s.third_party_hosts.len()),
-        ("cookies", s.cookies),
-        ("third-party cookies", s.third_party_cookies),
-        ("storage keys", s.storage_entries),
-        ("requests", s.requests),
+    let worst = report.findings.iter().map(|f| f.severity).min();
+    let _ = write!(
+        out,
+        "<section id=\"verdict\" class=\"verdict {}\">{}</section>",
+        worst.map(|s| s.as_str()).unwrap_or("clean"),
+        h(&verdict::sentence(report, cx.engine))
+    );
+    out.push_str("<ul class=\"counts\" id=\"severity-counts\">");
+    for (sev, n) in SEVERITIES.iter().zip(verdict::severity_counts(report)) {
+        let _ = write!(
+            out,
+            "<li class=\"{0}\"><b>{n}</b><span class=\"sev {0}\">{0}</span></li>",
+            sev.as_str()
+        );
+    }
+    let _ = write!(
+        out,
+        "<li><b>{}</b>pages with errors</li></ul>",
+        report.summary.pages_errored
+    );
+    vendor_table(&mut out, cx);
+    if let Some(d) = cx.drift {
+        drift_section(&mut out, d);
+    }
+    history_chart(&mut out, cx.history);
+    findings_section(&mut out, report, cx.engine);
+    pages_section(&mut out, report);
+    out.push_str("<footer>Generated by pixelwatch. Cookie and storage values are never recorded; evidence is excerpted around what matched.</footer></body></html>\n");
+    out
+}
+
+fn drift_section(out: &mut String, d: &Drift) {
+    out.push_str("<h2 id=\"drift\">Changes since the approved baseline</h2>");
+    if d.is_empty() {
+        out.push_str("<p>No drift: the site matches its approved baseline.</p>");
+        return;
+    }
+    out.push_str("<div class=\"scroll\"><table class=\"drift\"><colgroup><col style=\"width:7rem\"><col style=\"width:9rem\"><col><col style=\"width:35%\"></colgroup><tr><th>change</th><th>what</th><th>identity</th><th>pages</th></tr>");
+    for (class, sign, items) in [
+        ("added", "+ added", &d.added),
+        ("removed", "− removed", &d.removed),
     ] {
-        let _ = write!(h, "<div class=\"card\"><b>{n}</b>{label}</div>");
-    }
-    h.push_str("</div>");
-
-    if let Some(d) = drift {
-        h.push_str("<h2 id=\"drift\">Drift against the baseline</h2>");
-        if d.is_empty() {
-            h.push_str("<p>No drift: the site matches its approved baseline.</p>");
-        } else {
-            h.push_str(
-                "<table><tr><th>change</th><th>what</th><th>identity</th><th>pages</th></tr>",
-            );
-            for (class, sign, items) in [
-                ("added", "+ added", &d.added),
-                ("removed", "− removed", &d.removed),
-            ] {
-                for i in items {
-                    let _ = write!(
-                        h,
-                        "<tr class=\"{class}\"><td>{sign}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                        esc(&i.category),
-                        esc(&i.key),
-                        i.pages
-                            .iter()
-                            .map(|p| esc(p))
-                            .collect::<Vec<_>>()
-                            .join("<br>")
-                    );
-                }
+        let mut per: BTreeMap<&str, usize> = BTreeMap::new();
+        for i in items {
+            let n = per.entry(i.category.as_str()).or_default();
+            *n += 1;
+            if *n > MAX_DRIFT {
+                continue;
             }
-            h.push_str("</table>");
-        }
-    }
-
-    h.push_str("<h2 id=\"findings\">Findings, worst first</h2>");
-    if report.findings.is_empty() {
-        h.push_str("<p>No findings.</p>");
-    } else {
-        let mut findings: Vec<_> = report.findings.iter().collect();
-        findings.sort_by(|a, b| {
-            (a.severity, &a.kind, &a.vendor, &a.page)
-                .cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
-        });
-        h.push_str("<table class=\"findings\"><tr><th>severity</th><th>kind</th><th>vendor</th><th>page</th><th>evidence</th><th>rule</th></tr>");
-        for f in findings {
-            let sev = f.severity.as_str();
             let _ = write!(
-                h,
-                "<tr class=\"finding\"><td><span class=\"sev {sev}\">{sev}</span></td><td>{}</td><td>{}</td><td>{}</td><td class=\"ev\">{}</td><td>{}</td></tr>",
-                esc(&f.kind),
-                esc(f.vendor.as_deref().unwrap_or("-")),
-                esc(&f.page),
-                esc(&f.evidence),
-                esc(&f.rule)
+                out,
+                "<tr class=\"{class}\"><td>{sign}</td><td>{}</td><td class=\"ev\">{}</td><td class=\"url\">{}</td></tr>",
+                esc(&i.category),
+                h(&i.key),
+                untrusted::list_more(&i.pages, 5, h)
             );
         }
-        h.push_str("</table>");
+        for (cat, n) in per.into_iter().filter(|(_, n)| *n > MAX_DRIFT) {
+            let _ = write!(
+                out,
+                "<tr class=\"{class}\"><td>{sign}</td><td>{}</td><td colspan=\"2\">and {} more</td></tr>",
+                esc(cat),
+                n - MAX_DRIFT
+            );
+        }
     }
+    out.push_str("</table></div>");
+}
 
-    if !s.third_party_hosts.is_empty() {
-        h.push_str("<h2>Third-party hosts</h2><table><tr><th>host</th><th>requests</th></tr>");
-        let mut hosts: Vec<_> = s.third_party_hosts.iter().collect();
+fn vendor_table(out: &mut String, cx: &Context<'_>) {
+    let rows = verdict::vendors(cx.report, cx.engine);
+    out.push_str("<h2 id=\"vendors\">Vendors</h2>");
+    if rows.is_empty() {
+        out.push_str("<p>No vendor from the rules was seen.</p>");
+        return;
+    }
+    out.push_str("<div class=\"scroll\"><table class=\"vendors\"><colgroup><col style=\"width:22%\"><col style=\"width:13%\"><col style=\"width:10%\"><col style=\"width:8%\"><col style=\"width:10%\"><col><col style=\"width:14%\"></colgroup><tr><th>vendor</th><th>category</th><th>BAA offered</th><th>pages</th><th>leaks</th><th>tracking cookies</th><th>first seen</th></tr>");
+    for r in rows {
+        let baa = match r.baa {
+            Some(true) => "yes",
+            Some(false) => "<b>no</b>",
+            None => "unknown",
+        };
+        let leaks = if r.leaks == 0 {
+            "0".to_string()
+        } else {
+            format!(
+                "<b>{}</b> on {} page{}",
+                r.leaks,
+                r.leak_pages,
+                if r.leak_pages == 1 { "" } else { "s" }
+            )
+        };
+        let sev = r
+            .worst
+            .map(|s| format!(" <span class=\"sev {0}\">{0}</span>", s.as_str()))
+            .unwrap_or_default();
+        let first = cx
+            .first_seen
+            .get(&r.id)
+            .map(|s| h(s))
+            .unwrap_or_else(|| "this scan".into());
+        let _ = write!(
+            out,
+            "<tr class=\"vendor\" data-vendor=\"{}\"><td>{}{sev}</td><td>{}</td><td>{baa}</td><td>{}</td><td>{leaks}</td><td class=\"ev\">{}</td><td>{first}</td></tr>",
+            h(&r.id),
+            h(&r.name),
+            h(&r.category),
+            r.pages,
+            if r.cookies.is_empty() {
+                "-".to_string()
+            } else {
+                untrusted::list_more(&r.cookies, 8, h)
+            }
+        );
+    }
+    out.push_str("</table></div>");
+}
+
+/// Bars of findings per scan, coloured by the scan's worst severity (oldest left).
+fn history_chart(out: &mut String, history: &[ScanRow]) {
+    if history.len() < 2 {
+        return;
+    }
+    let max = history.iter().map(|r| r.findings).max().unwrap_or(0).max(1);
+    let (w, hgt, pad) = (640.0_f64, 160.0_f64, 24.0_f64);
+    let step = (w - pad * 2.0) / history.len() as f64;
+    let _ = write!(
+        out,
+        "<h2 id=\"history\">Findings per scan</h2><svg id=\"history-chart\" role=\"img\" aria-label=\"findings in the last {n} scans\" viewBox=\"0 0 {w} {hgt}\" width=\"{w}\" height=\"{hgt}\" xmlns=\"http://www.w3.org/2000/svg\"><line x1=\"{pad}\" y1=\"{base}\" x2=\"{right}\" y2=\"{base}\" stroke=\"#999\"/>",
+        n = history.len(),
+        base = hgt - pad,
+        right = w - pad
+    );
+    for (i, r) in history.iter().enumerate() {
+        let bar = (r.findings as f64 / max as f64) * (hgt - pad * 2.0);
+        let color = match r.worst_severity.as_deref() {
+            Some("critical") => "#a4161a",
+            Some("high") => "#d9480f",
+            Some("medium") => "#e09f3e",
+            Some("low") => "#5c7cfa",
+            _ => "#868e96",
+        };
+        let _ = write!(
+            out,
+            "<rect class=\"scan\" x=\"{:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{color}\"><title>scan #{} {}: {} findings (worst {})</title></rect>",
+            pad + i as f64 * step + step * 0.15,
+            hgt - pad - bar,
+            step * 0.7,
+            bar.max(1.0),
+            r.id,
+            h(&r.finished_at),
+            r.findings,
+            h(r.worst_severity.as_deref().unwrap_or("none"))
+        );
+    }
+    let (first, last) = (&history[0], &history[history.len() - 1]);
+    let _ = write!(
+        out,
+        "<text x=\"{pad}\" y=\"{}\" font-size=\"11\">{}</text><text x=\"{}\" y=\"{}\" font-size=\"11\" text-anchor=\"end\">{}</text><text x=\"2\" y=\"{}\" font-size=\"11\">{max}</text></svg>",
+        hgt - 6.0,
+        h(first.finished_at.get(..10).unwrap_or(&first.finished_at)),
+        w - pad,
+        hgt - 6.0,
+        h(last.finished_at.get(..10).unwrap_or(&last.finished_at)),
+        pad - 8.0
+    );
+}
+
+/// (kind, vendor, rule): one cause.
+type Cause<'a> = (&'a str, Option<&'a str>, &'a str);
+
+/// A vendor's name from the rules, else its id ("unknown recipient" without one).
+fn who(engine: &Engine, vendor: Option<&str>) -> String {
+    match vendor {
+        Some(id) => engine
+            .vendor(id)
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| id.to_string()),
+        None => "unknown recipient".into(),
+    }
+}
+
+fn findings_section(out: &mut String, report: &ScanReport, engine: &Engine) {
+    out.push_str("<h2 id=\"findings\">Findings by cause</h2>");
+    if report.findings.is_empty() {
+        out.push_str("<p>No findings.</p>");
+        return;
+    }
+    let mut causes: BTreeMap<Cause<'_>, Vec<&Finding>> = BTreeMap::new();
+    for f in &report.findings {
+        causes
+            .entry((f.kind.as_str(), f.vendor.as_deref(), f.rule.as_str()))
+            .or_default()
+            .push(f);
+    }
+    let mut causes: Vec<_> = causes.into_iter().collect();
+    causes.sort_by_key(|(c, fs)| {
+        let worst = fs.iter().map(|f| f.severity).min();
+        (worst, std::cmp::Reverse(fs.len()), *c)
+    });
+    for ((kind, vendor, rule), fs) in causes {
+        let sev = fs
+            .iter()
+            .map(|f| f.severity)
+            .min()
+            .unwrap_or(crate::model::Severity::Info);
+        let mut pages: Vec<&str> = fs.iter().map(|f| f.page.as_str()).collect();
+        pages.sort();
+        pages.dedup();
+        let _ = write!(
+            out,
+            "<article class=\"cause\" data-kind=\"{kind}\"><h3><span class=\"sev {sev}\">{sev}</span> {kind} → {who} <small>rule <code>{rule}</code></small></h3><p>on {n} page{s}</p>",
+            kind = h(kind),
+            sev = sev.as_str(),
+            who = h(&who(engine, vendor)),
+            rule = h(rule),
+            n = pages.len(),
+            s = if pages.len() == 1 { "" } else { "s" }
+        );
+        let mut shown: Vec<String> = Vec::new();
+        for f in &fs {
+            let ev = untrusted::evidence(&f.evidence, f.matched.as_deref());
+            if shown.len() < MAX_EXCERPTS && !shown.contains(&ev) {
+                let _ = write!(
+                    out,
+                    "<div class=\"ev\">{}</div>",
+                    untrusted::html_marked(&ev, f.matched.as_deref())
+                );
+                shown.push(ev);
+            }
+        }
+        let _ = write!(
+            out,
+            "<details><summary>{} page{}</summary><ul class=\"pages\">",
+            pages.len(),
+            if pages.len() == 1 { "" } else { "s" }
+        );
+        for p in pages.iter().take(MAX_PAGES) {
+            let _ = write!(out, "<li class=\"url\">{}</li>", h(p));
+        }
+        if pages.len() > MAX_PAGES {
+            let _ = write!(out, "<li>and {} more</li>", pages.len() - MAX_PAGES);
+        }
+        out.push_str("</ul></details></article>");
+    }
+}
+
+fn pages_section(out: &mut String, report: &ScanReport) {
+    if !report.summary.third_party_hosts.is_empty() {
+        out.push_str("<h2>Third-party hosts</h2><table class=\"hosts\"><colgroup><col><col style=\"width:6rem\"></colgroup><tr><th>host</th><th>requests</th></tr>");
+        let mut hosts: Vec<_> = report.summary.third_party_hosts.iter().collect();
         hosts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (host, n) in hosts {
-            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(host));
+            let _ = write!(
+                out,
+                "<tr><td class=\"url\">{}</td><td>{n}</td></tr>",
+                h(host)
+            );
         }
-        h.push_str("</table>");
+        out.push_str("</table>");
     }
-
-    h.push_str("<h2 id=\"pages\">Pages</h2><table class=\"pages\"><tr><th>page</th><th>status</th><th>requests</th><th>third-party</th><th>cookies</th><th>storage</th><th>error</th></tr>");
+    out.push_str("<h2 id=\"pages\">Pages</h2><div class=\"scroll\"><table class=\"pages\"><colgroup><col style=\"width:40%\"><col><col><col><col><col><col style=\"width:22%\"></colgroup><tr><th>page</th><th>status</th><th>requests</th><th>third-party</th><th>cookies</th><th>storage</th><th>error</th></tr>");
     for p in &report.pages {
         let third = p.requests.iter().filter(|r| r.third_party).count();
         let _ = write!(
-            h,
-            "<tr class=\"page\"><td>{}</td><td>{}</td><td>{}</td><td>{third}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
-            esc(&p.url),
+            out,
+            "<tr class=\"page\"><td class=\"url\">{}</td><td>{}</td><td>{}</td><td>{third}</td><td>{}</td><td>{}</td><td class=\"err\">{}</td></tr>",
+            h(&untrusted::cut(&p.url, URL_MAX)),
             p.status
                 .map(|s| s.to_string())
                 .unwrap_or_else(|| "-".into()),
             p.requests.len(),
             p.cookies.len(),
             p.storage.len(),
-            esc(p.error.as_deref().unwrap_or(""))
+            h(&untrusted::cut(p.error.as_deref().unwrap_or(""), URL_MAX))
         );
     }
-    h.push_str("</table><h2>Requests per page</h2>");
+    out.push_str("</table></div><h2>Requests per page</h2>");
     for p in &report.pages {
         let _ = write!(
-            h,
-            "<details><summary>{} ({} requests)</summary><table><tr><th>method</th><th>type</th><th>URL</th><th>status</th><th>vendor</th><th>phase</th></tr>",
-            esc(&p.url),
+            out,
+            "<details><summary class=\"url\">{} ({} requests)</summary><div class=\"scroll\"><table class=\"requests\"><colgroup><col style=\"width:4.5rem\"><col style=\"width:6rem\"><col><col style=\"width:4rem\"><col style=\"width:7rem\"><col style=\"width:5rem\"></colgroup><tr><th>method</th><th>type</th><th>URL</th><th>status</th><th>vendor</th><th>phase</th></tr>",
+            h(&untrusted::cut(&p.url, URL_MAX)),
             p.requests.len()
         );
         for r in &p.requests {
             let _ = write!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td class=\"ev\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&r.method),
-                esc(&r.resource_type),
-                esc(&r.url),
+                out,
+                "<tr><td>{}</td><td>{}</td><td class=\"url\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                h(&r.method),
+                h(&r.resource_type),
+                h(&untrusted::cut(&r.url, URL_MAX)),
                 r.status
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
-                esc(r.vendor.as_deref().unwrap_or("")),
-                esc(&r.phase)
+                h(r.vendor.as_deref().unwrap_or("")),
+                h(&r.phase)
             );
         }
-        h.push_str("</table></details>");
+        out.push_str("</table></div></details>");
     }
-    h.push_str("<p><small>Generated by pixelwatch. Cookie and storage values are never recorded.</small></p></body></html>\n");
-    h
 }

@@ -40,7 +40,7 @@ impl Bar {
 
 impl Progress for Bar {
     fn page_started(&self, url: &str) {
-        self.bar.set_message(url.to_string());
+        self.bar.set_message(super::untrusted::terminal(url));
     }
 
     fn page_finished(&self, _page: &Page, done: usize, queued: usize, errors: usize) {
@@ -49,6 +49,9 @@ impl Progress for Bar {
     }
 
     fn browser_restarted(&self, reason: &str) {
-        self.bar.println(format!("browser restarted: {reason}"));
+        self.bar.println(format!(
+            "browser restarted: {}",
+            super::untrusted::terminal(reason)
+        ));
     }
 }

@@ -1,20 +1,31 @@
 //! The end-of-scan summary people read in a terminal.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::model::ScanReport;
+use super::untrusted::{self, plain, terminal};
+use crate::model::{Finding, ScanReport, Severity};
+use crate::rules::Engine;
 use crate::store::ScanRow;
 
-/// A plain-text summary: pages, third-party hosts by count, cookies, storage, findings worst
-/// first, errors.
-pub fn summary(report: &ScanReport) -> String {
+/// (severity, kind, vendor, rule) of a group of findings.
+type Group<'a> = (Severity, &'a str, Option<&'a str>, &'a str);
+
+/// A plain-text summary (every page-derived string made safe for a terminal): the verdict,
+/// pages, third-party hosts by count, cookies, storage, findings worst first, errors.
+pub fn summary(report: &ScanReport, engine: &Engine) -> String {
     let s = &report.summary;
     let mut out = String::new();
     let id = report
         .id
         .map(|i| format!(" (scan #{i})"))
         .unwrap_or_default();
-    let _ = writeln!(out, "pixelwatch scan of {}{id}", report.site);
+    let _ = writeln!(out, "pixelwatch scan of {}{id}", terminal(&report.site));
+    let _ = writeln!(
+        out,
+        "  Verdict: {}",
+        plain(&super::verdict::sentence(report, engine))
+    );
     let _ = writeln!(
         out,
         "  {} pages ({} with errors) in {:.1}s, {} requests ({} third-party), {} skipped",
@@ -44,7 +55,7 @@ pub fn summary(report: &ScanReport) -> String {
         let mut hosts: Vec<_> = s.third_party_hosts.iter().collect();
         hosts.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (host, n) in hosts.iter().take(25) {
-            let _ = writeln!(out, "  {n:>5}  {host}");
+            let _ = writeln!(out, "  {n:>5}  {}", terminal(host));
         }
         if hosts.len() > 25 {
             let _ = writeln!(out, "  ... and {} more", hosts.len() - 25);
@@ -52,37 +63,35 @@ pub fn summary(report: &ScanReport) -> String {
     }
     if !report.findings.is_empty() {
         let _ = writeln!(out, "\nFindings, worst first:");
-        let mut findings: Vec<_> = report.findings.iter().collect();
-        findings.sort_by(|a, b| {
-            (a.severity, &a.kind, &a.vendor, &a.page)
-                .cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
-        });
-        // Group identical (severity, kind, vendor, rule) so 200 pages with one pixel read as one.
-        let mut i = 0;
-        while i < findings.len() {
-            let f = findings[i];
-            let mut j = i;
-            while j < findings.len()
-                && findings[j].severity == f.severity
-                && findings[j].kind == f.kind
-                && findings[j].vendor == f.vendor
-                && findings[j].rule == f.rule
-            {
-                j += 1;
-            }
-            let pages = j - i;
+        // One group per (severity, kind, vendor, rule), so 200 pages with one pixel read as one.
+        let mut groups: BTreeMap<Group<'_>, Vec<&Finding>> = BTreeMap::new();
+        for f in &report.findings {
+            groups
+                .entry((f.severity, &f.kind, f.vendor.as_deref(), &f.rule))
+                .or_default()
+                .push(f);
+        }
+        for ((severity, kind, vendor, rule), fs) in groups {
+            let mut pages: Vec<&str> = fs.iter().map(|f| f.page.as_str()).collect();
+            pages.sort();
+            pages.dedup();
+            let f = fs[0];
             let _ = writeln!(
                 out,
                 "  [{}] {} {}: on {} page{} (e.g. {})",
-                f.severity.as_str().to_uppercase(),
-                f.kind,
-                f.vendor.as_deref().unwrap_or("-"),
-                pages,
-                if pages == 1 { "" } else { "s" },
-                f.page
+                severity.as_str().to_uppercase(),
+                terminal(kind),
+                terminal(vendor.unwrap_or("-")),
+                pages.len(),
+                if pages.len() == 1 { "" } else { "s" },
+                terminal(pages[0])
             );
-            let _ = writeln!(out, "      {}  [rule {}]", f.evidence, f.rule);
-            i = j;
+            let _ = writeln!(
+                out,
+                "      {}  [rule {}]",
+                plain(&untrusted::evidence(&f.evidence, f.matched.as_deref())),
+                terminal(rule)
+            );
         }
     }
     let errored: Vec<_> = report.pages.iter().filter(|p| p.error.is_some()).collect();
@@ -92,8 +101,8 @@ pub fn summary(report: &ScanReport) -> String {
             let _ = writeln!(
                 out,
                 "  {}: {}",
-                p.url,
-                p.error.as_deref().unwrap_or_default()
+                terminal(&p.url),
+                terminal(p.error.as_deref().unwrap_or_default())
             );
         }
         if errored.len() > 20 {
@@ -130,8 +139,43 @@ pub fn scan_table(rows: &[ScanRow]) -> String {
             r.cookies,
             r.findings,
             r.worst_severity.as_deref().unwrap_or("-"),
-            r.site
+            terminal(&r.site)
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_group_per_cause_even_when_pages_interleave_rules() {
+        let f = |page: &str, rule: &str, evidence: &str| Finding {
+            kind: "phi_leak".into(),
+            severity: Severity::Critical,
+            vendor: Some("meta".into()),
+            page: page.into(),
+            request_url: None,
+            evidence: evidence.into(),
+            rule: rule.into(),
+            matched: None,
+        };
+        let report = ScanReport {
+            pages: vec![],
+            findings: vec![
+                f("https://c.test/a", "health-terms.toml:glp1_drug", "x"),
+                f("https://c.test/b", "builtin:an_email_address", "y\u{1b}[2J"),
+                f("https://c.test/c", "health-terms.toml:glp1_drug", "x"),
+            ],
+            ..crate::report::empty_report("https://c.test/")
+        };
+        let s = summary(&report, &Engine::bundled());
+        assert_eq!(s.matches("glp1_drug").count(), 1, "{s}");
+        assert!(
+            s.contains("[CRITICAL] phi_leak meta: on 2 pages (e.g. https://c.test/a)"),
+            "{s}"
+        );
+        assert!(s.contains("y\\x1b[2J") && !s.contains('\u{1b}'), "{s}");
+    }
 }

@@ -2,9 +2,14 @@
 //!
 //! A scan is reduced to an *inventory* of identities that ignore noise — cookie and storage
 //! values are never recorded, script URLs lose their query (cache busting), findings are keyed by
-//! kind, vendor and rule, and page order does not matter — so two scans of an unchanged site have
-//! no drift. Each identity keeps the pages where it appears. The inventory is also the portable
-//! baseline file (`pixelwatch.baseline/v1`).
+//! kind, vendor and rule, page order does not matter, first-party hosts are written relative to
+//! the site (`{site}`) and volatile parts of cookie and storage names as patterns (`cache_{n}`,
+//! see [`identity`]) — so two scans of an unchanged site have no drift, and a production baseline
+//! checks staging on another host. Each identity keeps the pages where it appears. The inventory
+//! is also the portable baseline file (`pixelwatch.baseline/v2`; v1 files are read and
+//! normalised).
+
+pub mod identity;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -12,9 +17,15 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::model::ScanReport;
+use crate::report::untrusted::terminal;
+pub use identity::{SiteHosts, is_site_relative, stable_name};
 
 /// Schema id of a baseline file.
-pub const BASELINE_SCHEMA: &str = "pixelwatch.baseline/v1";
+pub const BASELINE_SCHEMA: &str = "pixelwatch.baseline/v2";
+/// The earlier baseline schema (hosts and volatile names as seen), still read.
+pub const BASELINE_SCHEMA_V1: &str = "pixelwatch.baseline/v1";
+/// Most drift items per category in the text rendering.
+pub const MAX_ITEMS_SHOWN: usize = 20;
 
 /// Identity -> pages where it appears.
 pub type Items = BTreeMap<String, BTreeSet<String>>;
@@ -100,8 +111,57 @@ fn strip_query(url: &str) -> String {
     url.split(['?', '#']).next().unwrap_or(url).to_string()
 }
 
+/// The site's own hosts: the start URL's, and where the start page ended up.
+fn site_hosts(report: &ScanReport) -> SiteHosts {
+    let start = report
+        .pages
+        .iter()
+        .find(|p| p.url == report.site)
+        .or(report.pages.first());
+    SiteHosts::new(&report.site, start.map(|p| p.final_url.as_str()))
+}
+
+fn storage_key(site: &SiteHosts, origin: &str, kind: &str, key: &str) -> String {
+    format!(
+        "{} {kind} {}",
+        site.relative_origin(origin),
+        stable_name(key)
+    )
+}
+
+fn cookie_key(site: &SiteHosts, name: &str, domain: &str) -> String {
+    format!("{} @ {}", stable_name(name), site.relative(domain))
+}
+
+impl Inventory {
+    /// Cookie and storage identities rewritten relative to `site` with stable names (for
+    /// baselines written before identities were: idempotent).
+    pub fn normalized(mut self, site: &SiteHosts) -> Inventory {
+        let rekey = |items: Items, f: &dyn Fn(&str) -> String| -> Items {
+            let mut out = Items::new();
+            for (k, pages) in items {
+                out.entry(f(&k)).or_default().extend(pages);
+            }
+            out
+        };
+        self.cookies = rekey(self.cookies, &|k| match k.rsplit_once(" @ ") {
+            Some((name, domain)) => cookie_key(site, name, domain),
+            None => k.to_string(),
+        });
+        self.storage = rekey(self.storage, &|k| {
+            let mut parts = k.splitn(3, ' ');
+            match (parts.next(), parts.next(), parts.next()) {
+                (Some(origin), Some(kind), Some(key)) => storage_key(site, origin, kind, key),
+                _ => k.to_string(),
+            }
+        });
+        self
+    }
+}
+
 /// Reduces a scan to its inventory.
 pub fn inventory(report: &ScanReport) -> Inventory {
+    let site = site_hosts(report);
     let mut inv = Inventory::default();
     for p in &report.pages {
         let page = p.url.as_str();
@@ -119,7 +179,7 @@ pub fn inventory(report: &ScanReport) -> Inventory {
         for s in &p.storage {
             add(
                 &mut inv.storage,
-                format!("{} {} {}", s.origin, s.kind, s.key),
+                storage_key(&site, &s.origin, &s.kind, &s.key),
                 page,
             );
         }
@@ -130,10 +190,9 @@ pub fn inventory(report: &ScanReport) -> Inventory {
         }
     }
     for c in &report.cookies {
-        let domain = c.cookie.domain.trim_start_matches('.');
         add(
             &mut inv.cookies,
-            format!("{} @ {domain}", c.cookie.name),
+            cookie_key(&site, &c.cookie.name, &c.cookie.domain),
             &c.first_seen_page,
         );
     }
@@ -222,55 +281,79 @@ impl Baseline {
             path: shown.clone(),
             source,
         })?;
-        if b.schema != BASELINE_SCHEMA {
+        if b.schema != BASELINE_SCHEMA && b.schema != BASELINE_SCHEMA_V1 {
             return Err(BaselineError::Schema {
                 path: shown,
                 found: b.schema,
             });
         }
-        Ok(b)
+        Ok(b.normalized())
+    }
+
+    /// The baseline with identities in the current form (a v1 baseline becomes v2).
+    pub fn normalized(mut self) -> Baseline {
+        self.inventory = self.inventory.normalized(&SiteHosts::new(&self.site, None));
+        self.schema = BASELINE_SCHEMA.into();
+        self
     }
 
     /// Writes the baseline as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<(), BaselineError> {
         let json = serde_json::to_vec_pretty(self).expect("a baseline always serializes");
-        std::fs::write(path, json).map_err(|source| BaselineError::Write {
-            path: path.display().to_string(),
-            source,
+        crate::report::write_file(path, &json).map_err(|e| BaselineError::Write {
+            path: e.path,
+            source: e.source,
         })
     }
 }
 
-/// Drift as text for a terminal or an email.
+/// Drift as text for a terminal or an email: page-derived text made visible-safe, at most
+/// [`MAX_ITEMS_SHOWN`] items per category and direction, then "and K more".
 pub fn render(drift: &Drift) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let site = terminal(&drift.site);
     if drift.is_empty() {
-        let _ = writeln!(out, "No drift: {} matches its baseline.", drift.site);
+        let _ = writeln!(out, "No drift: {site} matches its baseline.");
         return out;
     }
     let _ = writeln!(
         out,
-        "Drift on {}: {} added, {} removed",
-        drift.site,
+        "Drift on {site}: {} added, {} removed",
         drift.added.len(),
         drift.removed.len()
     );
     for (sign, items) in [("+", &drift.added), ("-", &drift.removed)] {
-        for i in items {
-            let more = if i.pages.len() > 3 {
-                format!(" and {} more", i.pages.len() - 3)
-            } else {
-                String::new()
-            };
-            let pages: Vec<&str> = i.pages.iter().take(3).map(String::as_str).collect();
-            let _ = writeln!(
-                out,
-                "  {sign} {:<18} {}  (on {}{more})",
-                i.category,
-                i.key,
-                pages.join(", ")
-            );
+        for (category, items) in by_category(items) {
+            for i in items.iter().take(MAX_ITEMS_SHOWN) {
+                let _ = writeln!(
+                    out,
+                    "  {sign} {:<18} {}  (on {})",
+                    category,
+                    terminal(&i.key),
+                    crate::report::untrusted::list_more(&i.pages, 3, terminal)
+                );
+            }
+            if items.len() > MAX_ITEMS_SHOWN {
+                let _ = writeln!(
+                    out,
+                    "  {sign} {:<18} ... and {} more",
+                    category,
+                    items.len() - MAX_ITEMS_SHOWN
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Drift items grouped by category, in the order they first appear.
+pub fn by_category(items: &[DriftItem]) -> Vec<(&str, Vec<&DriftItem>)> {
+    let mut out: Vec<(&str, Vec<&DriftItem>)> = Vec::new();
+    for i in items {
+        match out.iter_mut().find(|(c, _)| *c == i.category) {
+            Some((_, v)) => v.push(i),
+            None => out.push((i.category.as_str(), vec![i])),
         }
     }
     out
@@ -279,7 +362,7 @@ pub fn render(drift: &Drift) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Page, Request, Script, Summary};
+    use crate::model::{Page, Request, Script};
 
     fn report(pixel_on: &[&str], script_query: &str) -> ScanReport {
         let pages = ["https://c.test/", "https://c.test/deep/page"]
@@ -313,20 +396,69 @@ mod tests {
             })
             .collect();
         ScanReport {
-            schema: crate::model::SCAN_SCHEMA.into(),
-            id: None,
-            site: "https://c.test/".into(),
-            started_at: String::new(),
-            finished_at: String::new(),
-            consent_mode: "none".into(),
             pages,
-            skipped: vec![],
-            external_links: vec![],
-            cookies: vec![],
-            canaries: vec![],
-            findings: vec![],
-            summary: Summary::default(),
+            ..crate::report::empty_report("https://c.test/")
         }
+    }
+
+    #[test]
+    fn a_v1_baseline_of_production_checks_staging_on_another_host() {
+        let mut prod = report(&[], "");
+        prod.pages[0].storage = vec![crate::model::StorageEntry {
+            origin: "https://c.test".into(),
+            kind: "local".into(),
+            key: "cache_1733012345678".into(),
+            ..Default::default()
+        }];
+        // A baseline written before identities were site-relative (schema v1).
+        let mut v1 = Baseline::from_scan(&prod);
+        v1.schema = BASELINE_SCHEMA_V1.into();
+        v1.inventory.storage = [(
+            "https://c.test local cache_1733012345678".to_string(),
+            ["https://c.test/".to_string()].into(),
+        )]
+        .into();
+        v1.inventory.cookies = [(
+            "sid @ c.test".to_string(),
+            ["https://c.test/".to_string()].into(),
+        )]
+        .into();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("b.json");
+        v1.write(&file).unwrap();
+        let read = Baseline::read(&file).unwrap();
+        assert_eq!(read.schema, BASELINE_SCHEMA);
+        assert!(
+            read.inventory
+                .storage
+                .contains_key("{site} local cache_{n}")
+        );
+        assert!(read.inventory.cookies.contains_key("sid @ {site}"));
+
+        let mut staging = report(&[], "");
+        staging.site = "https://staging.other.test/".into();
+        for p in &mut staging.pages {
+            p.url = p
+                .url
+                .replace("https://c.test", "https://staging.other.test");
+            p.final_url = p.url.clone();
+        }
+        staging.pages[0].storage = vec![crate::model::StorageEntry {
+            origin: "https://staging.other.test".into(),
+            kind: "local".into(),
+            key: "cache_1799999999999".into(),
+            ..Default::default()
+        }];
+        staging.cookies = vec![crate::model::CookieSeen {
+            cookie: crate::model::Cookie {
+                name: "sid".into(),
+                domain: "staging.other.test".into(),
+                ..Default::default()
+            },
+            first_seen_page: "https://staging.other.test/".into(),
+        }];
+        let d = diff(&read, &staging);
+        assert!(d.is_empty(), "{}", render(&d));
     }
 
     #[test]
