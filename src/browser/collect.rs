@@ -202,8 +202,7 @@ const CONTEXT_READER: &str = r#"function context(clip) {
   if (meta) c.description = clip(meta.getAttribute('content'), 300) || null;
   const crumbs = document.querySelector('[aria-label*="breadcrumb" i], .breadcrumb, .breadcrumbs, [itemtype*="BreadcrumbList"]');
   if (crumbs) {
-    for (const part of (crumbs.innerText || '').split(/[
-›»>|\/]+/)) {
+    for (const part of (crumbs.innerText || '').split(/[\n›»>|\/]+/)) {
       const t = clip(part, 80);
       if (t) c.breadcrumbs.push(t);
       if (c.breadcrumbs.length >= 8) break;
