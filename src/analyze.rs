@@ -12,6 +12,8 @@ use base64::Engine as _;
 use regex::Regex;
 use serde_json::Value;
 
+pub mod context;
+
 use crate::lexicon::Lexicon;
 use crate::model::{Canary, Finding, Page, Request, Severity};
 use crate::rules::consent::ConsentMode;
@@ -140,6 +142,93 @@ pub fn findings(
     out.sort_by(|a, b| {
         (a.severity, &a.kind, &a.vendor, &a.page).cmp(&(b.severity, &b.kind, &b.vendor, &b.page))
     });
+    out
+}
+
+/// `phi_leak` for trackers that received the URL, path or title of a health-revealing page (see
+/// [`context`]) whose URL itself names no health term (those are found by [`findings`]). The
+/// evidence says why the page reveals health information.
+pub fn context_leaks(pages: &[Page], engine: &Engine, roles: &context::PageRoles) -> Vec<Finding> {
+    let lexicon = Lexicon::bundled();
+    let mut out = Vec::new();
+    for p in pages {
+        let Some(health) = &p.health else { continue };
+        if find_health(lexicon, &p.final_url, true)
+            .is_some_and(|m| !CONTEXT_CATEGORIES.contains(&m.category.as_str()))
+        {
+            continue;
+        }
+        let needles = page_needles(p);
+        let mut seen = BTreeSet::new();
+        for r in p.requests.iter().filter(|r| r.third_party) {
+            let Some(m) = engine.match_url(&r.url) else {
+                continue;
+            };
+            let v = m.vendor;
+            if !TRACKING_CATEGORIES.contains(&v.category.as_str()) || seen.contains(&v.id) {
+                continue;
+            }
+            let hit = fields(r).into_iter().find_map(|f| {
+                let value = f.value.to_lowercase();
+                needles
+                    .iter()
+                    .find(|(n, _)| value.contains(n.as_str()))
+                    .map(|(n, what)| (f, n.clone(), *what))
+            });
+            let Some((field, needle, what)) = hit else {
+                continue;
+            };
+            seen.insert(v.id.clone());
+            let severity = match (health.sensitivity.as_str(), v.baa) {
+                ("critical", false) => Severity::Critical,
+                ("critical", true) | (_, false) => Severity::High,
+                (_, true) => Severity::Medium,
+            };
+            let where_ = if field.location == "header" {
+                format!("{} header", field.name)
+            } else {
+                format!("{} ({})", field.location, field.name)
+            };
+            out.push(Finding {
+                kind: "phi_leak".into(),
+                severity,
+                vendor: Some(v.id.clone()),
+                page: p.url.clone(),
+                request_url: Some(r.url.clone()),
+                evidence: format!(
+                    "{} ({}) received the {what} of a health-revealing page in the {where_}: {}. \
+                     The page reveals health information: {}",
+                    v.name,
+                    baa_text(v),
+                    excerpt_around(&field.value.to_lowercase(), &needle),
+                    health.reasons.join("; ")
+                ),
+                rule: roles.rule(health),
+                matched: health.topics.first().cloned(),
+            });
+        }
+    }
+    out
+}
+
+/// What of a page a tracker may receive, lowercased: its URLs, its path, its title.
+fn page_needles(p: &Page) -> Vec<(String, &'static str)> {
+    let mut out: Vec<(String, &'static str)> = Vec::new();
+    for u in [&p.url, &p.final_url] {
+        let u = u.split('#').next().unwrap_or(u).to_lowercase();
+        if !out.iter().any(|(n, _)| *n == u) {
+            out.push((u, "URL"));
+        }
+    }
+    if let Ok(u) = url::Url::parse(&p.final_url) {
+        let path = u.path().to_lowercase();
+        if path.trim_matches('/').len() >= 4 {
+            out.push((path, "path"));
+        }
+    }
+    if let Some(t) = p.title.as_deref().map(str::trim).filter(|t| t.len() >= 12) {
+        out.push((t.to_lowercase(), "title"));
+    }
     out
 }
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tokio::sync::Notify;
 
+use crate::analyze::context::{LinkTexts, PageRoles};
 use crate::browser::{
     CookieLedger, Guard, LaunchError, LaunchOptions, Plan, Pool, Tab, VisitTiming,
 };
@@ -84,6 +85,8 @@ pub enum ScanError {
     #[error(transparent)]
     Rules(#[from] crate::rules::RulesError),
     #[error(transparent)]
+    Roles(#[from] crate::analyze::context::RolesError),
+    #[error(transparent)]
     Launch(#[from] LaunchError),
 }
 
@@ -96,6 +99,7 @@ impl ScanError {
                 | ScanError::BadPattern { .. }
                 | ScanError::Zero(_)
                 | ScanError::Rules(_)
+                | ScanError::Roles(_)
         ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
     }
 }
@@ -118,6 +122,8 @@ struct Shared {
     errors: usize,
     /// Every cookie of the scan and the page that set it.
     cookies: CookieLedger,
+    /// What the site's links call each page.
+    link_texts: LinkTexts,
 }
 
 /// Hooks for tests: learn the browser's pid while a scan runs.
@@ -163,6 +169,7 @@ pub async fn run_with_hook(
         None => Engine::bundled(),
     };
     let filter_lists = crate::rules::filterlist::FilterLists::load(&opts.filter_lists)?;
+    let roles = PageRoles::from_dir(opts.rules_dir.as_deref())?;
     let include = compile("include", &opts.include)?;
     let exclude = compile("exclude", &opts.exclude)?;
     let frontier = Frontier::new(
@@ -196,6 +203,7 @@ pub async fn run_with_hook(
         in_flight: 0,
         errors: 0,
         cookies: CookieLedger::new(&site),
+        link_texts: LinkTexts::default(),
     }));
     if opts.sitemaps {
         let found = discover_sitemaps(&pool, &start).await;
@@ -247,8 +255,10 @@ pub async fn run_with_hook(
     let (skipped, skipped_total, external_links) = s.frontier.take().expect("frontier").finish();
     let mut pages = std::mem::take(&mut s.pages);
     let cookies = std::mem::take(&mut s.cookies).finish();
+    s.link_texts.apply(&mut pages);
     drop(s);
     classify(&mut pages, &site, &engine);
+    crate::analyze::context::classify_pages(&mut pages, crate::lexicon::Lexicon::bundled(), &roles);
     let canaries = plan.canaries.clone().unwrap_or_default();
     let mut findings = crate::analyze::findings(
         &pages,
@@ -257,6 +267,7 @@ pub async fn run_with_hook(
         opts.consent,
         &canaries,
     );
+    findings.extend(crate::analyze::context_leaks(&pages, &engine, &roles));
     findings.extend(crate::analyze::cookie_findings(
         &cookies,
         &pages,
@@ -404,7 +415,11 @@ impl Worker {
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());
         }
-        page.cookies = lock(&self.shared).cookies.record(&page.url, &visit.cookies);
+        {
+            let mut s = lock(&self.shared);
+            page.cookies = s.cookies.record(&page.url, &visit.cookies);
+            s.link_texts.add(&visit.link_texts);
+        }
         let mut links: Vec<(String, &'static str)> = visit
             .links
             .into_iter()
