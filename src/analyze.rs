@@ -254,11 +254,30 @@ pub fn cookie_findings(
         // before it had been answered either (its requests still in the "load" phase).
         let pre_consent = match consent {
             // With reject, a tracking cookie is wrong whenever it appeared.
-            ConsentMode::None | ConsentMode::Reject => true,
+            ConsentMode::None | ConsentMode::Reject | ConsentMode::Gpc => true,
             _ => page.is_some_and(|p| {
                 p.consent_action.is_none() && p.requests.first().is_some_and(|r| r.phase == "load")
             }),
         };
+        if consent == ConsentMode::Gpc && v.category == "advertising" {
+            out.push(Finding {
+                kind: "gpc_ignored".into(),
+                severity: Severity::High,
+                vendor: Some(v.id.clone()),
+                page: c.first_seen_page.clone(),
+                request_url: None,
+                evidence: format!(
+                    "advertising cookie {} ({}, set by {}) of {} appeared although the browser \
+                     sent the Global Privacy Control opt-out",
+                    short(&c.cookie.name),
+                    short(&c.cookie.domain),
+                    c.cookie.set_by,
+                    v.name
+                ),
+                rule: format!("{}:cookie:gpc", v.rule),
+                matched: None,
+            });
+        }
         if !pre_consent {
             continue;
         }
@@ -315,7 +334,7 @@ fn other_findings(
     if before || after_reject {
         let when = if after_reject {
             "after the visitor rejected tracking".to_string()
-        } else if consent == ConsentMode::None {
+        } else if matches!(consent, ConsentMode::None | ConsentMode::Gpc) {
             "before any consent interaction (the scan never clicks a banner)".to_string()
         } else {
             format!(
@@ -331,6 +350,18 @@ fn other_findings(
                 v.name, r.resource_type, r.host
             ),
             format!("consent:{}", consent.as_str()),
+        );
+    }
+    if consent == ConsentMode::Gpc && v.category == "advertising" {
+        push(
+            "gpc_ignored",
+            Severity::High,
+            format!(
+                "{} sent a {} request to {} although the browser sent the Global Privacy Control \
+                 opt-out (Sec-GPC: 1, navigator.globalPrivacyControl)",
+                v.name, r.resource_type, r.host
+            ),
+            format!("consent:gpc:{}", v.id),
         );
     }
     if v.category == "session_replay" && p.forms > 0 {

@@ -21,7 +21,8 @@ pub struct ScanReport {
     pub site: String,
     pub started_at: String,
     pub finished_at: String,
-    /// "none" (never clicks a consent banner), "accept" or "reject".
+    /// "none" (never clicks a consent banner), "accept", "reject" or "gpc" (never clicks, sends
+    /// the Global Privacy Control signal).
     pub consent_mode: String,
     pub pages: Vec<Page>,
     /// Same-site URLs found but not visited (limits, downloads, excluded, traps), with why.

@@ -192,6 +192,7 @@ pub async fn run_with_hook(
         LaunchOptions {
             executable: opts.browser.clone(),
             extra_args: opts.browser_args.clone(),
+            global_privacy_control: opts.consent == ConsentMode::Gpc,
         },
         guard,
     ));

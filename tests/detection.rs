@@ -407,3 +407,77 @@ async fn a_clean_site_has_no_critical_or_high_findings() {
     assert_eq!(report.pages[0].probed_fields, 1);
     assert!(!server.requests().iter().any(|r| r.target == "/contact"));
 }
+
+/// A TikTok-style pixel that ignores Global Privacy Control and a Meta-style one that honours it
+/// (it checks `navigator.globalPrivacyControl` and stays silent).
+fn gpc_site() -> Site {
+    Site::new()
+        .page(
+            C,
+            "/",
+            &html(
+                r#"<script>
+                navigator.sendBeacon('https://analytics.tiktok.com/api/v2/pixel', JSON.stringify({event: 'Pageview'}));
+                document.cookie = '_ttp=abc; path=/; max-age=3600';
+                if (!navigator.globalPrivacyControl) {
+                  new Image().src = 'https://www.facebook.com/tr?id=1&ev=PageView';
+                  document.cookie = '_fbp=fb.1.1; path=/; max-age=3600';
+                }
+                </script>"#,
+            ),
+        )
+        .route("analytics.tiktok.com", "/api/v2/pixel", Response::status(204))
+        .handler("www.facebook.com", "/tr", |_| Response::ok("image/gif", pixelwatch::demo::GIF.to_vec()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpc_flags_a_pixel_that_ignores_the_signal_and_not_one_that_honours_it() {
+    let server = FixtureServer::start(gpc_site()).await.unwrap();
+    let mut opts = options(&server);
+    opts.consent = ConsentMode::Gpc;
+    let report = scan(&opts).await;
+    assert_eq!(report.consent_mode, "gpc");
+    let gpc: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.kind == "gpc_ignored")
+        .collect();
+    assert!(
+        gpc.iter()
+            .any(|f| f.vendor.as_deref() == Some("tiktok") && f.request_url.is_some()),
+        "{gpc:#?}"
+    );
+    assert!(
+        gpc.iter()
+            .any(|f| f.vendor.as_deref() == Some("tiktok") && f.evidence.contains("cookie _ttp")),
+        "{gpc:#?}"
+    );
+    assert!(
+        !report
+            .findings
+            .iter()
+            .any(|f| f.vendor.as_deref() == Some("meta")),
+        "the pixel that honours GPC never fired: {:#?}",
+        report.findings
+    );
+    // The signal really went out, on the wire.
+    let log = server.requests();
+    let beacon = log
+        .iter()
+        .find(|r| r.host == "analytics.tiktok.com")
+        .expect("the beacon reached the tracker");
+    assert_eq!(beacon.header("sec-gpc"), Some("1"));
+    assert!(log.iter().all(|r| r.header("sec-gpc") == Some("1")));
+
+    // Without GPC both pixels fire and nothing is gpc_ignored.
+    let mut opts = options(&server);
+    opts.consent = ConsentMode::None;
+    let report = scan(&opts).await;
+    assert!(!report.findings.iter().any(|f| f.kind == "gpc_ignored"));
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.vendor.as_deref() == Some("meta"))
+    );
+}

@@ -26,6 +26,7 @@ const __PIXELWATCH_HOOK__ = (() => {
   const now = () => R(perfNow, perf, []);
   const nativeToString = Function.prototype.toString;
   const masks = new WeakMap();
+  const fakes = new WeakMap(); // our own functions -> the native-looking source they report
   const pending = new Map(); // key -> due (ms, performance time)
   let nextKey = 1;
   let windowStart = -1; // -1: not armed yet, everything scheduled during load counts
@@ -72,6 +73,8 @@ const __PIXELWATCH_HOOK__ = (() => {
   try {
     const toStringProxy = disguise(nativeToString, nativeToString, {
       apply(target, self, args) {
+        const fake = R(weakGet, fakes, [self]);
+        if (typeof fake === 'string') return fake;
         try {
           return R(target, R(weakGet, masks, [self]) || self, args);
         } catch (e) {
@@ -139,6 +142,15 @@ const __PIXELWATCH_HOOK__ = (() => {
       });
       Object.defineProperty(window, name, {
         get, set: d.set, enumerable: d.enumerable, configurable: d.configurable,
+      });
+    }
+    // --consent gpc: the Global Privacy Control signal, as browsers that support it expose it.
+    if (__GPC__) {
+      const getter = Object.getOwnPropertyDescriptor(
+        { get globalPrivacyControl() { return true; } }, 'globalPrivacyControl').get;
+      R(weakSet, fakes, [getter, 'function get globalPrivacyControl() { [native code] }']);
+      Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {
+        get: getter, enumerable: true, configurable: true,
       });
     }
   } catch (_) { /* a frame that forbids it keeps its natives */ }

@@ -131,7 +131,7 @@ impl Tab {
         plan: &Plan,
     ) -> SettleReason {
         let mut reason = SettleReason::Quiet;
-        if plan.consent != ConsentMode::None
+        if matches!(plan.consent, ConsentMode::Accept | ConsentMode::Reject)
             && let Some(action) = self.press_consent(plan).await
         {
             tracing::debug!(%action, mode = plan.consent.as_str(), "pressed the consent button");

@@ -48,6 +48,8 @@ pub struct LaunchOptions {
     pub executable: Option<PathBuf>,
     /// Extra arguments passed verbatim (e.g. `--host-resolver-rules=...`, `--proxy-server=...`).
     pub extra_args: Vec<String>,
+    /// Send the Global Privacy Control signal (`Sec-GPC: 1`, `navigator.globalPrivacyControl`).
+    pub global_privacy_control: bool,
 }
 
 const CANDIDATES: &[&str] = &[

@@ -133,7 +133,7 @@ impl Pool {
             let generation = cur.1 + 1;
             let ctx = Arc::new(Context {
                 conn: browser.connection(),
-                disguise: Disguise::new(browser.version()),
+                disguise: Disguise::new(browser.version(), self.opts.global_privacy_control),
                 guard: self.guard.clone(),
                 worker_requests: Mutex::new(Vec::new()),
                 quarantined: AtomicBool::new(false),

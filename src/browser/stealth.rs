@@ -27,11 +27,13 @@ pub struct Disguise {
     hook_source: String,
     user_agent: String,
     metadata: Value,
+    gpc: bool,
 }
 
 impl Disguise {
-    /// From the browser's own `Browser.getVersion` answer.
-    pub fn new(version: &Value) -> Disguise {
+    /// From the browser's own `Browser.getVersion` answer; `gpc` sends the Global Privacy
+    /// Control signal.
+    pub fn new(version: &Value, gpc: bool) -> Disguise {
         let user_agent = version["userAgent"]
             .as_str()
             .unwrap_or_default()
@@ -56,19 +58,26 @@ impl Disguise {
             .replace(
                 "__WINDOW_HEIGHT__",
                 &super::launch::WINDOW_SIZE.1.to_string(),
-            );
+            )
+            .replace("__GPC__", if gpc { "true" } else { "false" });
         let metadata = client_hints(&user_agent, &full);
         Disguise {
             hook_name,
             hook_source,
             user_agent,
             metadata,
+            gpc,
         }
     }
 
     /// Parameters of `Network.setUserAgentOverride` (also valid for `Emulation.`).
     pub fn user_agent_override(&self) -> Value {
         json!({"userAgent": self.user_agent, "userAgentMetadata": self.metadata})
+    }
+
+    /// Headers every request carries (`Network.setExtraHTTPHeaders`), if any.
+    pub fn extra_headers(&self) -> Option<Value> {
+        self.gpc.then(|| json!({"headers": {"Sec-GPC": "1"}}))
     }
 
     /// The main-world hook, for `Page.addScriptToEvaluateOnNewDocument`.
@@ -133,8 +142,11 @@ mod tests {
     fn hints_match_the_user_agent_and_the_hook_name_is_random() {
         let v = json!({"product": "HeadlessChrome/156.0.8078.73",
             "userAgent": "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) HeadlessChrome/156.0.0.0 Safari/537.36"});
-        let a = Disguise::new(&v);
-        let b = Disguise::new(&v);
+        let a = Disguise::new(&v, false);
+        let b = Disguise::new(&v, true);
+        assert!(a.extra_headers().is_none());
+        assert_eq!(b.extra_headers().unwrap()["headers"]["Sec-GPC"], "1");
+        assert!(b.hook_source().contains("if (true)") && a.hook_source().contains("if (false)"));
         assert!(!a.user_agent.contains("Headless"));
         let o = a.user_agent_override();
         assert_eq!(o["userAgentMetadata"]["platform"], "Linux");

@@ -652,6 +652,9 @@ async fn setup_session(ctx: &Context, session: &str, kind: &str) -> Result<(), C
         s,
     )
     .await?;
+    if let Some(headers) = ctx.disguise.extra_headers() {
+        conn.call("Network.setExtraHTTPHeaders", headers, s).await?;
+    }
     // Workers too: an override without client hints empties navigator.userAgentData.brands.
     if let Err(e) = conn
         .call(

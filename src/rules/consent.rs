@@ -16,6 +16,9 @@ pub enum ConsentMode {
     Accept,
     /// Press the banner's reject button.
     Reject,
+    /// Never click, but send the Global Privacy Control signal (`Sec-GPC: 1`,
+    /// `navigator.globalPrivacyControl`): advertising that still fires ignores an opt-out.
+    Gpc,
 }
 
 impl ConsentMode {
@@ -24,6 +27,7 @@ impl ConsentMode {
             ConsentMode::None => "none",
             ConsentMode::Accept => "accept",
             ConsentMode::Reject => "reject",
+            ConsentMode::Gpc => "gpc",
         }
     }
 }
@@ -91,7 +95,7 @@ impl ConsentRules {
             let sels = match mode {
                 ConsentMode::Accept => &c.accept,
                 ConsentMode::Reject => &c.reject,
-                ConsentMode::None => continue,
+                ConsentMode::None | ConsentMode::Gpc => continue,
             };
             out.extend(sels.iter().map(|s| (c.name.clone(), s.clone())));
         }

@@ -162,6 +162,7 @@ pub async fn render_at(
     let mut viewer = Viewer::launch(&LaunchOptions {
         executable: None,
         extra_args: vec!["--host-resolver-rules=MAP * ~NOTFOUND".into()],
+        ..Default::default()
     })
     .await
     .expect("Chromium starts");
