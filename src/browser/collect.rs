@@ -17,7 +17,7 @@ impl Tab {
     pub(super) async fn collect_dom(&self, st: &mut PageState, visit: &mut Visit) {
         const READER: &str = r#"(() => {
             const out = {links: [], inline: [], title: document.title || null, forms: document.forms.length};
-            const clip = (s, n) => String(s || '').replace(/\s+/g, ' ').trim().slice(0, n);
+            const clip = (s, n) => String(s || '').slice(0, n * 4).replace(/\s+/g, ' ').trim().slice(0, n);
             if (window === window.top) {
               for (const a of document.querySelectorAll('a[href], area[href]')) {
                 if (out.links.length >= 5000) break;
@@ -249,7 +249,8 @@ const CONTEXT_READER: &str = r#"function context(clip) {
     const parts = [];
     let len = 0;
     while (walker.nextNode() && len < 20000) {
-      const t = walker.currentNode.nodeValue.replace(/\s+/g, ' ').trim();
+      // Slice before anything else: one text node may be megabytes (and the heap small).
+      const t = walker.currentNode.nodeValue.slice(0, 20000 - len).replace(/\s+/g, ' ').trim();
       if (t) { parts.push(t); len += t.length + 1; }
     }
     c.main_text = parts.join(' ').slice(0, 20000);
