@@ -37,8 +37,10 @@ pub struct ScanOptions {
     pub browser_args: Vec<String>,
     /// Whether to press consent banners' accept or reject button.
     pub consent: ConsentMode,
-    /// Type canary values into forms (the site's own submissions are held back).
+    /// Type canary values into forms (nothing typed leaves the browser).
     pub probe_forms: bool,
+    /// A host of the scanned site (staging) that the probe's submissions may reach.
+    pub submit_forms: Option<String>,
     /// A directory of the user's own vendor rules, added to the bundled ones.
     pub rules_dir: Option<PathBuf>,
     /// Adblock-syntax filter lists to catch trackers the rules do not know.
@@ -63,6 +65,7 @@ impl Default for ScanOptions {
             browser_args: Vec::new(),
             consent: ConsentMode::None,
             probe_forms: true,
+            submit_forms: None,
             rules_dir: None,
             filter_lists: Vec::new(),
         }
@@ -82,6 +85,11 @@ pub enum ScanError {
     },
     #[error("--{0} must be at least 1")]
     Zero(&'static str),
+    #[error(
+        "--submit-forms {0}: not a host of the scanned site {1}; submissions may only reach the \
+         site under scan (its staging host)"
+    )]
+    SubmitHost(String, String),
     #[error(transparent)]
     Rules(#[from] crate::rules::RulesError),
     #[error(transparent)]
@@ -98,6 +106,7 @@ impl ScanError {
             ScanError::BadUrl(_)
                 | ScanError::BadPattern { .. }
                 | ScanError::Zero(_)
+                | ScanError::SubmitHost(..)
                 | ScanError::Rules(_)
                 | ScanError::Roles(_)
         ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
@@ -184,9 +193,20 @@ pub async fn run_with_hook(
     );
     let site = frontier.site().to_string();
     let canaries = opts.probe_forms.then(crate::probe::canaries);
+    let submit_to = match &opts.submit_forms {
+        Some(h) => {
+            let host = h.trim().trim_end_matches('.').to_ascii_lowercase();
+            if host.is_empty() || host.contains('/') || !crawl::same_site(&site, &host) {
+                return Err(ScanError::SubmitHost(h.clone(), start.to_string()));
+            }
+            Some(host)
+        }
+        None => None,
+    };
     let guard = Guard::new(
         &site,
         crate::probe::Needles::new(canaries.as_deref().unwrap_or_default()),
+        submit_to,
     );
     let pool = Arc::new(Pool::new(
         LaunchOptions {
@@ -340,7 +360,7 @@ impl Worker {
                 continue;
             };
             self.progress.page_started(&job.url);
-            let (page, visit_links) = self.visit(&mut tab, &job).await;
+            let (page, visit_links, landing) = self.visit(&mut tab, &job).await;
             let mut s = lock(&self.shared);
             if page.error.is_some() {
                 s.errors += 1;
@@ -351,6 +371,10 @@ impl Worker {
                 }
             }
             s.pages.push(page);
+            if let Some(l) = landing {
+                // A confirmation page reached by a submission (`--submit-forms`).
+                s.pages.push(l);
+            }
             s.in_flight -= 1;
             let queued = s.frontier.as_ref().map(Frontier::queued).unwrap_or(0);
             let (done, errors) = (s.pages.len(), s.errors);
@@ -370,7 +394,7 @@ impl Worker {
         &self,
         tab: &mut Option<Tab>,
         job: &Pending,
-    ) -> (Page, Vec<(String, &'static str)>) {
+    ) -> (Page, Vec<(String, &'static str)>, Option<Page>) {
         let failed = |error: String| {
             let page = Page {
                 url: job.url.clone(),
@@ -380,7 +404,7 @@ impl Worker {
                 found_via: job.via.to_string(),
                 ..Default::default()
             };
-            (page, Vec::new())
+            (page, Vec::new(), None)
         };
         if tab.as_ref().is_some_and(Tab::browser_gone) {
             *tab = None;
@@ -431,7 +455,16 @@ impl Worker {
         if page.final_url != page.url {
             links.push((page.final_url.clone(), "redirect"));
         }
-        (page, links)
+        let landing = visit.landing.map(|l| {
+            let mut l = *l;
+            lock(&self.shared).link_texts.add(&l.link_texts);
+            links.extend(l.links.drain(..).map(|u| (u, "link")));
+            Page {
+                depth: job.depth + 1,
+                ..l.page
+            }
+        });
+        (page, links, landing)
     }
 }
 

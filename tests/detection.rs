@@ -481,3 +481,122 @@ async fn gpc_flags_a_pixel_that_ignores_the_signal_and_not_one_that_honours_it()
             .any(|f| f.vendor.as_deref() == Some("meta"))
     );
 }
+
+/// A staging booking form whose submission redirects to a confirmation page with a conversion
+/// pixel that sends the page URL (naming the service).
+fn staging_site() -> Site {
+    const S: &str = "staging.clinic.test";
+    Site::new()
+        .page(S, "/", &html(r#"<a href="/book">Book</a>"#))
+        .page(
+            S,
+            "/book",
+            &html(
+                r#"<form action="/book/submit" method="post"><input type="email" name="email">
+                <input type="hidden" name="service" value="semaglutide"><button>Book</button></form>"#,
+            ),
+        )
+        .route(
+            S,
+            "/book/submit",
+            Response {
+                status: 303,
+                headers: vec![("location".into(), "/thank-you?service=semaglutide-consult".into())],
+                body: pixelwatch::fixture::Body::Bytes(Vec::new()),
+                delay: None,
+            },
+        )
+        .page(
+            S,
+            "/thank-you",
+            &html(
+                r#"<h1>Thank you! Your consultation is booked.</h1>
+                <script>navigator.sendBeacon('https://analytics.tiktok.com/api/v2/pixel',
+                  JSON.stringify({event: 'CompletePayment', context: {page: {url: location.href}}}));</script>"#,
+            ),
+        )
+        .route("analytics.tiktok.com", "/api/v2/pixel", Response::status(204))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_forms_reaches_the_confirmation_page_on_the_named_host_only() {
+    let server = FixtureServer::start(staging_site()).await.unwrap();
+    let staging = |submit: Option<&str>| {
+        let mut opts = options(&server);
+        opts.start = "https://staging.clinic.test/".into();
+        opts.submit_forms = submit.map(str::to_string);
+        opts
+    };
+    let submitted = |log: &[pixelwatch::fixture::LoggedRequest]| {
+        log.iter().any(|r| r.target.starts_with("/book/submit"))
+    };
+
+    // Default: the submission never leaves the browser.
+    let report = scan(&staging(None)).await;
+    assert!(!submitted(&server.requests()));
+    assert!(!report.pages.iter().any(|p| p.found_via == "submission"));
+
+    // Named host: the submission reaches staging and the confirmation page is scanned.
+    server.clear_log();
+    let report = scan(&staging(Some("staging.clinic.test"))).await;
+    assert!(
+        submitted(&server.requests()),
+        "the staging submission was held back"
+    );
+    let landing = report
+        .pages
+        .iter()
+        .find(|p| p.found_via == "submission")
+        .unwrap_or_else(|| {
+            panic!(
+                "{:#?}",
+                report
+                    .pages
+                    .iter()
+                    .map(|p| (&p.url, &p.found_via))
+                    .collect::<Vec<_>>()
+            )
+        });
+    assert!(
+        landing.url.contains("/thank-you?service=semaglutide"),
+        "{}",
+        landing.url
+    );
+    assert!(
+        landing
+            .requests
+            .iter()
+            .any(|r| r.host == "analytics.tiktok.com"),
+        "{:#?}",
+        landing.requests
+    );
+    assert!(
+        report.findings.iter().any(|f| f.kind == "phi_leak"
+            && f.page == landing.url
+            && f.vendor.as_deref() == Some("tiktok")),
+        "{:#?}",
+        report.findings
+    );
+    // The typed values went to staging only; the tracker never saw them.
+    let needles = pixelwatch::probe::Needles::new(&report.canaries);
+    for r in server
+        .requests()
+        .iter()
+        .filter(|r| r.host != "staging.clinic.test")
+    {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(needles.find(&r.url(), &body, "").is_empty(), "{}", r.url());
+    }
+
+    // Another host of the site is never a way through, and another site is refused outright.
+    server.clear_log();
+    scan(&staging(Some("www.clinic.test"))).await;
+    assert!(!submitted(&server.requests()));
+    let err = scan::run(&staging(Some("evil.example")), Arc::new(Silent))
+        .await
+        .unwrap_err();
+    assert!(
+        err.is_usage() && err.to_string().contains("--submit-forms evil.example"),
+        "{err}"
+    );
+}

@@ -67,7 +67,19 @@ pub(super) struct PageState {
     pub(super) open_sockets: HashSet<Key>,
     /// The tab is leaving the page: an abort of a request that was answered is not an error.
     pub(super) leaving: bool,
+    /// Where a submission let through by `--submit-forms` landed (a confirmation page).
+    pub(super) landing: Option<Landing>,
     pub(super) probe_frames: usize,
+}
+
+/// A page reached by a submission: its URL, where its requests start, and what it showed.
+#[derive(Debug, Default)]
+pub(super) struct Landing {
+    pub(super) url: String,
+    pub(super) order_at: usize,
+    pub(super) hops_at: usize,
+    pub(super) status: Option<u16>,
+    pub(super) dom: Option<super::tab::Visit>,
 }
 
 /// Folds one protocol event into the page state.
@@ -219,6 +231,23 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                     st.frames.insert(strip_fragment(&frame.url));
                 }
             } else if frame.url.starts_with("http") {
+                let submitted = st
+                    .guard
+                    .as_ref()
+                    .is_some_and(|g| g.submits_to(&host_of(&frame.url)))
+                    && st.landing.is_none()
+                    && st
+                        .main_url
+                        .as_deref()
+                        .is_some_and(|prev| strip_fragment(prev) != strip_fragment(&frame.url));
+                if submitted {
+                    st.landing = Some(Landing {
+                        url: frame.url.clone(),
+                        order_at: st.order.len(),
+                        hops_at: st.hops.len(),
+                        ..Default::default()
+                    });
+                }
                 st.main_url = Some(frame.url);
                 if st.main_frame.is_none() {
                     st.main_frame = Some(frame.id);

@@ -30,6 +30,8 @@ pub enum Verdict {
 pub struct Guard {
     site: String,
     needles: Needles,
+    /// `--submit-forms HOST`: a staging host of the site that submissions may reach.
+    submit_to: Option<String>,
 }
 
 /// Why a request carrying a canary was stopped.
@@ -39,15 +41,28 @@ const NAVIGATION: &str = "a navigation during the form probe";
 const SUBMISSION: &str = "a submission to the scanned site";
 
 impl Guard {
-    pub fn new(site: &str, needles: Needles) -> Guard {
+    pub fn new(site: &str, needles: Needles, submit_to: Option<String>) -> Guard {
         Guard {
             site: site.to_string(),
             needles,
+            submit_to,
         }
+    }
+
+    /// Whether submissions to `host` are let through (`--submit-forms`).
+    pub fn submits_to(&self, host: &str) -> bool {
+        self.submit_to
+            .as_deref()
+            .is_some_and(|h| h.eq_ignore_ascii_case(host))
     }
 
     /// Judges a request paused in a tab that is probing (`main_frame`: the tab's top frame id).
     pub fn judge_probe(&self, req: &RequestPaused, main_frame: Option<&str>) -> Verdict {
+        let host = super::capture::host_of(&req.request.url);
+        if self.submits_to(&host) {
+            // Staging, named by the user: its own submissions go through, typed values and all.
+            return Verdict::Continue;
+        }
         if let Verdict::Block(why) = self.judge_worker(req) {
             return Verdict::Block(why);
         }
@@ -56,7 +71,6 @@ impl Guard {
         if is_main_navigation {
             return Verdict::Block(NAVIGATION);
         }
-        let host = super::capture::host_of(&req.request.url);
         if req.request.method != "GET" && crate::crawl::same_site(&self.site, &host) {
             return Verdict::Block(SUBMISSION);
         }
@@ -131,7 +145,7 @@ mod tests {
                 value: "semaglutide refill question pwabcdeft".into(),
             },
         ];
-        Guard::new("clinic.test", Needles::new(&canaries))
+        Guard::new("clinic.test", Needles::new(&canaries), None)
     }
 
     fn paused(url: &str, method: &str, kind: &str, body: Option<&str>) -> RequestPaused {
@@ -222,5 +236,43 @@ mod tests {
         let mut unreadable = paused("https://t.test/upload", "POST", "Fetch", None);
         unreadable.request.has_post_data = true;
         assert_eq!(g.judge_worker(&unreadable), Verdict::Block(UNREADABLE_BODY));
+    }
+
+    #[test]
+    fn submit_forms_lets_only_the_named_host_through() {
+        let canaries = vec![Canary {
+            kind: "email".into(),
+            value: "pw.canary.abcdef@example.com".into(),
+        }];
+        let g = Guard::new(
+            "clinic.test",
+            Needles::new(&canaries),
+            Some("staging.clinic.test".into()),
+        );
+        let main = Some("main");
+        let to_staging = paused(
+            "https://staging.clinic.test/book",
+            "POST",
+            "Document",
+            Some("email=pw.canary.abcdef%40example.com"),
+        );
+        assert_eq!(g.judge_probe(&to_staging, main), Verdict::Continue);
+        let to_www = paused(
+            "https://www.clinic.test/book",
+            "POST",
+            "Document",
+            Some("x=1"),
+        );
+        assert_ne!(g.judge_probe(&to_www, main), Verdict::Continue);
+        let tracker = paused(
+            "https://t.test/p?e=pw.canary.abcdef@example.com",
+            "GET",
+            "Image",
+            None,
+        );
+        assert_eq!(
+            g.judge_probe(&tracker, main),
+            Verdict::Block(CARRIES_CANARY)
+        );
     }
 }

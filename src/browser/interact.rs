@@ -199,6 +199,8 @@ impl Tab {
             .is_ok();
         let mut typed = 0;
         let mut reason = SettleReason::Quiet;
+        // The probed page's own record, in case a submission let through lands elsewhere.
+        let before = (st.main_url.clone(), st.main_status, st.main_mime.clone());
         if enabled {
             st.phase = "probe".into();
             let fields = self
@@ -243,6 +245,16 @@ impl Tab {
             // Let the held-back requests' events arrive before interception ends.
             let until = Instant::now() + Duration::from_millis(100);
             self.pump(st, until).await;
+        }
+        if st.landing.is_some() {
+            // `--submit-forms`: the confirmation page is a page of its own.
+            let mut dom = Visit::default();
+            self.collect_dom(st, &mut dom).await;
+            if let Some(l) = st.landing.as_mut() {
+                l.status = st.main_status;
+                l.dom = Some(dom);
+            }
+            (st.main_url, st.main_status, st.main_mime) = before;
         }
         // Interception stays on until the page is left: a timer of the page may still send
         // what was typed. The tab leaves through about:blank right after this.

@@ -72,6 +72,8 @@ pub struct Visit {
     pub browser_died: bool,
     /// The main document was not HTML (a download): nothing was rendered.
     pub not_html: bool,
+    /// The page a submission let through by `--submit-forms` landed on, with its requests.
+    pub landing: Option<Box<Visit>>,
 }
 
 /// A tab: one page target and the sessions of its children.
@@ -297,10 +299,32 @@ impl Tab {
             .collect();
         visit.routes = std::mem::take(&mut st.routes);
         let mut requests = std::mem::take(&mut st.hops);
-        for key in &st.order {
+        let mut rest = Vec::new();
+        let split = st
+            .landing
+            .as_ref()
+            .map(|l| (l.hops_at.min(requests.len()), l.order_at));
+        if let Some((hops_at, _)) = split {
+            rest = requests.split_off(hops_at);
+        }
+        for (i, key) in st.order.iter().enumerate() {
             if let Some(r) = st.reqs.remove(key) {
-                requests.push(r.request);
+                match split {
+                    Some((_, order_at)) if i >= order_at => rest.push(r.request),
+                    _ => requests.push(r.request),
+                }
             }
+        }
+        if let Some(l) = st.landing.take() {
+            let mut landing = l.dom.unwrap_or_default();
+            let p = &mut landing.page;
+            p.url = l.url.clone();
+            p.final_url = l.url;
+            p.status = l.status;
+            p.found_via = "submission".into();
+            p.settle_reason = reason;
+            p.requests = rest;
+            visit.landing = Some(Box::new(landing));
         }
         // Service and shared workers' requests, judged by the browser session. A page's own
         // service worker is also attached to the tab: one record each, with the guard's reason.

@@ -202,6 +202,11 @@ pub struct CommonScanArgs {
     /// browser: every request carrying one is recorded and failed, whoever it is addressed to).
     #[arg(long)]
     pub no_probe_forms: bool,
+    /// For staging sites only: let the form probe's submissions (typed canary values included)
+    /// through to this host of the scanned site, so confirmation pages and their conversion
+    /// pixels are scanned. Never the default; never another host.
+    #[arg(long, value_name = "HOST")]
+    pub submit_forms: Option<String>,
 }
 
 #[derive(Debug, Args)]

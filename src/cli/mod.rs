@@ -112,6 +112,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             opts.page_timeout = base.page_timeout;
             opts.consent = base.consent;
             opts.probe_forms = base.probe_forms;
+            opts.submit_forms = base.submit_forms;
             let mut common = a.common;
             if common.json.is_none() {
                 common.json = Some(PathBuf::from("pixelwatch-demo-report.json"));
@@ -188,6 +189,7 @@ fn scan_options(c: &CommonScanArgs) -> ScanOptions {
         browser_args: c.browser_args.clone(),
         consent: c.consent,
         probe_forms: !c.no_probe_forms,
+        submit_forms: c.submit_forms.clone(),
         ..Default::default()
     }
 }
