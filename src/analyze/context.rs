@@ -14,14 +14,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::lexicon::{Lexicon, Match};
+use crate::lexicon::{Lexicon, Match, Sensitivity};
 use crate::model::{Page, PageHealth, PageText};
 
 /// The bundled roles file.
 pub const BUNDLED: &str = include_str!("../../rules/page-roles.toml");
 const BUNDLED_NAME: &str = "page-roles.toml";
-/// Lexicon categories that say "this is a clinic", not "this is the visitor's condition".
-const CONTEXT_CATEGORIES: &[&str] = &["clinical_context"];
 
 /// Why a roles file could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +147,8 @@ impl PageRoles {
     }
 
     fn critical(&self, m: &Match) -> bool {
-        self.sensitivity.critical_categories.contains(&m.category)
+        m.sensitivity == Sensitivity::Critical
+            || self.sensitivity.critical_categories.contains(&m.category)
             || self
                 .sensitivity
                 .critical_terms
@@ -343,24 +342,13 @@ fn term_counts(lexicon: &Lexicon, text: &str) -> (BTreeMap<String, (Match, usize
     (counts, text.split_whitespace().count())
 }
 
-/// Every health term occurrence in `text` (clinical-context words left out): a term is counted
-/// at the word it starts on.
+/// Every health term occurrence in `text`, clinical-context words left out.
 fn all_terms(lexicon: &Lexicon, text: &str) -> Vec<Match> {
-    const LONGEST: usize = 6;
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let mut out = Vec::new();
-    for i in 0..words.len() {
-        let window = |n: usize| words[i..(i + n).min(words.len())].join(" ");
-        let Some(m) = lexicon.find(&window(LONGEST)) else {
-            continue;
-        };
-        let len = m.term.split_whitespace().count().max(1);
-        let starts_here = lexicon.find(&window(len)).is_some_and(|s| s.term == m.term);
-        if starts_here && !CONTEXT_CATEGORIES.contains(&m.category.as_str()) {
-            out.push(m);
-        }
-    }
-    out
+    lexicon
+        .find_all(text)
+        .into_iter()
+        .filter(|m| m.sensitivity != Sensitivity::Context)
+        .collect()
 }
 
 /// Words of a text for phrase matching: lowercase, punctuation folded to single spaces.
