@@ -61,12 +61,15 @@ pub fn findings(
                         vendor: m.as_ref().map(|m| m.vendor.id.clone()),
                         page: p.url.clone(),
                         request_url: Some(r.url.clone()),
-                        evidence: format!(
-                            "the {} typed into a form reached {who} ({}) {} in the {}",
-                            hit.kind.replace('_', " "),
-                            r.host,
-                            encoding_text(hit.encoding),
-                            hit.location
+                        evidence: with_step(
+                            format!(
+                                "the {} typed into a form reached {who} ({}) {} in the {}",
+                                hit.kind.replace('_', " "),
+                                r.host,
+                                encoding_text(hit.encoding),
+                                hit.location
+                            ),
+                            r,
                         ),
                         rule: format!("probe:{}", hit.kind),
                         matched: None,
@@ -131,7 +134,7 @@ pub fn findings(
                         vendor: Some(v.id.clone()),
                         page: p.url.clone(),
                         request_url: Some(r.url.clone()),
-                        evidence: leak.evidence,
+                        evidence: with_step(leak.evidence, r),
                         rule: leak.rule,
                         matched: Some(leak.matched).filter(|m| !m.is_empty()),
                     });
@@ -406,6 +409,14 @@ fn encoding_text(encoding: &str) -> String {
 /// A page-derived name or URL inside evidence, cut to a bounded length.
 fn short(s: &str) -> std::borrow::Cow<'_, str> {
     crate::report::untrusted::cut(s, 120)
+}
+
+/// Evidence with the walked step or journey step that caused the request, when there was one.
+fn with_step(evidence: String, r: &Request) -> String {
+    match &r.step {
+        Some(step) => format!("{evidence} (during {step})"),
+        None => evidence,
+    }
 }
 
 fn baa_text(v: &Vendor) -> String {

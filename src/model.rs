@@ -147,6 +147,9 @@ pub struct Request {
     /// "probe" (after canary values were typed).
     #[serde(default = "default_phase")]
     pub phase: String,
+    /// The step of a walked flow or a journey that caused it ("funnel step 2: chose 'Anxiety'").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
 fn default_phase() -> String {

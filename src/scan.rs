@@ -41,6 +41,8 @@ pub struct ScanOptions {
     pub probe_forms: bool,
     /// A host of the scanned site (staging) that the probe's submissions may reach.
     pub submit_forms: Option<String>,
+    /// Most steps of a multi-step flow (quiz, intake) the probe walks on a page; 0 walks none.
+    pub funnel_steps: usize,
     /// A directory of the user's own vendor rules, added to the bundled ones.
     pub rules_dir: Option<PathBuf>,
     /// Adblock-syntax filter lists to catch trackers the rules do not know.
@@ -66,6 +68,7 @@ impl Default for ScanOptions {
             consent: ConsentMode::None,
             probe_forms: true,
             submit_forms: None,
+            funnel_steps: 6,
             rules_dir: None,
             filter_lists: Vec::new(),
         }
@@ -242,6 +245,7 @@ pub async fn run_with_hook(
         consent_generic,
         consent_given: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         canaries,
+        funnel_steps: opts.funnel_steps,
         site: site.clone(),
     });
     let notify = Arc::new(Notify::new());

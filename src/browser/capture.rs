@@ -57,6 +57,8 @@ pub(super) struct PageState {
     pub(super) settle: Settle,
     /// Phase stamped on new requests: "load", "consent", "probe".
     pub(super) phase: String,
+    /// Step of a walked flow or journey stamped on new requests.
+    pub(super) step: Option<String>,
     /// The probe's guard while the tab probes (requests are paused and judged).
     pub(super) guard: Option<std::sync::Arc<Guard>>,
     /// WebSockets are offline in this tab (during and since a probe).
@@ -119,6 +121,7 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                         initiator: initiator_url(&e.initiator),
                         target: target_kind(st, &session),
                         phase: st.phase.clone(),
+                        step: st.step.clone(),
                         error,
                         ..Default::default()
                     },
@@ -148,6 +151,7 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                 post_data: Some(String::from_utf8_lossy(&payload).into_owned()),
                 post_data_truncated: truncated,
                 phase: st.phase.clone(),
+                step: st.step.clone(),
                 error: Some(
                     "held: WebSockets are offline during the form probe; this frame never left \
                      the browser"
@@ -312,6 +316,7 @@ fn on_request(st: &mut PageState, session: &str, e: protocol::RequestWillBeSent,
         redirect_chain: chain,
         error: None,
         phase: st.phase.clone(),
+        step: st.step.clone(),
     };
     st.order.push(key.clone());
     st.reqs.insert(

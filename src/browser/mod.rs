@@ -12,6 +12,7 @@ pub mod capture;
 mod cdp;
 mod collect;
 pub mod cookies;
+mod funnel;
 pub mod guard;
 pub mod interact;
 pub mod launch;

@@ -207,6 +207,11 @@ pub struct CommonScanArgs {
     /// pixels are scanned. Never the default; never another host.
     #[arg(long, value_name = "HOST")]
     pub submit_forms: Option<String>,
+    /// Most steps of a multi-step flow (quiz, intake: option cards, radios, selects and "Next"
+    /// buttons) the form probe walks on a page, choosing the most health-revealing option at
+    /// each step; 0 walks none.
+    #[arg(long, default_value_t = 6, value_name = "N")]
+    pub funnel_steps: usize,
 }
 
 #[derive(Debug, Args)]

@@ -113,6 +113,7 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
             opts.consent = base.consent;
             opts.probe_forms = base.probe_forms;
             opts.submit_forms = base.submit_forms;
+            opts.funnel_steps = base.funnel_steps;
             let mut common = a.common;
             if common.json.is_none() {
                 common.json = Some(PathBuf::from("pixelwatch-demo-report.json"));
@@ -190,6 +191,7 @@ fn scan_options(c: &CommonScanArgs) -> ScanOptions {
         consent: c.consent,
         probe_forms: !c.no_probe_forms,
         submit_forms: c.submit_forms.clone(),
+        funnel_steps: c.funnel_steps,
         ..Default::default()
     }
 }
