@@ -8,7 +8,11 @@ use super::config::Synchronous;
 use super::error::StoreError;
 
 /// Migrations in order; the database's `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/relay/0001_init.sql")];
+/// Never edit one that has shipped; add a new file.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/relay/0001_init.sql"),
+    include_str!("../../migrations/relay/0002_destinations_nonces.sql"),
+];
 
 /// Schema version this relay writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

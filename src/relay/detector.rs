@@ -30,7 +30,7 @@ static SSN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static HEX64: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9a-f]{64}$").expect("hex regex"));
 
-/// Keys of the outgoing schema; any other key is scanned like a value.
+/// Keys of the outgoing schemas (TikTok and Meta); any other key is scanned like a value.
 const SCHEMA_KEYS: &[&str] = &[
     "event",
     "event_time",
@@ -45,6 +45,17 @@ const SCHEMA_KEYS: &[&str] = &[
     "currency",
     "page",
     "url",
+    "event_name",
+    "action_source",
+    "event_source_url",
+    "user_data",
+    "fbc",
+    "fbp",
+    "em",
+    "ph",
+    "client_ip_address",
+    "client_user_agent",
+    "custom_data",
 ];
 
 /// Scan text for PHI-like content; returns reason codes such as `health_term:glp1_drug`.
@@ -90,7 +101,7 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_default()
 }
 
-/// Scan an outgoing TikTok event (one `data[]` element). Returns `detector:<field>:<kind>`
+/// Scan an outgoing event (one `data[]` element of either destination). Returns `detector:<field>:<kind>`
 /// reasons; an empty list means the payload may leave.
 pub fn scan_payload(event: &Value) -> Vec<String> {
     let mut out = Vec::new();
@@ -117,13 +128,27 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
         }
         Value::String(s) => {
             let field = path.trim_end_matches('.');
-            if matches!(field, "user.email" | "user.phone") {
+            if matches!(
+                field,
+                "user.email" | "user.phone" | "user_data.em" | "user_data.ph"
+            ) {
                 if !HEX64.is_match(s) {
                     out.push(format!("detector:{field}:not_hashed"));
                 }
                 return;
             }
-            let opaque = matches!(field, "user.ttclid" | "user.ttp" | "event_id");
+            if field == "user_data.client_ip_address" {
+                // Serialised by the relay from a parsed address; digits and dots would read
+                // as a date.
+                if s.parse::<std::net::IpAddr>().is_err() {
+                    out.push(format!("detector:{field}:not_an_address"));
+                }
+                return;
+            }
+            let opaque = matches!(
+                field,
+                "user.ttclid" | "user.ttp" | "event_id" | "user_data.fbc" | "user_data.fbp"
+            );
             for r in scan_text(s, opaque) {
                 out.push(format!("detector:{field}:{r}"));
             }

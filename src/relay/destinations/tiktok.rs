@@ -1,4 +1,4 @@
-//! TikTok Events API 2.0 destination: build the request and classify the answer.
+//! TikTok Events API 2.0 destination: build the event, send batches, classify the answer.
 //!
 //! TikTok answers business errors with HTTP 200 and a non-zero `code`, so the body is always
 //! read. Classification is separate from timing: this module says delivered / retry / reject;
@@ -7,27 +7,58 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{Map, Value, json};
 
-/// How one request to the destination ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Accepted (`code` 0).
-    Delivered {
-        /// TikTok's `request_id`.
-        request_id: String,
-    },
-    /// Try again later (rate limit, server error, timeout, connection error).
-    Retry {
-        /// Reason code, e.g. `tiktok_code:40100`, `http:502`, `timeout`.
-        reason: String,
-    },
-    /// Will never succeed as is: dead-letter.
-    Reject {
-        /// Reason code, e.g. `tiktok_code:40002`.
-        reason: String,
-        /// The credentials or pixel permission are wrong (alert the operator).
-        credentials: bool,
-    },
+use super::{Outcome, classify_http, exchange, http_client, join_payloads};
+use crate::relay::config::{Destination, MappingRule};
+use crate::relay::sanitize::{Built, Prepared, sha256_hex};
+
+/// Build the `data[]` element for TikTok from the allowlisted values. Reasons name what this
+/// destination does not receive; the error is why the event is not sent at all.
+pub fn build(p: &Prepared, d: &Destination, rule: &MappingRule, reasons: &mut Vec<String>) -> Built {
+    let mut user = Map::new();
+    if let Some(c) = &p.ttclid {
+        user.insert("ttclid".into(), json!(c));
+    }
+    if let Some(t) = &p.ttp {
+        if d.fields.ttp {
+            user.insert("ttp".into(), json!(t));
+        } else {
+            reasons.push("dropped_field:ttp".into());
+        }
+    }
+    if let Some(e) = &p.email {
+        if d.fields.hashed_email {
+            user.insert("email".into(), json!(sha256_hex(e)));
+        } else {
+            reasons.push("dropped_field:email".into());
+        }
+    }
+    if let Some(ph) = &p.phone {
+        if d.fields.hashed_phone {
+            user.insert("phone".into(), json!(sha256_hex(ph)));
+        } else {
+            reasons.push("dropped_field:phone".into());
+        }
+    }
+    if user.is_empty() {
+        return Err("no_match_key");
+    }
+    let mut data = json!({
+        "event": rule.to,
+        "event_time": p.event_time,
+        "event_id": p.event_id,
+        "user": Value::Object(user),
+        "page": {"url": p.page_url},
+    });
+    match p.value {
+        Some((v, c)) if rule.allow_value => {
+            data["properties"] = json!({"value": v, "currency": c});
+        }
+        Some(_) => reasons.push("dropped_field:value".into()),
+        None => {}
+    }
+    Ok(data)
 }
 
 #[derive(Deserialize)]
@@ -53,28 +84,16 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
         }
         return classify_code(code, request_id.unwrap_or_default(), status);
     }
-    match status {
-        429 | 500..=599 => Outcome::Retry {
-            reason: format!("http:{status}"),
-        },
-        401 | 403 => Outcome::Reject {
-            reason: format!("http:{status}"),
-            credentials: true,
-        },
-        200..=299 => Outcome::Retry {
-            reason: "unreadable_body".into(),
-        },
-        _ => Outcome::Reject {
-            reason: format!("http:{status}"),
-            credentials: false,
-        },
-    }
+    classify_http(status)
 }
 
 fn classify_code(code: i64, request_id: String, status: u16) -> Outcome {
     let reason = format!("tiktok_code:{code}");
     match code {
-        0 if (200..300).contains(&status) => Outcome::Delivered { request_id },
+        0 if (200..300).contains(&status) => Outcome::Delivered {
+            request_id,
+            received: None,
+        },
         0 => Outcome::Retry {
             reason: format!("http:{status}"),
         },
@@ -114,14 +133,8 @@ impl std::fmt::Debug for TikTokClient {
 impl TikTokClient {
     /// Build a client with a per-request timeout.
     pub fn new(endpoint: &str, pixel_code: &str, token: &str, timeout: Duration) -> TikTokClient {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client with rustls builds");
         TikTokClient {
-            http,
+            http: http_client(timeout),
             endpoint: endpoint.to_string(),
             pixel_code: pixel_code.to_string(),
             token: token.to_string(),
@@ -137,43 +150,21 @@ impl TikTokClient {
             s.push_str(",\"test_event_code\":");
             s.push_str(&serde_json::Value::from(c).to_string());
         }
-        s.push_str(",\"data\":[");
-        s.push_str(&payloads.join(","));
-        s.push_str("]}");
+        s.push_str(",\"data\":");
+        join_payloads(&mut s, payloads);
+        s.push('}');
         s
     }
 
     /// Send one batch and classify the answer.
     pub async fn send(&self, test_event_code: Option<&str>, payloads: &[&str]) -> Outcome {
-        let body = self.body(test_event_code, payloads);
-        let res = self
+        let req = self
             .http
             .post(&self.endpoint)
             .header("Access-Token", &self.token)
             .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        match res {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                match r.bytes().await {
-                    Ok(b) => classify(status, &b),
-                    Err(e) if e.is_timeout() => Outcome::Retry {
-                        reason: "timeout".into(),
-                    },
-                    Err(_) => Outcome::Retry {
-                        reason: "connection_error".into(),
-                    },
-                }
-            }
-            Err(e) if e.is_timeout() => Outcome::Retry {
-                reason: "timeout".into(),
-            },
-            Err(_) => Outcome::Retry {
-                reason: "connection_error".into(),
-            },
-        }
+            .body(self.body(test_event_code, payloads));
+        exchange(req, classify).await
     }
 }
 
@@ -187,7 +178,8 @@ mod tests {
         assert_eq!(
             classify(200, ok),
             Outcome::Delivered {
-                request_id: "r1".into()
+                request_id: "r1".into(),
+                received: None
             }
         );
         let c = |code: i64| {
