@@ -74,8 +74,8 @@ fn plausible_date(d: &[u8]) -> bool {
     }
 }
 
-/// Refuse digit runs shaped like a card number, a phone number or a date. With `join`, a `-`
-/// or `_` between two digits does not end a run (`1984-03-07`, `555_010_9999`).
+/// Refuse digit runs shaped like a card number, a phone number or a date. With `join`, a `-`,
+/// `_`, `/` or `+` between two digits does not end a run (`1984-03-07`, `03/07/1984`).
 pub fn number_shape(s: &str, join: bool) -> Result<(), IdProblem> {
     let b = s.as_bytes();
     let mut run: Vec<u8> = Vec::new();
@@ -84,7 +84,7 @@ pub fn number_shape(s: &str, join: bool) -> Result<(), IdProblem> {
         let c = b.get(i).copied();
         match c {
             Some(d) if d.is_ascii_digit() => run.push(d),
-            Some(b'-' | b'_')
+            Some(b'-' | b'_' | b'/' | b'+')
                 if join
                     && !run.is_empty()
                     && b.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
@@ -201,6 +201,11 @@ pub fn check_fbp(s: &str, now_ms: i64) -> Result<(), IdProblem> {
     if random.is_empty() || random.len() > 10 || !random.bytes().all(|b| b.is_ascii_digit()) {
         return Err(IdProblem::Structure);
     }
+    // The random part is digits by design, so only a whole date is refused (a random number
+    // reads as one about once in ten thousand).
+    if plausible_date(random.as_bytes()) {
+        return Err(IdProblem::DateShaped);
+    }
     match random.parse::<u64>() {
         Ok(n) if n <= 2_147_483_647 => Ok(()),
         _ => Err(IdProblem::Range),
@@ -253,6 +258,7 @@ mod tests {
             ("E.C.P.abc type 2 diabetes xyz", IdProblem::Alphabet),
             ("E.C.P.CqgB19840307aZ3xYk7L", IdProblem::DateShaped),
             ("E.C.P.CqgB5550109999aZ3xYk7L", IdProblem::PhoneShaped),
+            ("E.C.P.CqgBaZ3xYk7LmQp2RtUv03/07/1984", IdProblem::DateShaped),
             ("E.C.P.CqgB.jane.doe@mail.com.x", IdProblem::Alphabet),
         ] {
             assert_eq!(check_ttclid(id), Err(want), "{id}");
@@ -276,5 +282,6 @@ mod tests {
         assert_eq!(check_fbp("fb.1.1596403881668.1116446470", NOW_MS), Ok(()));
         assert_eq!(check_fbp("fb.1.1596403881668.5550109999", NOW_MS), Err(IdProblem::Range));
         assert_eq!(check_fbp("fb.1.1596403881668.Jane", NOW_MS), Err(IdProblem::Structure));
+        assert_eq!(check_fbp("fb.1.1596403881668.19840307", NOW_MS), Err(IdProblem::DateShaped));
     }
 }
