@@ -9,6 +9,7 @@ use serde_json::json;
 use super::{AppState, ApiError, Caller, St, admit, gpc, with_cors};
 use crate::relay::consent::{ADVERTISING, ConsentRequest, NewConsent, subject_key, token_key};
 use crate::relay::event::parse_json;
+use crate::relay::ids;
 use crate::relay::outbox::Stored;
 
 /// `POST /v1/consent`
@@ -22,13 +23,6 @@ pub async fn post_consent(State(st): St, headers: HeaderMap, body: Body) -> Resp
         st.metrics.rejected(resp.status().as_u16());
     }
     with_cors(resp, &origin)
-}
-
-/// Consent tokens are ones this relay issued (32 hex digits) or callers' own opaque tokens.
-fn valid_token(t: &str) -> bool {
-    (16..=128).contains(&t.len())
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 async fn consent_inner(
@@ -54,17 +48,22 @@ async fn consent_inner(
         ));
     }
     let (key, token) = match (&req.consent_token, &req.subject) {
-        (Some(t), _) if valid_token(t) => (token_key(t), Some(t.clone())),
-        (Some(_), _) => {
-            return Err(bad(
-                "consent_token",
-                "malformed token (16-128 characters of A-Z, a-z, 0-9, - and _)",
-            ));
-        }
+        (Some(t), _) => match ids::check_token(t) {
+            Ok(()) => (token_key(t), Some(t.clone())),
+            Err(p) => {
+                return Err(bad(
+                    "consent_token",
+                    &format!(
+                        "malformed token ({}): 16-128 characters of A-Z, a-z, 0-9, - and _, no card-, phone- or date-shaped digits",
+                        p.code()
+                    ),
+                ));
+            }
+        },
         (None, Some(s)) if !s.trim().is_empty() && s.len() <= 128 => (subject_key(s), None),
         (None, Some(_)) => return Err(bad("subject", "must be 1-128 characters")),
         (None, None) => {
-            let t = hex::encode(rand::random::<[u8; 16]>());
+            let t = ids::new_token();
             (token_key(&t), Some(t))
         }
     };
