@@ -65,8 +65,16 @@ fn exit_codes_and_check_config() {
 
     let good = example(dir.path());
     let out = run(&["check-config"], &good, &[]);
-    assert_eq!(out.status.code(), Some(3), "missing tokens are a config error");
-    assert!(text(&out).contains("no access token for destination 'tiktok'"), "{}", text(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "missing tokens are a config error"
+    );
+    assert!(
+        text(&out).contains("no access token for destination 'tiktok'"),
+        "{}",
+        text(&out)
+    );
     let out = run(
         &["check-config"],
         &good,
@@ -91,7 +99,11 @@ fn exit_codes_and_check_config() {
     // CI has no secrets: everything else is still validated.
     let out = run(&["check-config", "--no-secrets"], &good, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(text(&out).contains("not checked (--no-secrets"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not checked (--no-secrets"),
+        "{}",
+        text(&out)
+    );
     let out = run(&["check-config", "--no-secrets"], &bad, &[]);
     assert_eq!(out.status.code(), Some(3), "--no-secrets still validates");
 
@@ -104,16 +116,22 @@ fn exit_codes_and_check_config() {
 #[test]
 fn secrets_pasted_into_the_config_are_never_echoed() {
     let dir = tempfile::tempdir().expect("dir");
-    let base = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/relay.example.toml"
-    ))
-    .expect("example");
+    let base = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/relay.example.toml"))
+        .expect("example");
     let anchor = "pixel_id = \"123456789012345\"";
     let cases = [
-        (format!("{anchor}\naccess_token = \"{TOKEN}\""), "access_token"),
-        (format!("{anchor}\naccess_token_env = \"{TOKEN}\""), "access_token_env"),
-        (format!("{anchor}\naccess_token_env = \"{}\"", TOKEN.to_lowercase()), "access_token_env"),
+        (
+            format!("{anchor}\naccess_token = \"{TOKEN}\""),
+            "access_token",
+        ),
+        (
+            format!("{anchor}\naccess_token_env = \"{TOKEN}\""),
+            "access_token_env",
+        ),
+        (
+            format!("{anchor}\naccess_token_env = \"{}\"", TOKEN.to_lowercase()),
+            "access_token_env",
+        ),
         (format!("{anchor}\ntimeout_ms = \"{TOKEN}\""), "timeout_ms"),
         (format!("{anchor}\n{TOKEN}"), "line"),
         (format!("{anchor}\nsend_fbp = {TOKEN}"), "send_fbp"),
@@ -121,14 +139,19 @@ fn secrets_pasted_into_the_config_are_never_echoed() {
     for (i, (replacement, key)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("c{i}.toml"));
         std::fs::write(&p, base.replace(anchor, replacement)).expect("write");
-        for cmd in [&["check-config"][..], &["check-config", "--no-secrets"], &["serve"]] {
+        for cmd in [
+            &["check-config"][..],
+            &["check-config", "--no-secrets"],
+            &["serve"],
+        ] {
             let out = run(cmd, &p, &[]);
             let t = text(&out);
             assert_eq!(out.status.code(), Some(3), "{cmd:?} {key}: {t}");
             assert!(t.contains(key), "{cmd:?}: names the key: {t}");
             assert!(t.contains("line "), "{cmd:?}: names the line: {t}");
             assert!(
-                !t.contains(&TOKEN[..16]) && !t.to_lowercase().contains(&TOKEN[..16].to_lowercase()),
+                !t.contains(&TOKEN[..16])
+                    && !t.to_lowercase().contains(&TOKEN[..16].to_lowercase()),
                 "{cmd:?}: echoed the secret: {t}"
             );
         }
@@ -141,12 +164,10 @@ fn serve_binds_the_port_before_touching_the_database() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
     let cfg = dir.path().join("relay.toml");
-    let text_cfg = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/relay.example.toml"
-    ))
-    .expect("example")
-    .replace("127.0.0.1:8787", &format!("127.0.0.1:{port}"));
+    let text_cfg =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/relay.example.toml"))
+            .expect("example")
+            .replace("127.0.0.1:8787", &format!("127.0.0.1:{port}"));
     std::fs::write(&cfg, text_cfg).expect("write");
     let out = run(
         &["serve"],
@@ -196,7 +217,11 @@ async fn admin_commands_refuse_unknown_ids_and_filter_values() {
 
     let out = run(&["audit", "--decision", "bogus"], &cfg, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    let out = run(&["audit", "--decision", "dead_lettered", "--json"], &cfg, &[]);
+    let out = run(
+        &["audit", "--decision", "dead_lettered", "--json"],
+        &cfg,
+        &[],
+    );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -215,12 +240,25 @@ async fn admin_commands_refuse_unknown_ids_and_filter_values() {
     let dead = pixelwatch::relay::audit::dead_letters(&h.db).expect("list");
     let out = run(&["replay", "--id", "99999"], &cfg, &[]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(text(&out).contains("not dead letters: 99999"), "{}", text(&out));
+    assert!(
+        text(&out).contains("not dead letters: 99999"),
+        "{}",
+        text(&out)
+    );
     let id = dead[0].id.to_string();
     let out = run(&["replay", "--id", &id, "--id", "99999"], &cfg, &[]);
     assert_eq!(out.status.code(), Some(3), "a mix replays nothing");
-    assert_eq!(pixelwatch::relay::audit::dead_letters(&h.db).expect("list").len(), 1);
+    assert_eq!(
+        pixelwatch::relay::audit::dead_letters(&h.db)
+            .expect("list")
+            .len(),
+        1
+    );
     let out = run(&["replay", "--id", &id], &cfg, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    assert!(pixelwatch::relay::audit::dead_letters(&h.db).expect("list").is_empty());
+    assert!(
+        pixelwatch::relay::audit::dead_letters(&h.db)
+            .expect("list")
+            .is_empty()
+    );
 }

@@ -164,7 +164,10 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
         }
         let got: BTreeSet<String> = counts.keys().cloned().collect();
         let lost: Vec<_> = accepted.difference(&got).collect();
-        assert!(lost.is_empty(), "{name}: accepted but never delivered: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "{name}: accepted but never delivered: {lost:?}"
+        );
         // Events committed in the instant of the kill may have been stored without their 202
         // reaching the client (the client would retry them with the same event_id). At most
         // one such request per producer; nothing else may appear.

@@ -191,9 +191,18 @@ async fn transient_failures_are_retried_until_delivered_once() {
     assert_eq!(ids.len(), 1);
     assert_eq!(st.requests(), 7, "six failures then one success");
     let (_, m) = h.get("/metrics").await;
-    assert!(m.contains("relay_events_retried_total{destination=\"tiktok\"} 6"), "{m}");
-    assert!(m.contains("relay_events_delivered_total{destination=\"tiktok\"} 1"), "{m}");
-    assert!(m.contains("relay_outbox_depth{destination=\"tiktok\"} 0"), "{m}");
+    assert!(
+        m.contains("relay_events_retried_total{destination=\"tiktok\"} 6"),
+        "{m}"
+    );
+    assert!(
+        m.contains("relay_events_delivered_total{destination=\"tiktok\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("relay_outbox_depth{destination=\"tiktok\"} 0"),
+        "{m}"
+    );
     h.shutdown().await;
 }
 
@@ -307,16 +316,28 @@ async fn unmapped_and_phi_carrying_events_never_leave() {
         .await;
     let r = &v["results"];
     assert_eq!(r[0]["decision"], "dropped");
-    assert_eq!(r[0]["reasons"], json!(["event_id_derived", "tiktok:unmapped_event"]));
+    assert_eq!(
+        r[0]["reasons"],
+        json!(["event_id_derived", "tiktok:unmapped_event"])
+    );
     assert_eq!(r[1]["decision"], "blocked");
     assert_eq!(r[2]["decision"], "accepted");
     // Unknown fields are recorded as a keyed hash and a length, never by name.
     let reasons: Vec<String> = serde_json::from_value(r[2]["reasons"].clone()).unwrap();
-    let unknown: Vec<&String> = reasons.iter().filter(|r| r.starts_with("unknown_field:")).collect();
+    let unknown: Vec<&String> = reasons
+        .iter()
+        .filter(|r| r.starts_with("unknown_field:"))
+        .collect();
     assert_eq!(unknown.len(), 2, "{reasons:?}");
-    assert!(unknown.iter().any(|r| r.ends_with(":5")) && unknown.iter().any(|r| r.ends_with(":15")), "{reasons:?}");
+    assert!(
+        unknown.iter().any(|r| r.ends_with(":5")) && unknown.iter().any(|r| r.ends_with(":15")),
+        "{reasons:?}"
+    );
     let joined = reasons.join(" ").to_lowercase();
-    assert!(!joined.contains("notes") && !joined.contains("ozempic"), "{joined}");
+    assert!(
+        !joined.contains("notes") && !joined.contains("ozempic"),
+        "{joined}"
+    );
     let st = h.standin.clone();
     wait_for(10, "delivery", || st.events().len() == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -102,7 +102,10 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
     assert!(h.audit().is_empty());
     let (_, m) = h.get("/metrics").await;
     assert!(
-        m.contains(&format!("relay_requests_rejected_total{{status=\"400\"}} {}", n - 1)),
+        m.contains(&format!(
+            "relay_requests_rejected_total{{status=\"400\"}} {}",
+            n - 1
+        )),
         "{m}"
     );
     h.shutdown().await;
@@ -115,7 +118,8 @@ async fn content_type_must_be_json_or_a_browser_beacon() {
         ..Opts::default()
     })
     .await;
-    let ev = json!({"event": "BookedGLP1Consultation", "ttclid": relay_support::TTCLID}).to_string();
+    let ev =
+        json!({"event": "BookedGLP1Consultation", "ttclid": relay_support::TTCLID}).to_string();
     let browser = |ct: Option<&str>| {
         let mut v = vec![("Origin", ORIGIN.to_string())];
         if let Some(ct) = ct {
@@ -183,7 +187,8 @@ async fn chunked_oversized_body_is_refused() {
 #[tokio::test]
 async fn unsigned_calls_from_unknown_origins_are_refused() {
     let mut h = Harness::start(Opts::default()).await;
-    let body = br#"{"event":"BookedGLP1Consultation","ttclid":"E.C.P.CqgBaZ3xYk7LmQp2RtUv"}"#.to_vec();
+    let body =
+        br#"{"event":"BookedGLP1Consultation","ttclid":"E.C.P.CqgBaZ3xYk7LmQp2RtUv"}"#.to_vec();
     let (s, v) = h.raw("/v1/events", body.clone(), &[]).await;
     assert_eq!((s, v["error"].as_str()), (403, Some("origin_not_allowed")));
     let (s, _) = h
@@ -324,7 +329,10 @@ async fn consent_input_is_validated() {
         assert_eq!(s, status, "{body} -> {v}");
         assert!(v["message"].is_string(), "{v}");
         assert!(v["field"].is_string(), "errors name the field: {v}");
-        assert!(!v.to_string().contains("yes") && !v.to_string().contains("extra"), "echo: {v}");
+        assert!(
+            !v.to_string().contains("yes") && !v.to_string().contains("extra"),
+            "echo: {v}"
+        );
     }
     // A signed back-end caller may record consent for a subject id; it is stored hashed.
     let (s, v) = h
@@ -404,12 +412,10 @@ async fn readyz_fails_without_a_destination() {
         &Opts::default(),
     );
     let cfg = pixelwatch::relay::config::RelayConfig::parse(&text, "t").expect("cfg");
-    let relay = pixelwatch::relay::Relay::start(
-        cfg,
-        pixelwatch::relay::secrets::Secrets::default(),
-    )
-    .await
-    .expect("start");
+    let relay =
+        pixelwatch::relay::Relay::start(cfg, pixelwatch::relay::secrets::Secrets::default())
+            .await
+            .expect("start");
     let r = reqwest::get(format!("http://{}/readyz", relay.addr()))
         .await
         .expect("get");
@@ -498,5 +504,8 @@ async fn standin_rejects_what_tiktok_rejects() {
     assert_eq!(code(send(extra, &st.token).await.unwrap()).await, 40002);
     assert_eq!(st.accepted().len(), 1);
     let codes: Vec<i64> = st.rejections().iter().map(|r| r.code).collect();
-    assert!(codes.contains(&40105) && codes.contains(&40001), "{codes:?}");
+    assert!(
+        codes.contains(&40105) && codes.contains(&40001),
+        "{codes:?}"
+    );
 }

@@ -37,9 +37,15 @@ async fn consented_booking_reaches_meta_as_one_bare_schedule_and_tiktok_too() {
     ev["fbp"] = json!("fb.1.1596403881668.1116446470");
     let (s, v) = h.browser("/v1/events", &ev, false).await;
     assert_eq!(s, 202, "{v}");
-    assert_eq!(v["results"][0]["destinations"], json!({"tiktok": "accepted", "meta": "accepted"}));
+    assert_eq!(
+        v["results"][0]["destinations"],
+        json!({"tiktok": "accepted", "meta": "accepted"})
+    );
     let (st, mt) = (h.standin.clone(), h.meta().clone());
-    wait_for(10, "both delivered", || st.events().len() == 1 && mt.events().len() == 1).await;
+    wait_for(10, "both delivered", || {
+        st.events().len() == 1 && mt.events().len() == 1
+    })
+    .await;
     let sent = &mt.events()[0];
     let t = sent["event_time"].as_i64().expect("seconds");
     assert_eq!(
@@ -54,20 +60,39 @@ async fn consented_booking_reaches_meta_as_one_bare_schedule_and_tiktok_too() {
         })
     );
     assert_eq!(st.events()[0]["event_id"], evid(1));
-    let raw = format!("{}\n{}", mt.raw_bodies().join("\n"), st.raw_bodies().join("\n")).to_lowercase();
+    let raw = format!(
+        "{}\n{}",
+        mt.raw_bodies().join("\n"),
+        st.raw_bodies().join("\n")
+    )
+    .to_lowercase();
     for planted in ["jane", "ozempic", "glp1", "glp-1", "booked", "weight"] {
         assert!(!raw.contains(planted), "{planted} left the relay");
     }
-    assert!(!raw.contains(&mt.token.to_lowercase()), "the token goes in the query, not the body");
-    assert!(mt.raw_heads()[0].contains("access_token="), "Graph API token in the query");
+    assert!(
+        !raw.contains(&mt.token.to_lowercase()),
+        "the token goes in the query, not the body"
+    );
+    assert!(
+        mt.raw_heads()[0].contains("access_token="),
+        "Graph API token in the query"
+    );
     wait_for(5, "audit delivered", || h.audit()[0].1 == "delivered").await;
     let d = &h.audit_destinations()[0];
     assert_eq!(d["meta"]["state"], "delivered");
     assert_eq!(d["tiktok"]["state"], "delivered");
-    assert!(d["meta"]["request_id"].as_str().is_some_and(|r| r.starts_with("req-")), "{d}");
+    assert!(
+        d["meta"]["request_id"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("req-")),
+        "{d}"
+    );
     h.shutdown().await;
     let db = h.database_text();
-    assert!(!db.contains("jane.doe") && !db.contains("ozempic"), "PHI in the database");
+    assert!(
+        !db.contains("jane.doe") && !db.contains("ozempic"),
+        "PHI in the database"
+    );
 }
 
 #[tokio::test]
@@ -91,19 +116,39 @@ async fn transient_and_throttling_errors_are_retried_until_delivered_once() {
     ]);
     let token = h.grant_consent().await;
     let (s, _) = h
-        .browser("/v1/events", &glp1_event(&evid(2), &ttclid("retry"), Some(&token)), false)
+        .browser(
+            "/v1/events",
+            &glp1_event(&evid(2), &ttclid("retry"), Some(&token)),
+            false,
+        )
         .await;
     assert_eq!(s, 202);
     let mt = h.meta().clone();
     wait_for(20, "audit delivered", || h.audit()[0].1 == "delivered").await;
     assert_eq!(ids(mt.events()).len(), 1);
     assert_eq!(mt.requests(), 10, "nine failures then one success");
-    assert_eq!(h.standin.requests(), 1, "TikTok is not held back by Meta's failures");
+    assert_eq!(
+        h.standin.requests(),
+        1,
+        "TikTok is not held back by Meta's failures"
+    );
     let (_, m) = h.get("/metrics").await;
-    assert!(m.contains("relay_events_retried_total{destination=\"meta\"} 9"), "{m}");
-    assert!(m.contains("relay_events_retried_total{destination=\"tiktok\"} 0"), "{m}");
-    assert!(m.contains("relay_events_delivered_total{destination=\"meta\"} 1"), "{m}");
-    assert!(m.contains("relay_outbox_depth{destination=\"meta\"} 0"), "{m}");
+    assert!(
+        m.contains("relay_events_retried_total{destination=\"meta\"} 9"),
+        "{m}"
+    );
+    assert!(
+        m.contains("relay_events_retried_total{destination=\"tiktok\"} 0"),
+        "{m}"
+    );
+    assert!(
+        m.contains("relay_events_delivered_total{destination=\"meta\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("relay_outbox_depth{destination=\"meta\"} 0"),
+        "{m}"
+    );
     h.shutdown().await;
 }
 
@@ -112,8 +157,12 @@ async fn invalid_parameter_dead_letters_and_replay_delivers() {
     let mut h = Harness::start(opts()).await;
     h.meta().push_modes([Mode::CodeSub(100, SUB_INVALID)]);
     let token = h.grant_consent().await;
-    h.browser("/v1/events", &glp1_event(&evid(3), &ttclid("dead"), Some(&token)), false)
-        .await;
+    h.browser(
+        "/v1/events",
+        &glp1_event(&evid(3), &ttclid("dead"), Some(&token)),
+        false,
+    )
+    .await;
     wait_for(10, "dead letter", || dead(&h).len() == 1).await;
     let d = dead(&h);
     assert_eq!(d[0].destination, "meta");
@@ -123,7 +172,10 @@ async fn invalid_parameter_dead_letters_and_replay_delivers() {
     wait_for(10, "TikTok delivered", || st.events().len() == 1).await;
     wait_for(5, "audit settles", || h.audit()[0].1 == "dead_lettered").await;
     assert_eq!(h.audit_destinations()[0]["tiktok"]["state"], "delivered");
-    assert_eq!(pixelwatch::relay::audit::replay(&h.db, None).expect("replay"), 1);
+    assert_eq!(
+        pixelwatch::relay::audit::replay(&h.db, None).expect("replay"),
+        1
+    );
     let mt = h.meta().clone();
     wait_for(10, "replayed delivery", || mt.events().len() == 1).await;
     wait_for(5, "audit delivered", || h.audit()[0].1 == "delivered").await;
@@ -140,14 +192,26 @@ async fn an_invalid_token_is_dead_lettered_not_retried() {
     .await;
     let token = h.grant_consent().await;
     for i in 0..3 {
-        h.browser("/v1/events", &glp1_event(&evid(40 + i), &ttclid("tok"), Some(&token)), false)
-            .await;
+        h.browser(
+            "/v1/events",
+            &glp1_event(&evid(40 + i), &ttclid("tok"), Some(&token)),
+            false,
+        )
+        .await;
     }
     wait_for(10, "dead letters", || dead(&h).len() == 3).await;
-    assert!(dead(&h).iter().all(|d| d.last_error.as_deref() == Some("meta_code:190/463")));
+    assert!(
+        dead(&h)
+            .iter()
+            .all(|d| d.last_error.as_deref() == Some("meta_code:190/463"))
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mt = h.meta().clone();
-    assert!(mt.requests() <= 3, "a credential error is not retried ({})", mt.requests());
+    assert!(
+        mt.requests() <= 3,
+        "a credential error is not retried ({})",
+        mt.requests()
+    );
     assert!(mt.rejections().iter().all(|r| r.code == 190));
     assert_eq!(h.standin.events().len(), 3, "TikTok unaffected");
     h.shutdown().await;
@@ -162,8 +226,15 @@ async fn events_older_than_seven_days_are_dead_lettered_without_being_sent() {
     let (_, v) = h.browser("/v1/events", &ev, false).await;
     assert_eq!(v["results"][0]["decision"], "accepted", "{v}");
     wait_for(10, "dead letter", || dead(&h).len() == 1).await;
-    assert_eq!(dead(&h)[0].last_error.as_deref(), Some("event_time_too_old"));
-    assert_eq!(h.meta().requests(), 0, "a stale event would fail Meta's whole request");
+    assert_eq!(
+        dead(&h)[0].last_error.as_deref(),
+        Some("event_time_too_old")
+    );
+    assert_eq!(
+        h.meta().requests(),
+        0,
+        "a stale event would fail Meta's whole request"
+    );
     let st = h.standin.clone();
     wait_for(10, "TikTok delivered", || st.events().len() == 1).await;
     h.shutdown().await;
@@ -177,13 +248,20 @@ async fn a_shortfall_in_events_received_is_counted_in_metrics_and_the_audit() {
     let batch: Vec<Value> = (0..3)
         .map(|i| glp1_event(&evid(60 + i), &ttclid("short"), Some(&token)))
         .collect();
-    h.browser("/v1/events", &json!({"events": batch}), false).await;
+    h.browser("/v1/events", &json!({"events": batch}), false)
+        .await;
     let mt = h.meta().clone();
     wait_for(10, "delivered", || mt.events().len() == 3).await;
     wait_for(5, "audit", || h.audit().iter().all(|a| a.1 == "delivered")).await;
     let (_, m) = h.get("/metrics").await;
-    assert!(m.contains("relay_events_not_counted_total{destination=\"meta\"} 1"), "{m}");
-    assert!(m.contains("relay_events_delivered_total{destination=\"meta\"} 3"), "{m}");
+    assert!(
+        m.contains("relay_events_not_counted_total{destination=\"meta\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("relay_events_delivered_total{destination=\"meta\"} 3"),
+        "{m}"
+    );
     for (a, d) in h.audit().iter().zip(h.audit_destinations()) {
         assert!(a.2.contains("meta:events_received_shortfall"), "{}", a.2);
         assert_eq!(d["meta"]["counted"], "2/3");
@@ -195,7 +273,8 @@ async fn a_shortfall_in_events_received_is_counted_in_metrics_and_the_audit() {
 async fn test_events_never_share_a_batch_and_one_bad_event_is_isolated() {
     let mut h = Harness::start(opts()).await;
     let token = h.grant_consent().await;
-    h.meta().push_modes([Mode::Http(503), Mode::Http(503), Mode::Http(503)]);
+    h.meta()
+        .push_modes([Mode::Http(503), Mode::Http(503), Mode::Http(503)]);
     let poisoned = evid(3);
     h.meta().poison(&poisoned);
     let batch: Vec<Value> = (0..8u64)
@@ -207,7 +286,8 @@ async fn test_events_never_share_a_batch_and_one_bad_event_is_isolated() {
             e
         })
         .collect();
-    h.browser("/v1/events", &json!({"events": batch}), false).await;
+    h.browser("/v1/events", &json!({"events": batch}), false)
+        .await;
     let mt = h.meta().clone();
     wait_for(10, "seven delivered", || mt.events().len() == 7).await;
     wait_for(10, "one dead letter", || dead(&h).len() == 1).await;
@@ -229,16 +309,22 @@ async fn destinations_batch_and_recover_independently_across_a_restart() {
     })
     .await;
     let token = h.grant_consent().await;
-    h.meta().push_modes(std::iter::repeat_n(Mode::Http(503), 10_000));
+    h.meta()
+        .push_modes(std::iter::repeat_n(Mode::Http(503), 10_000));
     for chunk in 0..6u64 {
         let batch: Vec<Value> = (0..20u64)
             .map(|i| glp1_event(&evid(100 + chunk * 20 + i), &ttclid("ind"), Some(&token)))
             .collect();
-        let (s, _) = h.browser("/v1/events", &json!({"events": batch}), false).await;
+        let (s, _) = h
+            .browser("/v1/events", &json!({"events": batch}), false)
+            .await;
         assert_eq!(s, 202);
     }
     let st = h.standin.clone();
-    wait_for(10, "TikTok delivers while Meta is down", || st.events().len() == 120).await;
+    wait_for(10, "TikTok delivers while Meta is down", || {
+        st.events().len() == 120
+    })
+    .await;
     assert!(h.meta().events().is_empty());
     // Restart against a healthy Meta: the pending rows survive and go out in large batches.
     let meta2 = relay_support::MetaStandIn::start().await;
@@ -276,9 +362,19 @@ async fn standin_rejects_what_the_graph_api_rejects() {
         let v: Value = r.json().await.expect("json");
         (status, v)
     };
-    let (s, v) = answer(send(json!([good]), &mt.token, "application/json").await.unwrap()).await;
+    let (s, v) = answer(
+        send(json!([good]), &mt.token, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, &v["events_received"]), (200, &json!(1)), "{v}");
-    let (s, v) = answer(send(json!([good]), "wrong", "application/json").await.unwrap()).await;
+    let (s, v) = answer(
+        send(json!([good]), "wrong", "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!((s, &v["error"]["code"]), (401, &json!(190)), "{v}");
     let (_, v) = answer(send(json!([good]), &mt.token, "text/plain").await.unwrap()).await;
     assert_eq!(v["error"]["code"], 100);
@@ -289,31 +385,67 @@ async fn standin_rejects_what_the_graph_api_rejects() {
     };
     let cases = [
         (patch("custom_field", json!(1)), SUB_UNKNOWN_FIELD),
-        (patch("user_data", json!({"em": "jane@example.com"})), SUB_UNHASHED),
+        (
+            patch("user_data", json!({"em": "jane@example.com"})),
+            SUB_UNHASHED,
+        ),
         (patch("user_data", json!({"em": ["ABC"]})), SUB_UNHASHED),
         (patch("user_data", json!({"email": "x"})), SUB_UNKNOWN_FIELD),
         (patch("user_data", json!({})), SUB_INVALID),
-        (patch("user_data", json!({"fbc": "IwAR-not-a-cookie"})), SUB_INVALID),
-        (patch("event_time", json!(now - 8 * 24 * 3600)), SUB_EVENT_TIME),
+        (
+            patch("user_data", json!({"fbc": "IwAR-not-a-cookie"})),
+            SUB_INVALID,
+        ),
+        (
+            patch("event_time", json!(now - 8 * 24 * 3600)),
+            SUB_EVENT_TIME,
+        ),
         (patch("event_time", json!(now * 1000)), SUB_EVENT_TIME),
         (patch("action_source", json!("browser")), SUB_INVALID),
         (patch("event_source_url", Value::Null), SUB_INVALID),
         (patch("event_name", json!("")), SUB_INVALID),
-        (patch("custom_data", json!({"value": 1, "currency": "usd"})), SUB_INVALID),
+        (
+            patch("custom_data", json!({"value": 1, "currency": "usd"})),
+            SUB_INVALID,
+        ),
     ];
     for (ev, sub) in cases {
-        let (s, v) = answer(send(json!([ev]), &mt.token, "application/json").await.unwrap()).await;
+        let (s, v) = answer(
+            send(json!([ev]), &mt.token, "application/json")
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(s, 400, "{ev}");
-        assert_eq!((&v["error"]["code"], &v["error"]["error_subcode"]), (&json!(100), &json!(sub)), "{ev}");
+        assert_eq!(
+            (&v["error"]["code"], &v["error"]["error_subcode"]),
+            (&json!(100), &json!(sub)),
+            "{ev}"
+        );
     }
     // One stale event fails the whole request.
     let stale = patch("event_time", json!(now - 8 * 24 * 3600));
-    let (_, v) = answer(send(json!([good, stale]), &mt.token, "application/json").await.unwrap()).await;
+    let (_, v) = answer(
+        send(json!([good, stale]), &mt.token, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["error"]["code"], 100);
     let many: Vec<Value> = (0..1001).map(|_| good.clone()).collect();
-    let (_, v) = answer(send(json!(many), &mt.token, "application/json").await.unwrap()).await;
+    let (_, v) = answer(
+        send(json!(many), &mt.token, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["error"]["code"], 100);
-    let (_, v) = answer(send(json!([]), &mt.token, "application/json").await.unwrap()).await;
+    let (_, v) = answer(
+        send(json!([]), &mt.token, "application/json")
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(v["error"]["code"], 100);
     assert_eq!(mt.accepted().len(), 1);
 }

@@ -340,7 +340,10 @@ async fn planted_phi_never_reaches_a_destination_the_logs_or_the_database() {
         let v: Value = r.json().await.expect("json");
         let text = v.to_string().to_lowercase();
         for n in needles(p) {
-            assert!(!text.contains(&n), "planted {p:?} ({n:?}) echoed in the answer");
+            assert!(
+                !text.contains(&n),
+                "planted {p:?} ({n:?}) echoed in the answer"
+            );
         }
         sent += v["results"]
             .as_array()
@@ -378,7 +381,10 @@ async fn planted_phi_never_reaches_a_destination_the_logs_or_the_database() {
             .await;
         assert_eq!(s, 201, "{v}");
     }
-    assert!(sent > 50, "most events should still be delivered, got {sent}");
+    assert!(
+        sent > 50,
+        "most events should still be delivered, got {sent}"
+    );
     let (st, mt) = (h.standin.clone(), h.meta().clone());
     wait_for(20, "all accepted delivered", || {
         st.events().len() + mt.events().len() >= sent
@@ -400,9 +406,18 @@ async fn planted_phi_never_reaches_a_destination_the_logs_or_the_database() {
     let db = h.database_text();
     for p in &all {
         for n in needles(p) {
-            assert!(!raw.contains(&n), "planted {p:?} ({n:?}) reached a destination");
-            assert!(!log_text.contains(&n), "planted {p:?} ({n:?}) reached the logs");
-            assert!(!db.contains(&n), "planted {p:?} ({n:?}) landed in the database");
+            assert!(
+                !raw.contains(&n),
+                "planted {p:?} ({n:?}) reached a destination"
+            );
+            assert!(
+                !log_text.contains(&n),
+                "planted {p:?} ({n:?}) reached the logs"
+            );
+            assert!(
+                !db.contains(&n),
+                "planted {p:?} ({n:?}) landed in the database"
+            );
         }
     }
     assert!(!raw.contains("203.0.113.7"), "IP forwarded");

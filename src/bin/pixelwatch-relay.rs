@@ -286,7 +286,10 @@ fn check_config(config: &Path, no_secrets: bool) -> anyhow::Result<()> {
             if secrets.is_some() {
                 format!("present ({} or file)", d.access_token_env)
             } else {
-                format!("not checked (--no-secrets; expected in {} or file)", d.access_token_env)
+                format!(
+                    "not checked (--no-secrets; expected in {} or file)",
+                    d.access_token_env
+                )
             }
         );
     }

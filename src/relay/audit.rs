@@ -189,7 +189,9 @@ pub fn replay(path: &Path, ids: Option<&[i64]>) -> Result<usize, AdminError> {
 pub fn unknown_field_reason(path: &Path, name: &str) -> Result<String, StoreError> {
     let conn = db::open_existing(path)?;
     let salt: Vec<u8> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'id_salt'", [], |r| r.get(0))
+        .query_row("SELECT value FROM meta WHERE key = 'id_salt'", [], |r| {
+            r.get(0)
+        })
         .map_err(err(path))?;
     Ok(super::sanitize::unknown_field_reason(
         &super::sanitize::field_key(&salt),

@@ -510,7 +510,10 @@ mod tests {
         for order in [[true, false], [false, true]] {
             let idx = ConsentIndex::default();
             for (i, granted) in order.iter().enumerate() {
-                idx.record(i as i64 + 1, &rec(token_key("t"), *granted, &["advertising"], "1", 4_000));
+                idx.record(
+                    i as i64 + 1,
+                    &rec(token_key("t"), *granted, &["advertising"], "1", 4_000),
+                );
             }
             assert_eq!(reason(&idx), "consent_refused", "{order:?}");
         }
@@ -550,13 +553,37 @@ url = "https://clinic.example/"
             b
         };
         let cases = [
-            (patch("source", "Jane Doe".into()), "source", "configured consent.sources"),
-            (patch("policy_version", "type 2 diabetes".into()), "policy_version", "pattern"),
-            (patch("policy_version", "1984-03-07".into()), "policy_version", "pattern"),
-            (patch("purposes", serde_json::json!(["depression"])), "purposes", "configured"),
-            (patch("decided_at", (now + 61).into()), "decided_at", "more than 60 seconds"),
+            (
+                patch("source", "Jane Doe".into()),
+                "source",
+                "configured consent.sources",
+            ),
+            (
+                patch("policy_version", "type 2 diabetes".into()),
+                "policy_version",
+                "pattern",
+            ),
+            (
+                patch("policy_version", "1984-03-07".into()),
+                "policy_version",
+                "pattern",
+            ),
+            (
+                patch("purposes", serde_json::json!(["depression"])),
+                "purposes",
+                "configured",
+            ),
+            (
+                patch("decided_at", (now + 61).into()),
+                "decided_at",
+                "more than 60 seconds",
+            ),
             (patch("granted", "Jane".into()), "granted", "got string"),
-            (patch("decided_at", 1_790_000_000_000i64.into()), "decided_at", "milliseconds"),
+            (
+                patch("decided_at", 1_790_000_000_000i64.into()),
+                "decided_at",
+                "milliseconds",
+            ),
             (patch("Jane Doe", 1.into()), "body", "names are not echoed"),
         ];
         for (body, field, rule) in cases {
@@ -571,7 +598,10 @@ url = "https://clinic.example/"
             }
         }
         assert_eq!(
-            rules.check(&ConsentRequest::from_json(patch("decided_at", (now + 60).into())).unwrap(), now),
+            rules.check(
+                &ConsentRequest::from_json(patch("decided_at", (now + 60).into())).unwrap(),
+                now
+            ),
             Ok(now + 60),
             "within the clock skew"
         );

@@ -99,6 +99,43 @@ mod tests {
     }
 
     #[test]
+    fn v1_rows_migrate_to_destinations_and_lose_field_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("r.db");
+        let c = Connection::open(&p).expect("open");
+        c.execute_batch(MIGRATIONS[0]).expect("v1");
+        c.pragma_update(None, "user_version", 1).expect("version");
+        c.execute_batch(
+            r#"INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, updated_ms)
+               VALUES (1, 'browser', 'e1', 'Schedule', 'queued',
+                       '["dropped_field:diagnosis","dropped_field:email","page_url_generalized"]', 1),
+                      (2, 'browser', NULL, NULL, 'dropped', '["no_consent"]', 2);"#,
+        )
+        .expect("v1 rows");
+        drop(c);
+        let c = open(&p, Synchronous::Full).expect("migrate");
+        let (reasons, dests, pending): (String, String, i64) = c
+            .query_row(
+                "SELECT reasons, destinations, pending FROM audit WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(
+            reasons,
+            r#"["unknown_field:legacy:9","dropped_field:email","page_url_generalized"]"#
+        );
+        assert_eq!(dests, r#"{"tiktok":{"state":"queued","event":"Schedule"}}"#);
+        assert_eq!(pending, 1);
+        let dests: String = c
+            .query_row("SELECT destinations FROM audit WHERE id = 2", [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(dests, "{}");
+    }
+
+    #[test]
     fn newer_database_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("r.db");

@@ -155,8 +155,12 @@ impl Dispatcher {
             } => {
                 let shortfall = received.filter(|r| *r < n).map(|r| (r, n));
                 if let Some((r, sent)) = shortfall {
-                    tracing::warn!(destination = dest, received = r, sent,
-                        "destination accepted the batch but counted fewer events");
+                    tracing::warn!(
+                        destination = dest,
+                        received = r,
+                        sent,
+                        "destination accepted the batch but counted fewer events"
+                    );
                 } else {
                     tracing::debug!(destination = dest, events = n, %request_id, "batch delivered");
                 }
@@ -191,7 +195,11 @@ impl Dispatcher {
             Record::Delivered { shortfall, .. } => *shortfall,
             _ => None,
         };
-        match self.outbox.record(&self.destination, part, record, now).await {
+        match self
+            .outbox
+            .record(&self.destination, part, record, now)
+            .await
+        {
             Ok(died) => match outcome {
                 Outcome::Delivered { .. } => {
                     m.delivered.add(n);

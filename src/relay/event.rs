@@ -268,10 +268,7 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
         Some(Value::Number(n)) => {
             let x = n.as_f64().unwrap_or(f64::NAN);
             if !(0.0..=MAX_VALUE).contains(&x) {
-                return Err(bad(
-                    f("value"),
-                    "number out of range (0 to 1000000000)",
-                ));
+                return Err(bad(f("value"), "number out of range (0 to 1000000000)"));
             }
             Some(x)
         }
@@ -293,9 +290,10 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
         fbp: take_str(&mut o, "fbp", path)?,
         client_ip: match take_str(&mut o, "client_ip_address", path)? {
             None => None,
-            Some(s) => Some(s.parse::<IpAddr>().map_err(|_| {
-                bad(f("client_ip_address"), "expected an IPv4 or IPv6 address")
-            })?),
+            Some(s) => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| bad(f("client_ip_address"), "expected an IPv4 or IPv6 address"))?,
+            ),
         },
         client_user_agent: take_str(&mut o, "client_user_agent", path)?,
         url: take_str(&mut o, "url", path)?,
@@ -391,7 +389,11 @@ mod tests {
                 "body",
                 "invalid UTF-8 at byte 23",
             ),
-            (br#"{"event":"A","x":1e400}"#.to_vec(), "body", "number out of range"),
+            (
+                br#"{"event":"A","x":1e400}"#.to_vec(),
+                "body",
+                "number out of range",
+            ),
             (
                 br#"{"event":"A","event_time":1e30}"#.to_vec(),
                 "event_time",

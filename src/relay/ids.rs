@@ -65,8 +65,8 @@ fn plausible_date(d: &[u8]) -> bool {
     match d.len() {
         8 => {
             let y_first = (1900..=2099).contains(&n(0..4)) && md(n(4..6), n(6..8));
-            let y_last = (1900..=2099).contains(&n(4..8))
-                && (md(n(0..2), n(2..4)) || md(n(2..4), n(0..2)));
+            let y_last =
+                (1900..=2099).contains(&n(4..8)) && (md(n(0..2), n(2..4)) || md(n(2..4), n(0..2)));
             y_first || y_last
         }
         6 => md(n(2..4), n(4..6)) || md(n(0..2), n(2..4)) || md(n(2..4), n(0..2)),
@@ -85,9 +85,7 @@ pub fn number_shape(s: &str, join: bool) -> Result<(), IdProblem> {
         match c {
             Some(d) if d.is_ascii_digit() => run.push(d),
             Some(b'-' | b'_' | b'/' | b'+')
-                if join
-                    && !run.is_empty()
-                    && b.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
+                if join && !run.is_empty() && b.get(i + 1).is_some_and(u8::is_ascii_digit) => {}
             _ => {
                 match run.len() {
                     13.. => return Err(IdProblem::CardShaped),
@@ -156,7 +154,10 @@ pub fn check_ttclid(s: &str) -> Result<(), IdProblem> {
         .ok_or(IdProblem::Prefix)?;
     check_len(body, 16, 500)?;
     let padded = body.trim_end_matches('=');
-    if body.len() - padded.len() > 2 || !padded.bytes().all(|b| base64url(b) || b == b'+' || b == b'/')
+    if body.len() - padded.len() > 2
+        || !padded
+            .bytes()
+            .all(|b| base64url(b) || b == b'+' || b == b'/')
     {
         return Err(IdProblem::Alphabet);
     }
@@ -166,7 +167,11 @@ pub fn check_ttclid(s: &str) -> Result<(), IdProblem> {
 /// TikTok `_ttp` cookie: 16-64 characters of base64url, optionally followed by `.tt.N`.
 pub fn check_ttp(s: &str) -> Result<(), IdProblem> {
     let core = match s.split_once(".tt.") {
-        Some((core, n)) if !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()) => core,
+        Some((core, n))
+            if !n.is_empty() && n.len() <= 2 && n.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            core
+        }
         Some(_) => return Err(IdProblem::Structure),
         None => s,
     };
@@ -259,7 +264,10 @@ mod tests {
             ("booking-1984-03-07-abc", IdProblem::DateShaped),
             ("booking-19840307-abcd", IdProblem::DateShaped),
             ("dob-070384-abcdefgh", IdProblem::DateShaped),
-            ("19840307-0b7d-4c3e-9a51-2f6d8e0c1b77", IdProblem::DateShaped),
+            (
+                "19840307-0b7d-4c3e-9a51-2f6d8e0c1b77",
+                IdProblem::DateShaped,
+            ),
             ("jane@example.com", IdProblem::Alphabet),
             ("Jane Doe booking 1", IdProblem::Alphabet),
             ("short", IdProblem::Length),
@@ -276,7 +284,10 @@ mod tests {
             assert_eq!(check_token(&t), Ok(()), "{t}");
         }
         assert_eq!(check_token("4111111111111111"), Err(IdProblem::CardShaped));
-        assert_eq!(check_token("jane.doe@example.com"), Err(IdProblem::Alphabet));
+        assert_eq!(
+            check_token("jane.doe@example.com"),
+            Err(IdProblem::Alphabet)
+        );
     }
 
     #[test]
@@ -290,7 +301,10 @@ mod tests {
             ("E.C.P.abc type 2 diabetes xyz", IdProblem::Alphabet),
             ("E.C.P.CqgB19840307aZ3xYk7L", IdProblem::DateShaped),
             ("E.C.P.CqgB5550109999aZ3xYk7L", IdProblem::PhoneShaped),
-            ("E.C.P.CqgBaZ3xYk7LmQp2RtUv03/07/1984", IdProblem::DateShaped),
+            (
+                "E.C.P.CqgBaZ3xYk7LmQp2RtUv03/07/1984",
+                IdProblem::DateShaped,
+            ),
             ("E.C.P.CqgB.jane.doe@mail.com.x", IdProblem::Alphabet),
         ] {
             assert_eq!(check_ttclid(id), Err(want), "{id}");
@@ -301,10 +315,16 @@ mod tests {
         let fbclid = "IwAR2F4-dbP0l7Mn1IawQQGCINEz7PYXQvwjNwB_qa2ofrHyiLjcbCRxTDMgk";
         assert_eq!(check_fbclid(fbclid), Ok(()));
         assert_eq!(check_fbclid("IwAR 1984-03-07 x"), Err(IdProblem::Alphabet));
-        assert_eq!(check_fbc(&format!("fb.1.1789999999000.{fbclid}"), NOW_MS), Ok(()));
+        assert_eq!(
+            check_fbc(&format!("fb.1.1789999999000.{fbclid}"), NOW_MS),
+            Ok(())
+        );
         for (id, want) in [
             (format!("fb.1.449539200000.{fbclid}"), IdProblem::Timestamp),
-            (format!("fb.1.1789999999000.IwAR5550109999xyzabcdef"), IdProblem::PhoneShaped),
+            (
+                "fb.1.1789999999000.IwAR5550109999xyzabcdef".to_string(),
+                IdProblem::PhoneShaped,
+            ),
             (format!("fb.7.1789999999000.{fbclid}"), IdProblem::Structure),
             (format!("xx.1.1789999999000.{fbclid}"), IdProblem::Prefix),
             (format!("fb.1.1999999999000.{fbclid}"), IdProblem::Timestamp),
@@ -312,8 +332,17 @@ mod tests {
             assert_eq!(check_fbc(&id, NOW_MS), Err(want), "{id}");
         }
         assert_eq!(check_fbp("fb.1.1596403881668.1116446470", NOW_MS), Ok(()));
-        assert_eq!(check_fbp("fb.1.1596403881668.5550109999", NOW_MS), Err(IdProblem::Range));
-        assert_eq!(check_fbp("fb.1.1596403881668.Jane", NOW_MS), Err(IdProblem::Structure));
-        assert_eq!(check_fbp("fb.1.1596403881668.19840307", NOW_MS), Err(IdProblem::DateShaped));
+        assert_eq!(
+            check_fbp("fb.1.1596403881668.5550109999", NOW_MS),
+            Err(IdProblem::Range)
+        );
+        assert_eq!(
+            check_fbp("fb.1.1596403881668.Jane", NOW_MS),
+            Err(IdProblem::Structure)
+        );
+        assert_eq!(
+            check_fbp("fb.1.1596403881668.19840307", NOW_MS),
+            Err(IdProblem::DateShaped)
+        );
     }
 }

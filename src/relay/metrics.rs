@@ -63,7 +63,8 @@ impl Histogram {
         if let Some(i) = self.bounds.iter().position(|b| s <= *b) {
             self.counts[i].fetch_add(1, Ordering::Relaxed);
         }
-        self.sum_ns.fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(d.as_nanos() as u64, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -219,16 +220,45 @@ impl Metrics {
         let head = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
-        head(&mut out, "relay_events_accepted_total", "counter", "Events committed to the outbox for at least one destination.");
+        head(
+            &mut out,
+            "relay_events_accepted_total",
+            "counter",
+            "Events committed to the outbox for at least one destination.",
+        );
         let _ = writeln!(out, "relay_events_accepted_total {}", self.accepted.get());
         type Pick = fn(&DestinationMetrics) -> &Counter;
         let per_destination: [(&str, &str, Pick); 6] = [
-            ("relay_events_queued_total", "Outbox rows written, by destination.", |m| &m.queued),
-            ("relay_events_delivered_total", "Events acknowledged, by destination.", |m| &m.delivered),
-            ("relay_events_retried_total", "Event deliveries scheduled for retry, by destination.", |m| &m.retried),
-            ("relay_events_dead_lettered_total", "Events moved to the dead letter, by destination.", |m| &m.dead_lettered),
-            ("relay_events_blocked_total", "Events blocked by the PHI detector, by destination.", |m| &m.blocked),
-            ("relay_events_not_counted_total", "Events acknowledged but not counted by the destination (events_received shortfall).", |m| &m.not_counted),
+            (
+                "relay_events_queued_total",
+                "Outbox rows written, by destination.",
+                |m| &m.queued,
+            ),
+            (
+                "relay_events_delivered_total",
+                "Events acknowledged, by destination.",
+                |m| &m.delivered,
+            ),
+            (
+                "relay_events_retried_total",
+                "Event deliveries scheduled for retry, by destination.",
+                |m| &m.retried,
+            ),
+            (
+                "relay_events_dead_lettered_total",
+                "Events moved to the dead letter, by destination.",
+                |m| &m.dead_lettered,
+            ),
+            (
+                "relay_events_blocked_total",
+                "Events blocked by the PHI detector, by destination.",
+                |m| &m.blocked,
+            ),
+            (
+                "relay_events_not_counted_total",
+                "Events acknowledged but not counted by the destination (events_received shortfall).",
+                |m| &m.not_counted,
+            ),
         ];
         for (name, help, pick) in per_destination {
             head(&mut out, name, "counter", help);
@@ -236,40 +266,105 @@ impl Metrics {
                 let _ = writeln!(out, "{name}{{destination=\"{d}\"}} {}", pick(m).get());
             }
         }
-        head(&mut out, "relay_events_dropped_total", "counter", "Events (or an event for one destination) not forwarded, by reason.");
+        head(
+            &mut out,
+            "relay_events_dropped_total",
+            "counter",
+            "Events (or an event for one destination) not forwarded, by reason.",
+        );
         for (reason, n) in self.dropped.lock().expect("metrics lock").iter() {
             let _ = writeln!(out, "relay_events_dropped_total{{reason=\"{reason}\"}} {n}");
         }
-        head(&mut out, "relay_requests_rejected_total", "counter", "Requests refused, by HTTP status.");
+        head(
+            &mut out,
+            "relay_requests_rejected_total",
+            "counter",
+            "Requests refused, by HTTP status.",
+        );
         for (status, n) in self.rejected.lock().expect("metrics lock").iter() {
-            let _ = writeln!(out, "relay_requests_rejected_total{{status=\"{status}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "relay_requests_rejected_total{{status=\"{status}\"}} {n}"
+            );
         }
         if let Some(depth) = depth {
-            head(&mut out, "relay_outbox_depth", "gauge", "Pending events in the outbox, by destination.");
+            head(
+                &mut out,
+                "relay_outbox_depth",
+                "gauge",
+                "Pending events in the outbox, by destination.",
+            );
             for (d, _) in &self.destinations {
                 let n = depth.iter().find(|(x, _)| x == d).map_or(0, |(_, n)| *n);
                 let _ = writeln!(out, "relay_outbox_depth{{destination=\"{d}\"}} {n}");
             }
         }
-        head(&mut out, "relay_ingest_latency_seconds", "histogram", "Request arrival to durable acknowledgement.");
-        self.ingest_latency.render("relay_ingest_latency_seconds", "", &mut out);
-        head(&mut out, "relay_stage_seconds", "histogram", "Time per ingest request in each stage (parse, consent, sanitize, commit).");
+        head(
+            &mut out,
+            "relay_ingest_latency_seconds",
+            "histogram",
+            "Request arrival to durable acknowledgement.",
+        );
+        self.ingest_latency
+            .render("relay_ingest_latency_seconds", "", &mut out);
+        head(
+            &mut out,
+            "relay_stage_seconds",
+            "histogram",
+            "Time per ingest request in each stage (parse, consent, sanitize, commit).",
+        );
         for (stage, label) in STAGES {
-            self.stages[stage as usize].render("relay_stage_seconds", &format!("stage=\"{label}\""), &mut out);
+            self.stages[stage as usize].render(
+                "relay_stage_seconds",
+                &format!("stage=\"{label}\""),
+                &mut out,
+            );
         }
-        head(&mut out, "relay_delivery_request_seconds", "histogram", "Duration of one request to a destination.");
+        head(
+            &mut out,
+            "relay_delivery_request_seconds",
+            "histogram",
+            "Duration of one request to a destination.",
+        );
         for (d, m) in &self.destinations {
-            m.request_latency.render("relay_delivery_request_seconds", &format!("destination=\"{d}\""), &mut out);
+            m.request_latency.render(
+                "relay_delivery_request_seconds",
+                &format!("destination=\"{d}\""),
+                &mut out,
+            );
         }
-        head(&mut out, "relay_accept_to_delivery_seconds", "histogram", "Accept to acknowledgement, by destination.");
+        head(
+            &mut out,
+            "relay_accept_to_delivery_seconds",
+            "histogram",
+            "Accept to acknowledgement, by destination.",
+        );
         for (d, m) in &self.destinations {
-            m.end_to_end_latency.render("relay_accept_to_delivery_seconds", &format!("destination=\"{d}\""), &mut out);
+            m.end_to_end_latency.render(
+                "relay_accept_to_delivery_seconds",
+                &format!("destination=\"{d}\""),
+                &mut out,
+            );
         }
-        head(&mut out, "relay_outbox_commit_seconds", "histogram", "Duration of one outbox group commit, fsync included.");
-        self.commit_latency.render("relay_outbox_commit_seconds", "", &mut out);
+        head(
+            &mut out,
+            "relay_outbox_commit_seconds",
+            "histogram",
+            "Duration of one outbox group commit, fsync included.",
+        );
+        self.commit_latency
+            .render("relay_outbox_commit_seconds", "", &mut out);
         for (name, help, v) in [
-            ("relay_outbox_commits_total", "Outbox group commits.", &self.group_commits),
-            ("relay_outbox_commands_total", "Commands applied by group commits (commands / commits = mean group size).", &self.group_commands),
+            (
+                "relay_outbox_commits_total",
+                "Outbox group commits.",
+                &self.group_commits,
+            ),
+            (
+                "relay_outbox_commands_total",
+                "Commands applied by group commits (commands / commits = mean group size).",
+                &self.group_commands,
+            ),
         ] {
             head(&mut out, name, "counter", help);
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
@@ -293,13 +388,22 @@ mod tests {
         m.stage(Stage::Sanitize, Duration::from_micros(20));
         let t = m.render(Some(&[("meta".into(), 7)]));
         assert!(t.contains("relay_events_accepted_total 3"), "{t}");
-        assert!(t.contains("relay_events_not_counted_total{destination=\"meta\"} 2"), "{t}");
+        assert!(
+            t.contains("relay_events_not_counted_total{destination=\"meta\"} 2"),
+            "{t}"
+        );
         assert!(t.contains("relay_events_dropped_total{reason=\"no_consent\"} 2"));
         assert!(t.contains("relay_outbox_depth{destination=\"meta\"} 7"));
         assert!(t.contains("relay_outbox_depth{destination=\"tiktok\"} 0"));
         assert!(t.contains("relay_ingest_latency_seconds_bucket{le=\"0.005\"} 1"));
         assert!(t.contains("relay_ingest_latency_seconds_bucket{le=\"0.0025\"} 0"));
-        assert!(t.contains("relay_stage_seconds_bucket{stage=\"sanitize\",le=\"0.000025\"} 1"), "{t}");
-        assert!(t.contains("relay_stage_seconds_count{stage=\"parse\"} 0"), "{t}");
+        assert!(
+            t.contains("relay_stage_seconds_bucket{stage=\"sanitize\",le=\"0.000025\"} 1"),
+            "{t}"
+        );
+        assert!(
+            t.contains("relay_stage_seconds_count{stage=\"parse\"} 0"),
+            "{t}"
+        );
     }
 }

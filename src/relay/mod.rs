@@ -153,7 +153,7 @@ impl Relay {
         })
     }
 
-/// The bound address (useful with port 0).
+    /// The bound address (useful with port 0).
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -153,7 +153,11 @@ impl Sanitizer {
             .destinations
             .iter()
             .map(|d| DestinationRules {
-                mappings: d.mappings.iter().map(|m| (m.from.clone(), m.clone())).collect(),
+                mappings: d
+                    .mappings
+                    .iter()
+                    .map(|m| (m.from.clone(), m.clone()))
+                    .collect(),
                 dest: d.clone(),
             })
             .collect();
@@ -211,16 +215,17 @@ impl Sanitizer {
         reasons: &mut Vec<String>,
     ) -> Prepared {
         let now_ms = now * 1000;
-        let mut click = |name: &str, v: &Option<String>, check: &dyn Fn(&str) -> Result<(), ids::IdProblem>| {
-            match v.as_deref().map(|s| (s, check(s))) {
-                Some((s, Ok(()))) => Some(s.to_string()),
-                Some((_, Err(p))) => {
-                    reasons.push(format!("invalid_click_id:{name}:{}", p.code()));
-                    None
+        let mut click =
+            |name: &str, v: &Option<String>, check: &dyn Fn(&str) -> Result<(), ids::IdProblem>| {
+                match v.as_deref().map(|s| (s, check(s))) {
+                    Some((s, Ok(()))) => Some(s.to_string()),
+                    Some((_, Err(p))) => {
+                        reasons.push(format!("invalid_click_id:{name}:{}", p.code()));
+                        None
+                    }
+                    None => None,
                 }
-                None => None,
-            }
-        };
+            };
         let ttclid = click("ttclid", &ev.ttclid, &ids::check_ttclid);
         let ttp = click("ttp", &ev.ttp, &ids::check_ttp);
         let fbp = click("fbp", &ev.fbp, &|s| ids::check_fbp(s, now_ms));
@@ -266,7 +271,11 @@ impl Sanitizer {
         };
 
         let page_url = match ev.url.as_deref().map(url::Url::parse) {
-            Some(Ok(u)) => match self.categories.iter().find(|c| c.pattern.is_match(u.path())) {
+            Some(Ok(u)) => match self
+                .categories
+                .iter()
+                .find(|c| c.pattern.is_match(u.path()))
+            {
                 Some(c) => c.url.clone(),
                 None => {
                     reasons.push("page_url_uncategorized".into());
@@ -285,7 +294,11 @@ impl Sanitizer {
 
         // A caller id with the wrong shape is not used at all, not even hashed: a keyed hash of
         // a phone number can be reversed by anyone holding the key, by trying every number.
-        let caller_id = match ev.event_id.as_deref().map(|id| (id, ids::check_event_id(id))) {
+        let caller_id = match ev
+            .event_id
+            .as_deref()
+            .map(|id| (id, ids::check_event_id(id)))
+        {
             Some((id, Ok(()))) if detector::scan_text(id, true).is_empty() => Some(id),
             Some((_, Ok(()))) => {
                 reasons.push("event_id_replaced:detector".into());
@@ -434,7 +447,11 @@ pub fn field_key(salt: &[u8]) -> [u8; 32] {
 
 /// `unknown_field:<first 12 hex digits of HMAC-SHA256(key, name)>:<length in characters>`.
 pub fn unknown_field_reason(key: &[u8; 32], name: &str) -> String {
-    format!("unknown_field:{}:{}", field_hash(key, name), name.chars().count())
+    format!(
+        "unknown_field:{}:{}",
+        field_hash(key, name),
+        name.chars().count()
+    )
 }
 
 /// First 12 hex digits of HMAC-SHA256(key, name).

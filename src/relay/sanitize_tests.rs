@@ -78,8 +78,16 @@ fn the_issue_example_becomes_a_bare_schedule_for_each_destination() {
             "action_source":"website","event_source_url":"https://clinic.example/booking",
             "user_data":{"fbc":format!("fb.1.{}.{FBCLID}", (NOW - 5) * 1000)}})
     );
-    assert!(out.destinations[0].reasons.contains(&"dropped_field:email".to_string()));
-    assert!(out.destinations[1].reasons.contains(&"dropped_field:email".to_string()));
+    assert!(
+        out.destinations[0]
+            .reasons
+            .contains(&"dropped_field:email".to_string())
+    );
+    assert!(
+        out.destinations[1]
+            .reasons
+            .contains(&"dropped_field:email".to_string())
+    );
 }
 
 #[test]
@@ -105,8 +113,14 @@ fn value_only_where_mapping_allows() {
     e.value = Some(99.0);
     e.currency = Some("usd".into());
     let out = s.sanitize(&e, &RequestFacts::default(), NOW);
-    assert_eq!(payload(&out, 0)["properties"], json!({"currency":"USD","value":99.0}));
-    assert_eq!(payload(&out, 1)["custom_data"], json!({"currency":"USD","value":99.0}));
+    assert_eq!(
+        payload(&out, 0)["properties"],
+        json!({"currency":"USD","value":99.0})
+    );
+    assert_eq!(
+        payload(&out, 1)["custom_data"],
+        json!({"currency":"USD","value":99.0})
+    );
 }
 
 #[test]
@@ -121,7 +135,10 @@ fn hashing_follows_each_platforms_normalisation() {
     assert_eq!(tt["user"]["email"], sha256_hex("jane.doe@example.com"));
     assert_eq!(tt["user"]["phone"], sha256_hex("+15550109999"));
     let meta = payload(&out, 1);
-    assert_eq!(meta["user_data"]["em"], json!([sha256_hex("jane.doe@example.com")]));
+    assert_eq!(
+        meta["user_data"]["em"],
+        json!([sha256_hex("jane.doe@example.com")])
+    );
     assert_eq!(meta["user_data"]["ph"], json!([sha256_hex("15550109999")]));
     // Independent vector (Python hashlib).
     assert_eq!(
@@ -139,12 +156,21 @@ fn ip_and_user_agent_reach_meta_only_when_configured() {
     let e = ev("BookedGLP1Consultation");
     let off = Sanitizer::new(&cfg("", ""), vec![]).sanitize(&e, &facts, NOW);
     let text = format!("{:?}", off.destinations);
-    assert!(!text.contains("203.0.113.7") && !text.contains("Mozilla"), "{text}");
-    let on = Sanitizer::new(&cfg("", "send_client_ip = true\nsend_user_agent = true"), vec![])
-        .sanitize(&e, &facts, NOW);
+    assert!(
+        !text.contains("203.0.113.7") && !text.contains("Mozilla"),
+        "{text}"
+    );
+    let on = Sanitizer::new(
+        &cfg("", "send_client_ip = true\nsend_user_agent = true"),
+        vec![],
+    )
+    .sanitize(&e, &facts, NOW);
     let meta = payload(&on, 1);
     assert_eq!(meta["user_data"]["client_ip_address"], "203.0.113.7");
-    assert_eq!(meta["user_data"]["client_user_agent"], "Mozilla/5.0 (X11; Linux x86_64)");
+    assert_eq!(
+        meta["user_data"]["client_user_agent"],
+        "Mozilla/5.0 (X11; Linux x86_64)"
+    );
     assert!(payload(&on, 0).to_string().find("203.0.113.7").is_none());
 }
 
@@ -160,7 +186,11 @@ fn ids_with_phi_shapes_are_replaced_not_hashed() {
         let mut e = ev("BookedGLP1Consultation");
         e.event_id = Some(id.into());
         let out = s.sanitize(&e, &RequestFacts::default(), NOW);
-        assert!(out.reasons.contains(&why.to_string()), "{id}: {:?}", out.reasons);
+        assert!(
+            out.reasons.contains(&why.to_string()),
+            "{id}: {:?}",
+            out.reasons
+        );
         let o = payload(&out, 0);
         let got = o["event_id"].as_str().expect("id");
         assert!(got.starts_with("pw-"), "{got}");
@@ -186,7 +216,11 @@ fn click_ids_are_checked_by_format_and_dropped_with_a_reason() {
         "invalid_click_id:fbc:date_shaped",
         "invalid_click_id:fbp:range",
     ] {
-        assert!(out.reasons.contains(&r.to_string()), "{r}: {:?}", out.reasons);
+        assert!(
+            out.reasons.contains(&r.to_string()),
+            "{r}: {:?}",
+            out.reasons
+        );
     }
     for d in &out.destinations {
         assert_eq!(d.verdict, Verdict::Dropped);
@@ -211,12 +245,23 @@ fn unknown_field_names_become_keyed_hashes_and_lengths() {
     e.other_fields = vec!["diagnosis".into(), "Jane Doe".into()];
     let out = s.sanitize(&e, &RequestFacts::default(), NOW);
     let joined = out.reasons.join(" ");
-    assert!(!joined.contains("diagnosis") && !joined.contains("Jane"), "{joined}");
+    assert!(
+        !joined.contains("diagnosis") && !joined.contains("Jane"),
+        "{joined}"
+    );
     let r = &out.reasons[0];
     assert!(r.starts_with("unknown_field:") && r.ends_with(":9"), "{r}");
-    assert_eq!(r, &s.unknown_field_reason("diagnosis"), "stable per database");
+    assert_eq!(
+        r,
+        &s.unknown_field_reason("diagnosis"),
+        "stable per database"
+    );
     let other = Sanitizer::new(&cfg("", ""), b"salt-2".to_vec());
-    assert_ne!(r, &other.unknown_field_reason("diagnosis"), "keyed by the database salt");
+    assert_ne!(
+        r,
+        &other.unknown_field_reason("diagnosis"),
+        "keyed by the database salt"
+    );
 }
 
 #[test]

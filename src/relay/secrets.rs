@@ -61,8 +61,11 @@ impl RelayConfig {
                 tokens.insert(d.name.clone(), t);
             }
         }
-        let hmac_secret = secret(self.auth.hmac_secret_env.get_ref(), &self.auth.hmac_secret_file)?
-            .map(String::into_bytes);
+        let hmac_secret = secret(
+            self.auth.hmac_secret_env.get_ref(),
+            &self.auth.hmac_secret_file,
+        )?
+        .map(String::into_bytes);
         Ok(Secrets {
             tokens,
             hmac_secret,
@@ -120,9 +123,8 @@ const SECRET_KEYS: &[&str] = &[
     "app_secret",
 ];
 
-static QUOTED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r#""(?:[^"\\]|\\.)*"|'[^']*'|`[^`]*`"#).expect("quote regex")
-});
+static QUOTED: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r#""(?:[^"\\]|\\.)*"|'[^']*'|`[^`]*`"#).expect("quote regex"));
 
 /// Describe a TOML error without quoting any value from the file: line and column, the table
 /// header above the error, the key of the line, and the parser's message with every quoted
@@ -224,34 +226,63 @@ url = "https://clinic.example/"
     fn secrets_in_secret_tables_are_never_echoed() {
         let cases = [
             // A token pasted into the file under a secret-looking key.
-            MIN.replace("pixel_code", &format!("access_token = \"{TOKEN}\"\npixel_code")),
+            MIN.replace(
+                "pixel_code",
+                &format!("access_token = \"{TOKEN}\"\npixel_code"),
+            ),
             // A token as the value of a key with the wrong type.
-            MIN.replace("pixel_code = \"C1\"", &format!("pixel_code = \"C1\"\ntimeout_ms = \"{TOKEN}\"")),
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\ntimeout_ms = \"{TOKEN}\""),
+            ),
             // A token pasted as a bare line, and as an unquoted value.
-            MIN.replace("pixel_code = \"C1\"", &format!("pixel_code = \"C1\"\n{TOKEN}")),
-            MIN.replace("pixel_code = \"C1\"", &format!("pixel_code = \"C1\"\nsend_ttp = {TOKEN}")),
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\n{TOKEN}"),
+            ),
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\nsend_ttp = {TOKEN}"),
+            ),
             // A token used as a key.
-            MIN.replace("pixel_code = \"C1\"", &format!("pixel_code = \"C1\"\nx{TOKEN} = 1")),
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\nx{TOKEN} = 1"),
+            ),
             // A token where a variable name goes.
-            MIN.replace("pixel_code = \"C1\"", &format!("pixel_code = \"C1\"\naccess_token_env = \"{TOKEN}\"")),
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\naccess_token_env = \"{TOKEN}\""),
+            ),
             format!("{MIN}\n[auth]\nhmac_secret_env = \"{TOKEN}\"\n"),
             format!("{MIN}\n[auth]\nhmac_secret_env = \"lower-case {TOKEN}\"\n"),
         ];
         for text in cases {
-            let e = RelayConfig::parse(&text, "t.toml").expect_err(&text).to_string();
+            let e = RelayConfig::parse(&text, "t.toml")
+                .expect_err(&text)
+                .to_string();
             assert!(!e.contains(&TOKEN[..12]), "value echoed: {e}");
             assert!(e.contains("line "), "names the line: {e}");
         }
         let e = RelayConfig::parse(
-            &MIN.replace("pixel_code", &format!("access_token = \"{TOKEN}\"\npixel_code")),
+            &MIN.replace(
+                "pixel_code",
+                &format!("access_token = \"{TOKEN}\"\npixel_code"),
+            ),
             "t.toml",
         )
         .expect_err("token in file")
         .to_string();
-        assert!(e.contains("line 7") && e.contains("`access_token`") && e.contains("[tiktok]"), "{e}");
+        assert!(
+            e.contains("line 7") && e.contains("`access_token`") && e.contains("[tiktok]"),
+            "{e}"
+        );
         assert!(e.contains("secrets never go in the config file"), "{e}");
         let e = RelayConfig::parse(
-            &MIN.replace("pixel_code = \"C1\"", &format!("pixel_code = \"C1\"\naccess_token_env = \"{TOKEN}\"")),
+            &MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\naccess_token_env = \"{TOKEN}\""),
+            ),
             "t.toml",
         )
         .expect_err("token as env name")

@@ -26,7 +26,13 @@ pub const SUB_EVENT_TIME: i64 = 2804003;
 /// Subcode: a customer-information field that must be hashed is not.
 pub const SUB_UNHASHED: i64 = 2804050;
 
-const TOP_KEYS: &[&str] = &["data", "test_event_code", "partner_agent", "namespace_id", "upload_id"];
+const TOP_KEYS: &[&str] = &[
+    "data",
+    "test_event_code",
+    "partner_agent",
+    "namespace_id",
+    "upload_id",
+];
 const EVENT_KEYS: &[&str] = &[
     "event_name",
     "event_time",
@@ -52,8 +58,27 @@ const ACTION_SOURCES: &[&str] = &[
     "business_messaging",
     "other",
 ];
-const HASHED: &[&str] = &["em", "ph", "fn", "ln", "db", "ge", "ct", "st", "zp", "country", "external_id"];
-const PLAIN: &[&str] = &["client_ip_address", "client_user_agent", "fbc", "fbp", "subscription_id", "lead_id"];
+const HASHED: &[&str] = &[
+    "em",
+    "ph",
+    "fn",
+    "ln",
+    "db",
+    "ge",
+    "ct",
+    "st",
+    "zp",
+    "country",
+    "external_id",
+];
+const PLAIN: &[&str] = &[
+    "client_ip_address",
+    "client_user_agent",
+    "fbc",
+    "fbp",
+    "subscription_id",
+    "lead_id",
+];
 const CUSTOM_KEYS: &[&str] = &[
     "value",
     "currency",
@@ -76,7 +101,10 @@ pub struct Meta {
 impl StandIn<Meta> {
     /// Start on 127.0.0.1 with an ephemeral port.
     pub async fn start() -> StandIn<Meta> {
-        let (token, pixel) = ("EAAmeta-standin-token".to_string(), "987654321012345".to_string());
+        let (token, pixel) = (
+            "EAAmeta-standin-token".to_string(),
+            "987654321012345".to_string(),
+        );
         let path = format!("/{VERSION}/{pixel}/events");
         let api = Meta {
             token: token.clone(),
@@ -134,7 +162,10 @@ impl Api for Meta {
     }
 
     fn success(&self, request_id: &str, counted: usize) -> (u16, Value) {
-        (200, json!({"events_received": counted, "messages": [], "fbtrace_id": request_id}))
+        (
+            200,
+            json!({"events_received": counted, "messages": [], "fbtrace_id": request_id}),
+        )
     }
 
     fn failure(&self, request_id: &str, r: &Rejection) -> (u16, Value) {
@@ -143,8 +174,13 @@ impl Api for Meta {
             190 => 401,
             _ => 400,
         };
-        let kind = if r.code == 190 { "OAuthException" } else { "GraphMethodException" };
-        let mut e = json!({"message": r.message, "type": kind, "code": r.code, "fbtrace_id": request_id});
+        let kind = if r.code == 190 {
+            "OAuthException"
+        } else {
+            "GraphMethodException"
+        };
+        let mut e =
+            json!({"message": r.message, "type": kind, "code": r.code, "fbtrace_id": request_id});
         if let Some(s) = r.subcode {
             e["error_subcode"] = json!(s);
         }
@@ -164,11 +200,19 @@ fn invalid(m: &str) -> Rejection {
 }
 
 fn unknown(k: &str) -> Rejection {
-    Rejection::sub(100, SUB_UNKNOWN_FIELD, &format!("Invalid parameter: unknown field {k}"))
+    Rejection::sub(
+        100,
+        SUB_UNKNOWN_FIELD,
+        &format!("Invalid parameter: unknown field {k}"),
+    )
 }
 
 fn is_hash(v: &Value) -> bool {
-    let one = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let one = |s: &str| {
+        s.len() == 64
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
     match v {
         Value::String(s) => one(s),
         Value::Array(a) => !a.is_empty() && a.iter().all(|x| x.as_str().is_some_and(one)),
@@ -195,7 +239,10 @@ fn check_event(ev: &Value, now: i64) -> Result<(), Rejection> {
     if let Some(k) = o.keys().find(|k| !EVENT_KEYS.contains(&k.as_str())) {
         return Err(unknown(k));
     }
-    if o.get("event_name").and_then(Value::as_str).is_none_or(str::is_empty) {
+    if o.get("event_name")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty)
+    {
         return Err(invalid("event_name is required"));
     }
     let t = o
@@ -203,7 +250,11 @@ fn check_event(ev: &Value, now: i64) -> Result<(), Rejection> {
         .and_then(Value::as_i64)
         .ok_or_else(|| invalid("event_time must be an integer"))?;
     if t > 100_000_000_000 {
-        return Err(Rejection::sub(100, SUB_EVENT_TIME, "Invalid parameter: event_time in milliseconds"));
+        return Err(Rejection::sub(
+            100,
+            SUB_EVENT_TIME,
+            "Invalid parameter: event_time in milliseconds",
+        ));
     }
     if t < now - 7 * 24 * 3600 {
         return Err(Rejection::sub(
@@ -213,7 +264,11 @@ fn check_event(ev: &Value, now: i64) -> Result<(), Rejection> {
         ));
     }
     if t > now + 600 {
-        return Err(Rejection::sub(100, SUB_EVENT_TIME, "Invalid parameter: event_time is in the future"));
+        return Err(Rejection::sub(
+            100,
+            SUB_EVENT_TIME,
+            "Invalid parameter: event_time is in the future",
+        ));
     }
     if !matches!(o.get("event_id"), None | Some(Value::String(_))) {
         return Err(invalid("event_id must be a string"));
@@ -222,12 +277,11 @@ fn check_event(ev: &Value, now: i64) -> Result<(), Rejection> {
     if !source.is_some_and(|s| ACTION_SOURCES.contains(&s)) {
         return Err(invalid("action_source is required"));
     }
-    if source == Some("website")
-        && !o
-            .get("event_source_url")
-            .and_then(Value::as_str)
-            .is_some_and(|u| url::Url::parse(u).is_ok())
-    {
+    let url_ok = o
+        .get("event_source_url")
+        .and_then(Value::as_str)
+        .is_some_and(|u| url::Url::parse(u).is_ok());
+    if source == Some("website") && !url_ok {
         return Err(invalid("event_source_url is required for website events"));
     }
     let Some(Value::Object(user)) = o.get("user_data") else {
@@ -244,9 +298,10 @@ fn check_event(ev: &Value, now: i64) -> Result<(), Rejection> {
         if c.get("value").is_some_and(|v| !v.is_number()) {
             return Err(invalid("custom_data.value must be a number"));
         }
-        if c.get("currency")
-            .is_some_and(|v| !v.as_str().is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())))
-        {
+        if c.get("currency").is_some_and(|v| {
+            !v.as_str()
+                .is_some_and(|s| s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase()))
+        }) {
             return Err(invalid("custom_data.currency must be an ISO 4217 code"));
         }
     }
@@ -255,7 +310,9 @@ fn check_event(ev: &Value, now: i64) -> Result<(), Rejection> {
 
 fn check_user(user: &Map<String, Value>) -> Result<(), Rejection> {
     if user.is_empty() {
-        return Err(invalid("user_data needs at least one customer information parameter"));
+        return Err(invalid(
+            "user_data needs at least one customer information parameter",
+        ));
     }
     for (k, v) in user {
         if HASHED.contains(&k.as_str()) {
@@ -269,7 +326,9 @@ fn check_user(user: &Map<String, Value>) -> Result<(), Rejection> {
         } else if PLAIN.contains(&k.as_str()) {
             let ok = match k.as_str() {
                 "fbc" | "fbp" => is_meta_cookie(v),
-                "client_ip_address" => v.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
+                "client_ip_address" => v
+                    .as_str()
+                    .is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok()),
                 _ => v.is_string(),
             };
             if !ok {

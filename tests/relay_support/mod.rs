@@ -48,7 +48,11 @@ pub fn evid(n: u64) -> String {
 
 /// The number inside an [`evid`].
 pub fn evid_num(id: &str) -> u64 {
-    let l = id.trim_start_matches("evt-").split('-').next().unwrap_or("");
+    let l = id
+        .trim_start_matches("evt-")
+        .split('-')
+        .next()
+        .unwrap_or("");
     l.bytes().fold(0, |a, b| a * 10 + u64::from(b - b'a'))
 }
 
@@ -266,7 +270,8 @@ impl Harness {
         if gpc {
             headers.push(("Sec-GPC", "1".into()));
         }
-        self.raw(path, body.to_string().into_bytes(), &headers).await
+        self.raw(path, body.to_string().into_bytes(), &headers)
+            .await
     }
 
     /// POST raw bytes with arbitrary headers.
@@ -358,7 +363,12 @@ impl Harness {
     }
 }
 
-async fn start_relay(db: &Path, standin: &StandIn, meta: Option<&MetaStandIn>, opts: &Opts) -> Relay {
+async fn start_relay(
+    db: &Path,
+    standin: &StandIn,
+    meta: Option<&MetaStandIn>,
+    opts: &Opts,
+) -> Relay {
     let text = config_text("127.0.0.1:0", db, standin, meta, opts);
     let cfg = RelayConfig::parse(&text, "test.toml").expect("test config");
     Relay::start(cfg, secrets(standin, meta, opts))

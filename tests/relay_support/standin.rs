@@ -198,12 +198,19 @@ impl<A: Api> StandIn<A> {
                 g.raw_heads.push(head.clone());
                 g.raw_bodies
                     .push(String::from_utf8_lossy(&body).into_owned());
-                (g.modes.pop_front().unwrap_or(Mode::Normal), format!("req-{}", g.requests))
+                (
+                    g.modes.pop_front().unwrap_or(Mode::Normal),
+                    format!("req-{}", g.requests),
+                )
             };
             let (status, answer) = match mode {
                 Mode::Drop => return,
-                Mode::Code(c) => self.api.failure(&request_id, &Rejection::new(c, "injected")),
-                Mode::CodeSub(c, s) => self.api.failure(&request_id, &Rejection::sub(c, s, "injected")),
+                Mode::Code(c) => self
+                    .api
+                    .failure(&request_id, &Rejection::new(c, "injected")),
+                Mode::CodeSub(c, s) => self
+                    .api
+                    .failure(&request_id, &Rejection::sub(c, s, "injected")),
                 Mode::Http(s) => {
                     let _ =
                         write_response(&mut sock, s, "text/html", b"<html>upstream error</html>")

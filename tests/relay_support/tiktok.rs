@@ -36,12 +36,18 @@ impl Api for TikTok {
     }
 
     fn success(&self, request_id: &str, _counted: usize) -> (u16, Value) {
-        (200, json!({"code": 0, "message": "OK", "request_id": request_id, "data": {}}))
+        (
+            200,
+            json!({"code": 0, "message": "OK", "request_id": request_id, "data": {}}),
+        )
     }
 
     fn failure(&self, request_id: &str, r: &Rejection) -> (u16, Value) {
         // Business errors are HTTP 200 with a non-zero code.
-        (200, json!({"code": r.code, "message": r.message, "request_id": request_id, "data": {}}))
+        (
+            200,
+            json!({"code": r.code, "message": r.message, "request_id": request_id, "data": {}}),
+        )
     }
 
     fn parameter_error(&self) -> Rejection {
@@ -77,7 +83,10 @@ fn validate(head: &str, body: &[u8], token: &str, pixel: &str) -> Result<Accepte
         _ => return p("event_source must be one of web, app, offline, crm"),
     }
     if top.get("event_source_id").and_then(Value::as_str) != Some(pixel) {
-        return Err(Rejection::new(40001, "no permission to operate on this pixel"));
+        return Err(Rejection::new(
+            40001,
+            "no permission to operate on this pixel",
+        ));
     }
     let test_event_code = match top.get("test_event_code") {
         None => None,

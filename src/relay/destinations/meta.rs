@@ -22,7 +22,12 @@ pub const MAX_EVENT_AGE_SECS: i64 = 7 * 24 * 3600 - 60;
 
 /// Build one `data[]` element for Meta from the allowlisted values. Only `fbc`/`fbp`, and on
 /// opt-in hashed `em`/`ph`, the client IP and the user agent, go into `user_data`.
-pub fn build(p: &Prepared, d: &Destination, rule: &MappingRule, reasons: &mut Vec<String>) -> Built {
+pub fn build(
+    p: &Prepared,
+    d: &Destination,
+    rule: &MappingRule,
+    reasons: &mut Vec<String>,
+) -> Built {
     let mut user = Map::new();
     if let Some(c) = &p.fbc {
         user.insert("fbc".into(), json!(c));
@@ -59,7 +64,10 @@ pub fn build(p: &Prepared, d: &Destination, rule: &MappingRule, reasons: &mut Ve
     {
         user.insert("client_user_agent".into(), json!(ua));
     }
-    if !user.keys().any(|k| matches!(k.as_str(), "fbc" | "fbp" | "em" | "ph")) {
+    if !user
+        .keys()
+        .any(|k| matches!(k.as_str(), "fbc" | "fbp" | "em" | "ph"))
+    {
         // IP and user agent alone would be matching on the person, not on an ad click.
         return Err("no_match_key");
     }
@@ -216,7 +224,10 @@ mod tests {
     #[test]
     fn classification_table() {
         assert_eq!(
-            classify(200, br#"{"events_received": 3, "messages": [], "fbtrace_id": "AbC"}"#),
+            classify(
+                200,
+                br#"{"events_received": 3, "messages": [], "fbtrace_id": "AbC"}"#
+            ),
             Outcome::Delivered {
                 request_id: "AbC".into(),
                 received: Some(3)
@@ -249,8 +260,15 @@ mod tests {
 
     #[test]
     fn body_carries_test_code_and_no_token() {
-        let c = MetaClient::new("http://127.0.0.1:9/v21.0/1/events", "tok-secret", Duration::from_secs(1));
-        let b = c.body(Some("TEST7"), &[r#"{"event_name":"Lead"}"#, r#"{"event_name":"Schedule"}"#]);
+        let c = MetaClient::new(
+            "http://127.0.0.1:9/v21.0/1/events",
+            "tok-secret",
+            Duration::from_secs(1),
+        );
+        let b = c.body(
+            Some("TEST7"),
+            &[r#"{"event_name":"Lead"}"#, r#"{"event_name":"Schedule"}"#],
+        );
         let v: Value = serde_json::from_str(&b).expect("json");
         assert_eq!(v["test_event_code"], "TEST7");
         assert_eq!(v["data"][1]["event_name"], "Schedule");

@@ -50,10 +50,15 @@ impl Client {
     pub fn new(d: &Destination, token: &str) -> Client {
         let timeout = Duration::from_millis(d.timeout_ms);
         match d.kind {
-            DestinationKind::Tiktok => {
-                Client::Tiktok(tiktok::TikTokClient::new(&d.endpoint, &d.pixel, token, timeout))
+            DestinationKind::Tiktok => Client::Tiktok(tiktok::TikTokClient::new(
+                &d.endpoint,
+                &d.pixel,
+                token,
+                timeout,
+            )),
+            DestinationKind::Meta => {
+                Client::Meta(meta::MetaClient::new(&d.endpoint, token, timeout))
             }
-            DestinationKind::Meta => Client::Meta(meta::MetaClient::new(&d.endpoint, token, timeout)),
         }
     }
 

@@ -15,7 +15,12 @@ use crate::relay::sanitize::{Built, Prepared, sha256_hex};
 
 /// Build the `data[]` element for TikTok from the allowlisted values. Reasons name what this
 /// destination does not receive; the error is why the event is not sent at all.
-pub fn build(p: &Prepared, d: &Destination, rule: &MappingRule, reasons: &mut Vec<String>) -> Built {
+pub fn build(
+    p: &Prepared,
+    d: &Destination,
+    rule: &MappingRule,
+    reasons: &mut Vec<String>,
+) -> Built {
     let mut user = Map::new();
     if let Some(c) = &p.ttclid {
         user.insert("ttclid".into(), json!(c));

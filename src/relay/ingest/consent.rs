@@ -6,7 +6,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::{AppState, ApiError, Caller, St, admit, gpc, with_cors};
+use super::{ApiError, AppState, Caller, St, admit, gpc, with_cors};
 use crate::relay::consent::{ADVERTISING, ConsentRequest, NewConsent, subject_key, token_key};
 use crate::relay::event::parse_json;
 use crate::relay::ids;
@@ -39,7 +39,12 @@ async fn consent_inner(
     let now = chrono::Utc::now().timestamp();
     let decided_at = st.consent_rules.check(&req, now).map_err(invalid)?;
     let bad = |field: &str, message: &str| {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_consent", Some(field), message)
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_consent",
+            Some(field),
+            message,
+        )
     };
     if matches!(caller, Caller::Browser) && req.subject.is_some() {
         return Err(bad(

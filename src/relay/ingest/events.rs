@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
-use super::{AppState, ApiError, Caller, St, admit, gpc, with_cors};
+use super::{ApiError, AppState, Caller, St, admit, gpc, with_cors};
 use crate::relay::consent::Gate;
 use crate::relay::event::parse_body;
 use crate::relay::metrics::Stage;
@@ -71,7 +71,8 @@ async fn events_inner(
     let now = received.timestamp();
     let mut audits = Vec::with_capacity(events.len());
     let mut pending = Vec::with_capacity(events.len());
-    let (mut consent_time, mut sanitize_time) = (std::time::Duration::ZERO, std::time::Duration::ZERO);
+    let (mut consent_time, mut sanitize_time) =
+        (std::time::Duration::ZERO, std::time::Duration::ZERO);
     for mut ev in events {
         if !signed {
             // Only a signed back-end caller may name a subject or a client; a browser could

@@ -68,7 +68,10 @@ type St = State<Arc<AppState>>;
 
 /// Sign a body the way back-end callers must: `v1=<hex>`.
 pub fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
-    format!("v1={}", hex::encode(mac(secret, timestamp, body).finalize().into_bytes()))
+    format!(
+        "v1={}",
+        hex::encode(mac(secret, timestamp, body).finalize().into_bytes())
+    )
 }
 
 fn mac(secret: &[u8], timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
@@ -194,7 +197,11 @@ impl AppState {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i64>().ok())
                 .ok_or_else(|| {
-                    unauthorized("bad_signature", TIMESTAMP_HEADER, "missing or non-integer timestamp header")
+                    unauthorized(
+                        "bad_signature",
+                        TIMESTAMP_HEADER,
+                        "missing or non-integer timestamp header",
+                    )
                 })?;
             let now = chrono::Utc::now().timestamp();
             let window = self.cfg.auth.replay_window_secs;
@@ -211,15 +218,21 @@ impl AppState {
                 .and_then(|s| s.strip_prefix("v1="))
                 .and_then(|h| hex::decode(h).ok())
                 .ok_or_else(|| {
-                    unauthorized("bad_signature", SIGNATURE_HEADER, "signature must be v1=<hex HMAC-SHA256>")
+                    unauthorized(
+                        "bad_signature",
+                        SIGNATURE_HEADER,
+                        "signature must be v1=<hex HMAC-SHA256>",
+                    )
                 })?;
-            mac(secret, ts, body).verify_slice(&sig_bytes).map_err(|_| {
-                unauthorized(
-                    "bad_signature",
-                    SIGNATURE_HEADER,
-                    "signature does not match the body and timestamp",
-                )
-            })?;
+            mac(secret, ts, body)
+                .verify_slice(&sig_bytes)
+                .map_err(|_| {
+                    unauthorized(
+                        "bad_signature",
+                        SIGNATURE_HEADER,
+                        "signature does not match the body and timestamp",
+                    )
+                })?;
             // The signature covers timestamp and body, so it names this request exactly: it is
             // the nonce, kept until the timestamp falls out of the window.
             return Ok(Caller::Server(Nonce {
@@ -281,7 +294,10 @@ fn check_content_type(headers: &HeaderMap, caller: &Caller) -> Result<(), ApiErr
             why,
         )
     };
-    let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+    let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
         return Err(refuse(
             "missing; send application/json (browsers may use text/plain)",
         ));

@@ -253,8 +253,15 @@ pub enum Record {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
+/// Answers a caller once the group's commit has (or has not) succeeded.
+type Answer = Box<dyn FnOnce(Option<&StoreError>)>;
+
 enum Cmd {
-    Ingest(Vec<NewAudit>, Option<Nonce>, Reply<Stored<Vec<Vec<Enqueued>>>>),
+    Ingest(
+        Vec<NewAudit>,
+        Option<Nonce>,
+        Reply<Stored<Vec<Vec<Enqueued>>>>,
+    ),
     Consent(NewConsent, Option<Nonce>, Reply<Stored<i64>>),
     Claim(Arc<str>, usize, i64, Reply<Batch>),
     Record(Arc<str>, Vec<Claimed>, Record, i64, Reply<u64>),
@@ -405,8 +412,7 @@ fn writer_loop(
             .group_commands
             .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let prune = last_prune.elapsed() >= NONCE_PRUNE_EVERY;
-        let mut replies: Vec<Box<dyn FnOnce(Option<&StoreError>)>> =
-            Vec::with_capacity(group.len());
+        let mut replies: Vec<Answer> = Vec::with_capacity(group.len());
         let result = (|| -> Result<(), rusqlite::Error> {
             let mut tx = conn.transaction()?;
             for cmd in group.drain(..) {
@@ -437,10 +443,7 @@ fn writer_loop(
     tracing::debug!("outbox writer stopped");
 }
 
-fn reply_with<T: Send + 'static>(
-    tx: Reply<T>,
-    result: Result<T, StoreError>,
-) -> Box<dyn FnOnce(Option<&StoreError>)> {
+fn reply_with<T: Send + 'static>(tx: Reply<T>, result: Result<T, StoreError>) -> Answer {
     Box::new(move |commit_err: Option<&StoreError>| {
         let _ = tx.send(match commit_err {
             Some(e) => Err(StoreError::Commit(e.to_string())),
@@ -453,7 +456,7 @@ fn apply(
     tx: &mut rusqlite::Transaction<'_>,
     cmd: Cmd,
     err: &dyn Fn(rusqlite::Error) -> StoreError,
-) -> Box<dyn FnOnce(Option<&StoreError>)> {
+) -> Answer {
     match cmd {
         Cmd::Ingest(rows, nonce, r) => {
             let res = store::in_savepoint(tx, |c| {

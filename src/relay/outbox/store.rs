@@ -235,7 +235,13 @@ pub(super) fn record(
     }
 }
 
-fn mark_dead(c: &Connection, dest: &str, r: &Claimed, reason: &str, now: i64) -> rusqlite::Result<()> {
+fn mark_dead(
+    c: &Connection,
+    dest: &str,
+    r: &Claimed,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
     c.prepare_cached("UPDATE outbox SET state = 'dead', last_error = ?2 WHERE id = ?1")?
         .execute(params![r.id, reason])?;
     c.prepare_cached(

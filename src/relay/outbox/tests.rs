@@ -66,11 +66,15 @@ async fn retry_then_dead_letter_after_max_attempts() {
     let (ob, writer, reader) = open(&dir);
     let tt: Arc<str> = Arc::from("tiktok");
     assert_eq!(
-        ob.ingest(vec![audit("e1", &["tiktok"])], None).await.expect("ingest"),
+        ob.ingest(vec![audit("e1", &["tiktok"])], None)
+            .await
+            .expect("ingest"),
         Stored::Done(vec![vec![Enqueued::Accepted]])
     );
     assert_eq!(
-        ob.ingest(vec![audit("e1", &["tiktok"])], None).await.expect("dup"),
+        ob.ingest(vec![audit("e1", &["tiktok"])], None)
+            .await
+            .expect("dup"),
         Stored::Done(vec![vec![Enqueued::Duplicate]])
     );
     let policy = RetryPolicy {
@@ -84,22 +88,43 @@ async fn retry_then_dead_letter_after_max_attempts() {
     };
     let b = ob.claim(&tt, 10, 1_000).await.expect("claim");
     assert_eq!(b.rows.len(), 1);
-    assert_eq!(ob.record(&tt, &b.rows, retry(), 1_000).await.expect("retry"), 0);
+    assert_eq!(
+        ob.record(&tt, &b.rows, retry(), 1_000)
+            .await
+            .expect("retry"),
+        0
+    );
     assert!(
-        ob.claim(&tt, 10, 1_000).await.expect("claim").rows.is_empty(),
+        ob.claim(&tt, 10, 1_000)
+            .await
+            .expect("claim")
+            .rows
+            .is_empty(),
         "not due yet"
     );
     let b = ob.claim(&tt, 10, 2_000).await.expect("claim");
     assert_eq!(b.rows[0].attempts, 1);
-    assert_eq!(ob.record(&tt, &b.rows, retry(), 2_000).await.expect("retry"), 1);
+    assert_eq!(
+        ob.record(&tt, &b.rows, retry(), 2_000)
+            .await
+            .expect("retry"),
+        1
+    );
     assert!(
-        ob.claim(&tt, 10, 99_000).await.expect("claim").rows.is_empty(),
+        ob.claim(&tt, 10, 99_000)
+            .await
+            .expect("claim")
+            .rows
+            .is_empty(),
         "dead rows are not claimed"
     );
     assert!(ob.depth().await.expect("depth").is_empty());
     let (d, dests, pending) = decision(&reader);
     assert_eq!((d.as_str(), pending), ("dead_lettered", 0));
-    assert!(dests.contains(r#""tiktok":{"event":"Lead","state":"dead_lettered"}"#), "{dests}");
+    assert!(
+        dests.contains(r#""tiktok":{"event":"Lead","state":"dead_lettered"}"#),
+        "{dests}"
+    );
     drop(ob);
     writer.join();
 }
@@ -135,7 +160,10 @@ async fn destinations_are_claimed_and_settled_independently() {
     let reasons: String = reader
         .query_row("SELECT reasons FROM audit", [], |r| r.get(0))
         .expect("reasons");
-    assert!(reasons.contains("meta:events_received_shortfall"), "{reasons}");
+    assert!(
+        reasons.contains("meta:events_received_shortfall"),
+        "{reasons}"
+    );
     drop(ob);
     writer.join();
 }
