@@ -39,6 +39,9 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
         .map_err(err(path))?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(err(path))?;
+    // Savepoint journals (one per group-committed command) in memory, not in a temp file.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(err(path))?;
     migrate(&conn, path)?;
     Ok(conn)
 }

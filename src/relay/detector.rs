@@ -64,7 +64,7 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
     let lex = Lexicon::bundled();
     let mut out = Vec::new();
     let decoded = percent_decode(text);
-    for t in [text, decoded.as_str()] {
+    for t in [text, decoded.as_ref()] {
         let hit = if opaque {
             lex.find_plain(t)
         } else {
@@ -85,7 +85,7 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
         if SSN.is_match(t) {
             out.push("ssn".into());
         }
-        if decoded == text {
+        if decoded.as_ref() == text {
             break;
         }
     }
@@ -94,22 +94,31 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return std::borrow::Cow::Borrowed(s);
+    }
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| std::borrow::Cow::Owned(v.into_owned()))
         .unwrap_or_default()
 }
 
 /// Scan an outgoing event (one `data[]` element of either destination). Returns `detector:<field>:<kind>`
 /// reasons; an empty list means the payload may leave.
 pub fn scan_payload(event: &Value) -> Vec<String> {
+    scan_payload_vetted(event, &|_| false)
+}
+
+/// [`scan_payload`], skipping string values for which `vetted` holds: strings that already
+/// passed this detector (configured category URLs and event names, an id scanned once).
+pub fn scan_payload_vetted(event: &Value, vetted: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
-    walk(event, "", &mut out);
+    walk(event, "", vetted, &mut out);
     out
 }
 
-fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+fn walk(v: &Value, path: &str, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
@@ -118,12 +127,12 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                         out.push(format!("detector:{path}{k}(key):{r}"));
                     }
                 }
-                walk(child, &format!("{path}{k}."), out);
+                walk(child, &format!("{path}{k}."), vetted, out);
             }
         }
         Value::Array(a) => {
             for child in a {
-                walk(child, path, out);
+                walk(child, path, vetted, out);
             }
         }
         Value::String(s) => {
@@ -143,6 +152,9 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                 if s.parse::<std::net::IpAddr>().is_err() {
                     out.push(format!("detector:{field}:not_an_address"));
                 }
+                return;
+            }
+            if vetted(s) {
                 return;
             }
             let opaque = matches!(

@@ -8,7 +8,7 @@
 //! page URL from the configured categories, and for Meta the client IP and user agent (opt-in).
 //! Each destination's result is then scanned by [`super::detector`] and blocked on any match.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde_json::Value;
@@ -140,6 +140,9 @@ pub struct Sanitizer {
     destinations: Vec<DestinationRules>,
     id_salt: Vec<u8>,
     field_key: [u8; 32],
+    /// Relay-built strings that passed the detector once at start (category URLs, mapped
+    /// event names, `website`); the per-event scan skips them.
+    vetted: HashSet<String>,
 }
 
 impl Sanitizer {
@@ -160,8 +163,20 @@ impl Sanitizer {
                     .collect(),
                 dest: d.clone(),
             })
+            .collect::<Vec<DestinationRules>>();
+        let vetted = categories
+            .iter()
+            .map(|c| c.url.clone())
+            .chain([default_url.clone(), "website".to_string()])
+            .chain(
+                destinations
+                    .iter()
+                    .flat_map(|d| d.dest.mappings.iter().map(|m| m.to.clone())),
+            )
+            .filter(|s| detector::scan_text(s, false).is_empty())
             .collect();
         Sanitizer {
+            vetted,
             categories,
             default_url,
             destinations,
@@ -392,7 +407,9 @@ impl Sanitizer {
                 };
             }
         };
-        let hits = detector::scan_payload(&data);
+        // The event id was scanned in `prepare`, the same way the payload scan would.
+        let vetted = |s: &str| s == p.event_id || self.vetted.contains(s);
+        let hits = detector::scan_payload_vetted(&data, &vetted);
         if !hits.is_empty() {
             reasons.extend(hits);
             return DestinationResult {

@@ -1,7 +1,7 @@
 //! `POST /v1/consent`: record a consent decision, ordered by its decision time.
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -13,7 +13,9 @@ use crate::relay::ids;
 use crate::relay::outbox::Stored;
 
 /// `POST /v1/consent`
-pub async fn post_consent(State(st): St, headers: HeaderMap, body: Body) -> Response {
+pub async fn post_consent(State(st): St, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let origin = st.allowed_origin(&headers);
     let resp = match consent_inner(&st, &headers, body).await {
         Ok(r) => r,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -20,15 +20,17 @@ use crate::relay::outbox::{
 use crate::relay::sanitize::Verdict;
 
 /// `POST /v1/events`
-pub async fn post_events(
-    State(st): St,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn post_events(State(st): St, req: Request) -> Response {
     let started = Instant::now();
+    // The request's own header map, not the clone the `HeaderMap` extractor would make.
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
     let origin = st.allowed_origin(&headers);
-    let resp = match events_inner(&st, &headers, Some(peer), body).await {
+    let resp = match events_inner(&st, &headers, peer, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     };

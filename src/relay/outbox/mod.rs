@@ -196,6 +196,17 @@ pub struct Claimed {
     pub event_time: Option<i64>,
 }
 
+/// What recording an outcome needs of a claimed row (not its payload).
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef {
+    /// Outbox row id.
+    pub id: i64,
+    /// Audit row id.
+    pub audit_id: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
 /// A claimed batch: all rows share one destination and one test event code (or none).
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -264,7 +275,7 @@ enum Cmd {
     ),
     Consent(NewConsent, Option<Nonce>, Reply<Stored<i64>>),
     Claim(Arc<str>, usize, i64, Reply<Batch>),
-    Record(Arc<str>, Vec<Claimed>, Record, i64, Reply<u64>),
+    Record(Arc<str>, Vec<RowRef>, Record, i64, Reply<u64>),
     Depth(Reply<Vec<(String, i64)>>),
     Ping(Reply<()>),
 }
@@ -371,7 +382,14 @@ impl Outbox {
         outcome: Record,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let rows = rows.to_vec();
+        let rows = rows
+            .iter()
+            .map(|c| RowRef {
+                id: c.id,
+                audit_id: c.audit_id,
+                attempts: c.attempts,
+            })
+            .collect();
         self.call(|r| Cmd::Record(destination.clone(), rows, outcome, now_ms, r))
             .await
     }

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, Stored};
+use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, RowRef, Stored};
 use crate::relay::consent::NewConsent;
 
 pub(super) fn in_savepoint<T>(
@@ -58,18 +58,29 @@ pub(super) fn insert_consent(c: &Connection, n: &NewConsent) -> rusqlite::Result
     Ok(c.last_insert_rowid())
 }
 
-/// `{"name": {"state": "...", "event": "..."}}` from relay-built names and codes.
+/// `{"name": {"event": "...", "state": "..."}}` from relay-built names and codes. Names are
+/// validated `[a-z0-9_]` at config load and standard event names are plain words; the values
+/// still go through the JSON string encoder.
 fn destinations_json(a: &NewAudit, states: &[&str]) -> String {
-    let mut m = serde_json::Map::new();
-    for (d, state) in a.destinations.iter().zip(states) {
-        let mut e = serde_json::Map::new();
-        e.insert("state".into(), (*state).into());
-        if let Some(ev) = &d.event {
-            e.insert("event".into(), ev.as_str().into());
+    let mut out = String::with_capacity(48 * a.destinations.len() + 2);
+    out.push('{');
+    for (i, (d, state)) in a.destinations.iter().zip(states).enumerate() {
+        if i > 0 {
+            out.push(',');
         }
-        m.insert(d.name.to_string(), e.into());
+        out.push_str(&serde_json::Value::from(&*d.name).to_string());
+        out.push_str(":{");
+        if let Some(ev) = &d.event {
+            out.push_str("\"event\":");
+            out.push_str(&serde_json::Value::from(ev.as_str()).to_string());
+            out.push(',');
+        }
+        out.push_str("\"state\":\"");
+        out.push_str(state);
+        out.push_str("\"}");
     }
-    serde_json::Value::Object(m).to_string()
+    out.push('}');
+    out
 }
 
 pub(super) fn insert_audit(c: &Connection, a: &NewAudit) -> rusqlite::Result<Vec<Enqueued>> {
@@ -161,7 +172,7 @@ fn path(dest: &str, key: &str) -> String {
 pub(super) fn record(
     c: &Connection,
     dest: &str,
-    rows: &[Claimed],
+    rows: &[RowRef],
     outcome: &Record,
     now: i64,
 ) -> rusqlite::Result<u64> {
@@ -238,7 +249,7 @@ pub(super) fn record(
 fn mark_dead(
     c: &Connection,
     dest: &str,
-    r: &Claimed,
+    r: &RowRef,
     reason: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
