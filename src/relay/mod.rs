@@ -69,6 +69,7 @@ impl Relay {
                 path: cfg.database.path.display().to_string(),
                 source,
             })?;
+        warn_orphaned_rows(&reader, &cfg);
         drop(reader);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let policy = outbox::RetryPolicy {
@@ -180,6 +181,22 @@ impl Relay {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RelayError::Serve(e)),
             Err(e) => Err(RelayError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Pending rows of a destination that is no longer configured are kept, not delivered: say so.
+fn warn_orphaned_rows(conn: &rusqlite::Connection, cfg: &RelayConfig) {
+    let rows: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT destination, count(*) FROM outbox WHERE state = 'pending' GROUP BY destination",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .unwrap_or_default();
+    for (name, n) in rows {
+        if !cfg.destinations.iter().any(|d| d.name == name) {
+            tracing::warn!(destination = %name, pending = n,
+                "pending events for a destination that is not configured; they stay in the outbox");
         }
     }
 }

@@ -104,6 +104,15 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// " (line N)" for a value read from the config text.
+pub(crate) fn at_line(text: &str, v: &Spanned<String>) -> String {
+    let span = v.span();
+    if span.is_empty() {
+        return String::new();
+    }
+    format!(" (line {})", line_col(text, span.start).0)
+}
+
 /// A key is shown only when it looks like a config key: letters and `_` (no digits, which
 /// tokens almost always have), at most 40 characters.
 fn shown_key(k: &str) -> Option<&str> {
@@ -255,6 +264,16 @@ url = "https://clinic.example/"
                 &format!("pixel_code = \"C1\"\naccess_token_env = \"{TOKEN}\""),
             ),
             format!("{MIN}\n[auth]\nhmac_secret_env = \"{TOKEN}\"\n"),
+            // A token pasted where a URL, a name or a test code goes.
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\nendpoint = \"{TOKEN}\""),
+            ),
+            MIN.replace(
+                "pixel_code = \"C1\"",
+                &format!("pixel_code = \"C1\"\ntest_event_code = \"{TOKEN}\""),
+            ),
+            format!("{MIN}\n[auth]\nhmac_secret_file = {TOKEN}\n"),
             format!("{MIN}\n[auth]\nhmac_secret_env = \"lower-case {TOKEN}\"\n"),
         ];
         for text in cases {

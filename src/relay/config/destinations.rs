@@ -37,17 +37,17 @@ impl DestinationKind {
 #[serde(deny_unknown_fields)]
 pub(super) struct DestinationTable {
     #[serde(default)]
-    pub(super) name: Option<String>,
+    pub(super) name: Option<Spanned<String>>,
     #[serde(default)]
     pub(super) kind: Option<DestinationKind>,
     #[serde(default)]
-    endpoint: Option<String>,
+    endpoint: Option<Spanned<String>>,
     #[serde(default)]
     pixel_code: Option<String>,
     #[serde(default)]
     pixel_id: Option<String>,
     #[serde(default)]
-    api_version: Option<String>,
+    api_version: Option<Spanned<String>>,
     #[serde(default)]
     action_source: Option<String>,
     #[serde(default)]
@@ -55,7 +55,7 @@ pub(super) struct DestinationTable {
     #[serde(default)]
     access_token_file: Option<PathBuf>,
     #[serde(default)]
-    test_event_code: Option<String>,
+    test_event_code: Option<Spanned<String>>,
     #[serde(default)]
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -175,10 +175,22 @@ pub(super) fn resolve_destination(
     let kind = t
         .kind
         .ok_or_else(|| format!("{path}.kind is required: \"tiktok\" or \"meta\""))?;
-    let name = t.name.clone().unwrap_or_else(|| kind.as_str().to_string());
+    // Values of this table are never quoted in errors (a token may have been pasted into
+    // any of them): errors name the key and, where known, the line.
+    let line = |v: &Option<Spanned<String>>| {
+        v.as_ref()
+            .map(|v| secrets::at_line(text, v))
+            .unwrap_or_default()
+    };
+    let name = t
+        .name
+        .as_ref()
+        .map(|n| n.get_ref().clone())
+        .unwrap_or_else(|| kind.as_str().to_string());
     if !valid_name(&name) {
         return Err(format!(
-            "{path}.name {name:?} must be a lowercase name (a-z, 0-9, _; at most 32)"
+            "{path}.name{} must be a lowercase name (a-z, 0-9, _; at most 32)",
+            line(&t.name)
         ));
     }
     let only = |key: &str, set: bool, for_kind: DestinationKind| -> Result<(), String> {
@@ -217,9 +229,13 @@ pub(super) fn resolve_destination(
                 .pixel_code
                 .filter(|p| !p.trim().is_empty())
                 .ok_or_else(|| format!("{path}.pixel_code is required"))?;
-            let endpoint = t.endpoint.unwrap_or_else(|| {
-                "https://business-api.tiktok.com/open_api/v1.3/event/track/".to_string()
-            });
+            let endpoint = t
+                .endpoint
+                .as_ref()
+                .map(|e| e.get_ref().clone())
+                .unwrap_or_else(|| {
+                    "https://business-api.tiktok.com/open_api/v1.3/event/track/".to_string()
+                });
             (pixel, endpoint)
         }
         Meta => {
@@ -231,6 +247,8 @@ pub(super) fn resolve_destination(
                 })?;
             let version = t
                 .api_version
+                .as_ref()
+                .map(|v| v.get_ref().clone())
                 .unwrap_or_else(|| DEFAULT_META_API_VERSION.to_string());
             let ok = version.len() <= 8
                 && version.strip_prefix('v').is_some_and(|v| {
@@ -240,20 +258,27 @@ pub(super) fn resolve_destination(
                 });
             if !ok {
                 return Err(format!(
-                    "{path}.api_version {version:?} must look like \"v21.0\""
+                    "{path}.api_version{} must look like \"v21.0\"",
+                    line(&t.api_version)
                 ));
             }
             let endpoint = t
                 .endpoint
+                .as_ref()
+                .map(|e| e.get_ref().clone())
                 .unwrap_or_else(|| format!("https://graph.facebook.com/{version}/{pixel}/events"));
             (pixel, endpoint)
         }
     };
-    let u = url::Url::parse(&endpoint).map_err(|e| format!("{path}.endpoint {endpoint:?}: {e}"))?;
+    let bad_endpoint = || {
+        format!(
+            "{path}.endpoint{} must be an http(s) URL without a query (tokens never go in it)",
+            line(&t.endpoint)
+        )
+    };
+    let u = url::Url::parse(&endpoint).map_err(|_| bad_endpoint())?;
     if u.query().is_some() || !matches!(u.scheme(), "http" | "https") {
-        return Err(format!(
-            "{path}.endpoint must be an http(s) URL without a query (tokens never go in it)"
-        ));
+        return Err(bad_endpoint());
     }
     let action_source = t.action_source.unwrap_or_else(|| "website".to_string());
     if action_source != "website" {
@@ -262,9 +287,12 @@ pub(super) fn resolve_destination(
         ));
     }
     if let Some(c) = &t.test_event_code
-        && !valid_test_code(c)
+        && !valid_test_code(c.get_ref())
     {
-        return Err(format!("{path}.test_event_code must look like TEST12345"));
+        return Err(format!(
+            "{path}.test_event_code{} must look like TEST12345",
+            line(&t.test_event_code)
+        ));
     }
     let batch_size = t.batch_size.unwrap_or(dispatch.batch_size);
     if !(1..=1000).contains(&batch_size) {
@@ -281,8 +309,7 @@ pub(super) fn resolve_destination(
     for (i, m) in mappings.iter().enumerate() {
         if !standard.contains(&m.to.as_str()) {
             return Err(format!(
-                "{path} mapping[{i}].to: {:?} is not a {which} standard event",
-                m.to
+                "{path} mapping[{i}].to is not a {which} standard event (value not shown; see docs/relay.md)"
             ));
         }
     }
@@ -302,7 +329,7 @@ pub(super) fn resolve_destination(
         action_source,
         access_token_env,
         access_token_file: t.access_token_file,
-        test_event_code: t.test_event_code,
+        test_event_code: t.test_event_code.map(Spanned::into_inner),
         timeout_ms: t.timeout_ms.unwrap_or(10_000),
         batch_size,
         fields,
@@ -350,7 +377,7 @@ url = "https://clinic.example/"
             ),
             (
                 text.replace("kind = \"meta\"", "kind = \"meta\"\nname = \"tiktok\""),
-                "used twice",
+                "same name",
             ),
             (
                 text.replace("to = \"Lead\"", "to = \"ApplicationApproval\""),

@@ -394,10 +394,10 @@ impl RelayConfig {
         }
         for (i, d) in destinations.iter().enumerate() {
             if destinations[..i].iter().any(|o| o.name == d.name) {
-                return Err(format!(
-                    "destination name {:?} is used twice; give each [[destination]] its own name",
-                    d.name
-                ));
+                return Err(
+                    "two destinations have the same name; give each [[destination]] its own `name`"
+                        .into(),
+                );
             }
         }
         Ok(RelayConfig {

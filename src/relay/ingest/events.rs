@@ -58,8 +58,8 @@ async fn events_inner(
     body: Body,
 ) -> Result<Response, ApiError> {
     let received = chrono::Utc::now();
-    let (body, caller) = admit(st, headers, body).await?;
     let t0 = Instant::now();
+    let (body, caller) = admit(st, headers, body).await?;
     let events = parse_body(&body, st.cfg.server.max_events_per_request)
         .map_err(|e| ApiError::bad_input("invalid_event", e))?;
     drop(body);
