@@ -118,15 +118,11 @@ async fn without_consent_or_with_gpc_nothing_is_sent_and_decisions_are_audited()
     let audit = h.audit();
     assert_eq!(audit.len(), 3);
     assert!(audit.iter().all(|a| a.1 == "dropped"));
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_events_dropped_total{reason=\"no_consent\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_events_dropped_total{reason=\"gpc\"} 1"),
-        "{m}"
-    );
+    h.assert_metrics(&[
+        "relay_events_dropped_total{reason=\"no_consent\"} 1",
+        "relay_events_dropped_total{reason=\"gpc\"} 1",
+    ])
+    .await;
     h.shutdown().await;
 }
 
@@ -190,19 +186,12 @@ async fn transient_failures_are_retried_until_delivered_once() {
         .collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(st.requests(), 7, "six failures then one success");
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_events_retried_total{destination=\"tiktok\"} 6"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_events_delivered_total{destination=\"tiktok\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_outbox_depth{destination=\"tiktok\"} 0"),
-        "{m}"
-    );
+    h.assert_metrics(&[
+        "relay_events_retried_total{destination=\"tiktok\"} 6",
+        "relay_events_delivered_total{destination=\"tiktok\"} 1",
+        "relay_outbox_depth{destination=\"tiktok\"} 0",
+    ])
+    .await;
     h.shutdown().await;
 }
 

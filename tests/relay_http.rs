@@ -100,14 +100,8 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
     }
     // No audit rows, nothing queued: refused requests store nothing.
     assert!(h.audit().is_empty());
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains(&format!(
-            "relay_requests_rejected_total{{status=\"400\"}} {}",
-            n - 1
-        )),
-        "{m}"
-    );
+    let rejected = format!("relay_requests_rejected_total{{status=\"400\"}} {}", n - 1);
+    h.assert_metrics(&[&rejected]).await;
     h.shutdown().await;
 }
 

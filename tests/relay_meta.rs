@@ -132,23 +132,13 @@ async fn transient_and_throttling_errors_are_retried_until_delivered_once() {
         1,
         "TikTok is not held back by Meta's failures"
     );
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_events_retried_total{destination=\"meta\"} 9"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_events_retried_total{destination=\"tiktok\"} 0"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_events_delivered_total{destination=\"meta\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_outbox_depth{destination=\"meta\"} 0"),
-        "{m}"
-    );
+    h.assert_metrics(&[
+        "relay_events_retried_total{destination=\"meta\"} 9",
+        "relay_events_retried_total{destination=\"tiktok\"} 0",
+        "relay_events_delivered_total{destination=\"meta\"} 1",
+        "relay_outbox_depth{destination=\"meta\"} 0",
+    ])
+    .await;
     h.shutdown().await;
 }
 
@@ -253,15 +243,11 @@ async fn a_shortfall_in_events_received_is_counted_in_metrics_and_the_audit() {
     let mt = h.meta().clone();
     wait_for(10, "delivered", || mt.events().len() == 3).await;
     wait_for(5, "audit", || h.audit().iter().all(|a| a.1 == "delivered")).await;
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_events_not_counted_total{destination=\"meta\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_events_delivered_total{destination=\"meta\"} 3"),
-        "{m}"
-    );
+    h.assert_metrics(&[
+        "relay_events_not_counted_total{destination=\"meta\"} 1",
+        "relay_events_delivered_total{destination=\"meta\"} 3",
+    ])
+    .await;
     for (a, d) in h.audit().iter().zip(h.audit_destinations()) {
         assert!(a.2.contains("meta:events_received_shortfall"), "{}", a.2);
         assert_eq!(d["meta"]["counted"], "2/3");

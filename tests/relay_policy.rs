@@ -141,11 +141,8 @@ async fn a_replayed_signed_request_is_refused_and_changes_nothing_even_after_a_r
         1,
         "the replayed event was not sent again"
     );
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_requests_rejected_total{status=\"409\"} 2"),
-        "{m}"
-    );
+    h.assert_metrics(&["relay_requests_rejected_total{status=\"409\"} 2"])
+        .await;
     // The browser path stays idempotent by event_id: the same beacon twice is one event.
     let token = h.grant_consent().await;
     let beacon = json!({"event": "BookedGLP1Consultation", "event_id": evid(88), "ttclid": TTCLID,
@@ -248,16 +245,6 @@ async fn click_ids_and_event_ids_are_judged_by_format() {
     })
     .await;
     let sent = format!("{}{}", st.raw_bodies().join(""), mt.raw_bodies().join(""));
-    for planted in [
-        "4111111111111111",
-        "5550109999",
-        "19840307",
-        "1984-03-07",
-        "diabetes",
-        "jane",
-    ] {
-        assert!(!sent.contains(planted), "{planted} left the relay");
-    }
     h.shutdown().await;
     let db = h.database_text();
     for planted in [
@@ -268,6 +255,7 @@ async fn click_ids_and_event_ids_are_judged_by_format() {
         "diabetes",
         "jane",
     ] {
+        assert!(!sent.contains(planted), "{planted} left the relay");
         assert!(!db.contains(planted), "{planted} in the database");
     }
 }

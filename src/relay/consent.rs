@@ -17,7 +17,7 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::config::{ConsentConfig, RelayConfig};
-use super::event::InputError;
+use super::event::{InputError, bad, type_name as kind};
 use super::sanitize::sha256_hex;
 
 /// The purpose that allows forwarding to ad platforms.
@@ -44,24 +44,6 @@ pub struct ConsentRequest {
 
 const CONSENT_FIELDS: &str =
     "consent_token, subject, granted, purposes, decided_at, source, policy_version";
-
-fn bad(field: &str, problem: impl Into<String>) -> InputError {
-    InputError {
-        field: field.to_string(),
-        problem: problem.into(),
-    }
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
 
 impl ConsentRequest {
     /// Type-check a parsed body; errors name the field and rule, never the value or an
@@ -526,21 +508,7 @@ mod tests {
 
     #[test]
     fn requests_are_checked_against_configured_values_without_echo() {
-        let cfg = RelayConfig::parse(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[database]
-path = "r.db"
-[tiktok]
-pixel_code = "C1"
-[[page_category]]
-path_pattern = ".*"
-url = "https://clinic.example/"
-"#,
-            "t",
-        )
-        .expect("cfg");
+        let cfg = RelayConfig::parse(crate::relay::config::TEST_CONFIG, "t").expect("cfg");
         let rules = ConsentRules::new(&cfg);
         let good = serde_json::json!({"granted": true, "purposes": ["advertising"],
             "source": "banner", "policy_version": "2026-01"});

@@ -65,14 +65,16 @@ pub struct InputError {
     pub problem: String,
 }
 
-fn bad(field: String, problem: impl Into<String>) -> InputError {
+/// An input error for `field` (a JSON path) breaking `problem` (a rule, never a value).
+pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> InputError {
     InputError {
-        field,
+        field: field.into(),
         problem: problem.into(),
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// The JSON type of a value, for "expected X, got Y" messages.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -88,7 +90,7 @@ fn type_name(v: &Value) -> &'static str {
 pub fn parse_json(body: &[u8]) -> Result<Value, InputError> {
     if let Err(e) = std::str::from_utf8(body) {
         return Err(bad(
-            "body".into(),
+            "body",
             format!("invalid UTF-8 at byte {}", e.valid_up_to()),
         ));
     }
@@ -110,7 +112,7 @@ pub fn parse_json(body: &[u8]) -> Result<Value, InputError> {
             }
         };
         bad(
-            "body".into(),
+            "body",
             format!(
                 "not valid JSON: {what} (line {}, column {})",
                 e.line(),
@@ -139,7 +141,7 @@ fn check_depth(body: &[u8]) -> Result<(), InputError> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(bad(
-                        "body".into(),
+                        "body",
                         format!("nesting deeper than {MAX_DEPTH} levels (at byte {i})"),
                     ));
                 }
@@ -159,7 +161,7 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
         Value::Object(mut o) if o.contains_key("events") => {
             if o.len() > 1 {
                 return Err(bad(
-                    "body".into(),
+                    "body",
                     "a batch object may hold only the key \"events\"",
                 ));
             }
@@ -167,7 +169,7 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
                 Value::Array(a) => (a, "events"),
                 other => {
                     return Err(bad(
-                        "events".into(),
+                        "events",
                         format!("expected an array, got {}", type_name(&other)),
                     ));
                 }
@@ -176,7 +178,7 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
         Value::Object(o) => (vec![Value::Object(o)], ""),
         other => {
             return Err(bad(
-                "body".into(),
+                "body",
                 format!(
                     "expected an event object or an array, got {}",
                     type_name(&other)
@@ -185,11 +187,11 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
         }
     };
     if items.is_empty() {
-        return Err(bad("events".into(), "the batch is empty"));
+        return Err(bad("events", "the batch is empty"));
     }
     if items.len() > max_events {
         return Err(bad(
-            "events".into(),
+            "events",
             format!("{} events exceed the limit of {max_events}", items.len()),
         ));
     }

@@ -102,6 +102,15 @@ pub fn number_shape(s: &str, join: bool) -> Result<(), IdProblem> {
     Ok(())
 }
 
+/// An opaque token: `min..=max` characters of base64url, no card-, phone- or date-shaped digits.
+fn opaque(s: &str, min: usize, max: usize) -> Result<(), IdProblem> {
+    check_len(s, min, max)?;
+    if !s.bytes().all(base64url) {
+        return Err(IdProblem::Alphabet);
+    }
+    number_shape(s, true)
+}
+
 fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
@@ -117,21 +126,13 @@ pub fn check_event_id(s: &str) -> Result<(), IdProblem> {
     if is_uuid(s) {
         return s.split('-').try_for_each(|g| number_shape(g, false));
     }
-    check_len(s, 16, 64)?;
-    if !s.bytes().all(base64url) {
-        return Err(IdProblem::Alphabet);
-    }
-    number_shape(s, true)
+    opaque(s, 16, 64)
 }
 
 /// A consent token: 16-128 characters of `[A-Za-z0-9_-]` with no card-, phone- or date-shaped
 /// digits (tokens the relay issues always pass; see [`new_token`]).
 pub fn check_token(s: &str) -> Result<(), IdProblem> {
-    check_len(s, 16, 128)?;
-    if !s.bytes().all(base64url) {
-        return Err(IdProblem::Alphabet);
-    }
-    number_shape(s, true)
+    opaque(s, 16, 128)
 }
 
 /// A new random consent token (22 characters of base64url, 128 bits) that passes
@@ -175,20 +176,12 @@ pub fn check_ttp(s: &str) -> Result<(), IdProblem> {
         Some(_) => return Err(IdProblem::Structure),
         None => s,
     };
-    check_len(core, 16, 64)?;
-    if !core.bytes().all(base64url) {
-        return Err(IdProblem::Alphabet);
-    }
-    number_shape(core, true)
+    opaque(core, 16, 64)
 }
 
 /// Meta click id (`fbclid` from the landing URL): 16-500 characters of base64url.
 pub fn check_fbclid(s: &str) -> Result<(), IdProblem> {
-    check_len(s, 16, 500)?;
-    if !s.bytes().all(base64url) {
-        return Err(IdProblem::Alphabet);
-    }
-    number_shape(s, true)
+    opaque(s, 16, 500)
 }
 
 /// First millisecond a Meta cookie can plausibly have been created (2015-01-01).

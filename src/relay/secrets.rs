@@ -217,17 +217,7 @@ pub fn check_env_name(key: &str, v: &Spanned<String>, text: &str) -> Result<(), 
 mod tests {
     use super::*;
 
-    const MIN: &str = r#"
-[server]
-listen = "127.0.0.1:0"
-[database]
-path = "r.db"
-[tiktok]
-pixel_code = "C1"
-[[page_category]]
-path_pattern = ".*"
-url = "https://clinic.example/"
-"#;
+    const MIN: &str = crate::relay::config::TEST_CONFIG;
 
     const TOKEN: &str = "9f3c2aa7e41b5d6c8e0f1a2b3c4d5e6f7a8b9c0d";
 

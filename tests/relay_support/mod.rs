@@ -326,6 +326,14 @@ impl Harness {
         (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
+    /// Assert that `/metrics` holds each of these lines exactly.
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let (_, m) = self.get("/metrics").await;
+        for l in lines {
+            assert!(m.lines().any(|x| x == *l), "missing `{l}` in:\n{m}");
+        }
+    }
+
     /// Audit rows (id, decision, reasons JSON, request_id) from the database file.
     pub fn audit(&self) -> Vec<(i64, String, String, Option<String>)> {
         let c = rusqlite::Connection::open(&self.db).expect("open db");

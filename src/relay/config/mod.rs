@@ -517,11 +517,9 @@ impl RelayConfig {
     }
 }
 
+/// The smallest valid config (legacy `[tiktok]` form), for unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MIN: &str = r#"
+pub(crate) const TEST_CONFIG: &str = r#"
 [server]
 listen = "127.0.0.1:0"
 [database]
@@ -532,6 +530,12 @@ pixel_code = "C1"
 path_pattern = ".*"
 url = "https://clinic.example/"
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = TEST_CONFIG;
 
     #[test]
     fn minimal_legacy_config_parses_into_one_tiktok_destination() {

@@ -10,9 +10,11 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Outcome, classify_http, exchange, http_client, join_payloads};
+use super::{
+    Outcome, UserFields, classify_http, exchange, http_client, join_payloads, value_fields,
+};
 use crate::relay::config::{Destination, MappingRule};
 use crate::relay::sanitize::{Built, Prepared, sha256_hex};
 
@@ -28,63 +30,34 @@ pub fn build(
     rule: &MappingRule,
     reasons: &mut Vec<String>,
 ) -> Built {
-    let mut user = Map::new();
-    if let Some(c) = &p.fbc {
-        user.insert("fbc".into(), json!(c));
-    }
-    if let Some(b) = &p.fbp {
-        if d.fields.fbp {
-            user.insert("fbp".into(), json!(b));
-        } else {
-            reasons.push("dropped_field:fbp".into());
-        }
-    }
-    if let Some(e) = &p.email {
-        if d.fields.hashed_email {
-            user.insert("em".into(), json!([sha256_hex(e)]));
-        } else {
-            reasons.push("dropped_field:email".into());
-        }
-    }
-    if let Some(ph) = &p.phone {
-        if d.fields.hashed_phone {
-            // Meta: digits with the country code, no '+'.
-            user.insert("ph".into(), json!([sha256_hex(ph.trim_start_matches('+'))]));
-        } else {
-            reasons.push("dropped_field:phone".into());
-        }
-    }
-    if d.fields.client_ip
-        && let Some(ip) = p.client_ip
-    {
-        user.insert("client_ip_address".into(), json!(ip.to_string()));
-    }
-    if d.fields.user_agent
-        && let Some(ua) = &p.user_agent
-    {
-        user.insert("client_user_agent".into(), json!(ua));
-    }
-    if !user
-        .keys()
-        .any(|k| matches!(k.as_str(), "fbc" | "fbp" | "em" | "ph"))
-    {
-        // IP and user agent alone would be matching on the person, not on an ad click.
+    // em/ph as one-element lists of SHA-256 hex; phone as digits with the country code, no '+'.
+    let hash = |v: Option<&str>| v.map(|s| json!([sha256_hex(s)]));
+    let f = &d.fields;
+    let mut user = UserFields::new(reasons);
+    user.put("fbc", p.fbc.as_deref().map(Value::from));
+    user.opt_in("fbp", "fbp", p.fbp.as_deref().map(Value::from), f.fbp);
+    user.opt_in("em", "email", hash(p.email.as_deref()), f.hashed_email);
+    let digits = p.phone.as_deref().map(|ph| ph.trim_start_matches('+'));
+    user.opt_in("ph", "phone", hash(digits), f.hashed_phone);
+    let ip = p.client_ip.map(|ip| json!(ip.to_string()));
+    user.put("client_ip_address", ip.filter(|_| f.client_ip));
+    let ua = p.user_agent.as_deref().map(Value::from);
+    user.put("client_user_agent", ua.filter(|_| f.user_agent));
+    // IP and user agent alone would be matching on the person, not on an ad click.
+    if !user.has_any(&["fbc", "fbp", "em", "ph"]) {
         return Err("no_match_key");
     }
+    let (user, reasons) = user.finish();
     let mut data = json!({
         "event_name": rule.to,
         "event_time": p.event_time,
         "event_id": p.event_id,
         "action_source": d.action_source,
         "event_source_url": p.page_url,
-        "user_data": Value::Object(user),
+        "user_data": user,
     });
-    match p.value {
-        Some((v, c)) if rule.allow_value => {
-            data["custom_data"] = json!({"value": v, "currency": c});
-        }
-        Some(_) => reasons.push("dropped_field:value".into()),
-        None => {}
+    if let Some(v) = value_fields(p, rule, reasons) {
+        data["custom_data"] = v;
     }
     Ok(data)
 }

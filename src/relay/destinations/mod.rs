@@ -10,7 +10,10 @@ pub mod tiktok;
 
 use std::time::Duration;
 
-use super::config::{Destination, DestinationKind};
+use serde_json::{Map, Value, json};
+
+use super::config::{Destination, DestinationKind, MappingRule};
+use super::sanitize::Prepared;
 
 /// How one request to a destination ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,6 +37,67 @@ pub enum Outcome {
         /// The credentials or permissions are wrong (alert the operator; every batch fails).
         credentials: bool,
     },
+}
+
+/// A destination's user object under construction: a value goes in only if the destination
+/// takes it, and a value it does not take is named in the reasons (`dropped_field:<name>`).
+pub(crate) struct UserFields<'a> {
+    map: Map<String, Value>,
+    reasons: &'a mut Vec<String>,
+}
+
+impl<'a> UserFields<'a> {
+    pub(crate) fn new(reasons: &'a mut Vec<String>) -> UserFields<'a> {
+        UserFields {
+            map: Map::new(),
+            reasons,
+        }
+    }
+
+    /// Always sent when present (the destination's own click id).
+    pub(crate) fn put(&mut self, key: &str, value: Option<Value>) {
+        if let Some(v) = value {
+            self.map.insert(key.into(), v);
+        }
+    }
+
+    /// Sent only when `allowed`; otherwise recorded as dropped under `field`.
+    pub(crate) fn opt_in(&mut self, key: &str, field: &str, value: Option<Value>, allowed: bool) {
+        match value {
+            Some(v) if allowed => {
+                self.map.insert(key.into(), v);
+            }
+            Some(_) => self.reasons.push(format!("dropped_field:{field}")),
+            None => {}
+        }
+    }
+
+    /// Whether any of `keys` is present.
+    pub(crate) fn has_any(&self, keys: &[&str]) -> bool {
+        keys.iter().any(|k| self.map.contains_key(*k))
+    }
+
+    /// The finished object, and the reasons back for the rest of the build.
+    pub(crate) fn finish(self) -> (Value, &'a mut Vec<String>) {
+        (Value::Object(self.map), self.reasons)
+    }
+}
+
+/// `{"value", "currency"}` where the mapping allows a value; otherwise the value is dropped
+/// with a reason.
+pub(crate) fn value_fields(
+    p: &Prepared,
+    rule: &MappingRule,
+    reasons: &mut Vec<String>,
+) -> Option<Value> {
+    match p.value {
+        Some((v, c)) if rule.allow_value => Some(json!({"value": v, "currency": c})),
+        Some(_) => {
+            reasons.push("dropped_field:value".into());
+            None
+        }
+        None => None,
+    }
 }
 
 /// A client for one configured destination.

@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
-use super::{Outcome, classify_http, exchange, http_client, join_payloads};
+use super::{
+    Outcome, UserFields, classify_http, exchange, http_client, join_payloads, value_fields,
+};
 use crate::relay::config::{Destination, MappingRule};
 use crate::relay::sanitize::{Built, Prepared, sha256_hex};
 
@@ -21,47 +23,30 @@ pub fn build(
     rule: &MappingRule,
     reasons: &mut Vec<String>,
 ) -> Built {
-    let mut user = Map::new();
-    if let Some(c) = &p.ttclid {
-        user.insert("ttclid".into(), json!(c));
-    }
-    if let Some(t) = &p.ttp {
-        if d.fields.ttp {
-            user.insert("ttp".into(), json!(t));
-        } else {
-            reasons.push("dropped_field:ttp".into());
-        }
-    }
-    if let Some(e) = &p.email {
-        if d.fields.hashed_email {
-            user.insert("email".into(), json!(sha256_hex(e)));
-        } else {
-            reasons.push("dropped_field:email".into());
-        }
-    }
-    if let Some(ph) = &p.phone {
-        if d.fields.hashed_phone {
-            user.insert("phone".into(), json!(sha256_hex(ph)));
-        } else {
-            reasons.push("dropped_field:phone".into());
-        }
-    }
-    if user.is_empty() {
+    let hash = |v: &Option<String>| v.as_deref().map(|s| json!(sha256_hex(s)));
+    let mut user = UserFields::new(reasons);
+    user.put("ttclid", p.ttclid.as_deref().map(Value::from));
+    user.opt_in(
+        "ttp",
+        "ttp",
+        p.ttp.as_deref().map(Value::from),
+        d.fields.ttp,
+    );
+    user.opt_in("email", "email", hash(&p.email), d.fields.hashed_email);
+    user.opt_in("phone", "phone", hash(&p.phone), d.fields.hashed_phone);
+    if !user.has_any(&["ttclid", "ttp", "email", "phone"]) {
         return Err("no_match_key");
     }
+    let (user, reasons) = user.finish();
     let mut data = json!({
         "event": rule.to,
         "event_time": p.event_time,
         "event_id": p.event_id,
-        "user": Value::Object(user),
+        "user": user,
         "page": {"url": p.page_url},
     });
-    match p.value {
-        Some((v, c)) if rule.allow_value => {
-            data["properties"] = json!({"value": v, "currency": c});
-        }
-        Some(_) => reasons.push("dropped_field:value".into()),
-        None => {}
+    if let Some(v) = value_fields(p, rule, reasons) {
+        data["properties"] = v;
     }
     Ok(data)
 }
