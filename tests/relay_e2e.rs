@@ -166,14 +166,7 @@ async fn transient_failures_are_retried_until_delivered_once() {
         Mode::Slow(Duration::from_millis(800)),
         Mode::Drop,
     ]);
-    let token = h.grant_consent().await;
-    let (s, _) = h
-        .browser(
-            "/v1/events",
-            &glp1_event("rt-1", &ttclid("retry"), Some(&token)),
-            false,
-        )
-        .await;
+    let (s, _) = h.send_consented("rt-1", "retry").await;
     assert_eq!(s, 202);
     let st = h.standin.clone();
     wait_for(15, "audit delivered", || h.audit()[0].1 == "delivered").await;
@@ -199,13 +192,7 @@ async fn transient_failures_are_retried_until_delivered_once() {
 async fn parameter_error_dead_letters_and_replay_delivers() {
     let mut h = Harness::start(Opts::default()).await;
     h.standin.push_modes([Mode::Code(40002)]);
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event(&evid(0xd1), &ttclid("dead"), Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented(&evid(0xd1), "dead").await;
     let db = h.db.clone();
     wait_for(10, "dead letter", || {
         pixelwatch::relay::audit::dead_letters(&db).is_ok_and(|d| d.len() == 1)
@@ -234,13 +221,7 @@ async fn wrong_token_is_dead_lettered_not_retried_forever() {
         ..Opts::default()
     })
     .await;
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event("tok-1", &ttclid("tok"), Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented("tok-1", "tok").await;
     let db = h.db.clone();
     wait_for(10, "dead letter", || {
         pixelwatch::relay::audit::dead_letters(&db).is_ok_and(|d| d.len() == 1)
@@ -346,13 +327,7 @@ async fn graceful_shutdown_keeps_undelivered_events_for_the_next_start() {
     let mut h = Harness::start(Opts::default()).await;
     h.standin
         .push_modes(std::iter::repeat_n(Mode::Http(503), 1000));
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event(&evid(0xc1), &ttclid("gs"), Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented(&evid(0xc1), "gs").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let standin = h.standin.clone();
     h.shutdown().await;

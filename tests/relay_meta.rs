@@ -114,14 +114,7 @@ async fn transient_and_throttling_errors_are_retried_until_delivered_once() {
         Mode::Slow(Duration::from_millis(800)),
         Mode::Drop,
     ]);
-    let token = h.grant_consent().await;
-    let (s, _) = h
-        .browser(
-            "/v1/events",
-            &glp1_event(&evid(2), &ttclid("retry"), Some(&token)),
-            false,
-        )
-        .await;
+    let (s, _) = h.send_consented(&evid(2), "retry").await;
     assert_eq!(s, 202);
     let mt = h.meta().clone();
     wait_for(20, "audit delivered", || h.audit()[0].1 == "delivered").await;
@@ -146,13 +139,7 @@ async fn transient_and_throttling_errors_are_retried_until_delivered_once() {
 async fn invalid_parameter_dead_letters_and_replay_delivers() {
     let mut h = Harness::start(opts()).await;
     h.meta().push_modes([Mode::CodeSub(100, SUB_INVALID)]);
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event(&evid(3), &ttclid("dead"), Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented(&evid(3), "dead").await;
     wait_for(10, "dead letter", || dead(&h).len() == 1).await;
     let d = dead(&h);
     assert_eq!(d[0].destination, "meta");

@@ -104,10 +104,7 @@ impl Dispatcher {
             .into_iter()
             .partition(|r| r.event_time.is_some_and(|t| t < oldest));
         if !stale.is_empty() {
-            let outcome = Outcome::Reject {
-                reason: "event_time_too_old".into(),
-                credentials: false,
-            };
+            let outcome = Outcome::reject("event_time_too_old".into());
             self.record(&stale, &outcome).await;
         }
         fresh

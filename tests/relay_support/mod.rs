@@ -315,6 +315,17 @@ impl Harness {
         v["consent_token"].as_str().expect("token").to_string()
     }
 
+    /// Record consent, then send one [`glp1_event`] with a click id tagged `tag`, as a browser.
+    pub async fn send_consented(&self, event_id: &str, tag: &str) -> (u16, Value) {
+        let token = self.grant_consent().await;
+        self.browser(
+            "/v1/events",
+            &glp1_event(event_id, &ttclid(tag), Some(&token)),
+            false,
+        )
+        .await
+    }
+
     /// GET a path, returning status and text.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let r = self

@@ -115,19 +115,9 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
         1 | 2 | 4 | 17 | 32 | 341 | 368 | 613 | 5000 | 80003 | 80004 => Outcome::Retry { reason },
         _ if error.is_transient == Some(true) => Outcome::Retry { reason },
         // 190 invalid token, 102 session, 10 and 200-299 permissions: every batch would fail.
-        190 | 102 | 10 | 200..=299 => Outcome::Reject {
-            reason,
-            credentials: true,
-        },
-        100 => Outcome::Reject {
-            reason,
-            credentials: false,
-        },
-        _ if status >= 500 => Outcome::Retry { reason },
-        _ => Outcome::Reject {
-            reason,
-            credentials: false,
-        },
+        190 | 102 | 10 | 200..=299 => Outcome::credentials(reason),
+        100 => Outcome::reject(reason),
+        _ => Outcome::unknown_code(reason, status),
     }
 }
 

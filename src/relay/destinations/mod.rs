@@ -179,25 +179,47 @@ pub(crate) async fn exchange(
     }
 }
 
+impl Outcome {
+    /// Dead-letter: this event (or batch) will never be accepted as is.
+    pub fn reject(reason: String) -> Outcome {
+        Outcome::Reject {
+            reason,
+            credentials: false,
+        }
+    }
+
+    /// Dead-letter because the token or permissions are wrong (every batch would fail).
+    pub fn credentials(reason: String) -> Outcome {
+        Outcome::Reject {
+            reason,
+            credentials: true,
+        }
+    }
+
+    /// A code the classification does not know: retry when the server says it failed (5xx),
+    /// dead-letter otherwise.
+    pub fn unknown_code(reason: String, status: u16) -> Outcome {
+        if status >= 500 {
+            Outcome::Retry { reason }
+        } else {
+            Outcome::reject(reason)
+        }
+    }
+}
+
 /// Classify an answer whose body is not the destination's JSON (a proxy page, an empty body).
 pub(crate) fn classify_http(status: u16) -> Outcome {
     match status {
         429 | 500..=599 => Outcome::Retry {
             reason: format!("http:{status}"),
         },
-        401 | 403 => Outcome::Reject {
-            reason: format!("http:{status}"),
-            credentials: true,
-        },
+        401 | 403 => Outcome::credentials(format!("http:{status}")),
         // A 2xx we cannot read may or may not have been accepted: sending again is safe
         // because both platforms de-duplicate on event_id.
         200..=299 => Outcome::Retry {
             reason: "unreadable_body".into(),
         },
-        _ => Outcome::Reject {
-            reason: format!("http:{status}"),
-            credentials: false,
-        },
+        _ => Outcome::reject(format!("http:{status}")),
     }
 }
 

@@ -89,15 +89,8 @@ fn classify_code(code: i64, request_id: String, status: u16) -> Outcome {
         },
         40100 => Outcome::Retry { reason },
         50000..=59999 => Outcome::Retry { reason },
-        40001 | 40105 => Outcome::Reject {
-            reason,
-            credentials: true,
-        },
-        _ if status >= 500 => Outcome::Retry { reason },
-        _ => Outcome::Reject {
-            reason,
-            credentials: false,
-        },
+        40001 | 40105 => Outcome::credentials(reason),
+        _ => Outcome::unknown_code(reason, status),
     }
 }
 
