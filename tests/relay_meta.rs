@@ -96,6 +96,57 @@ async fn consented_booking_reaches_meta_as_one_bare_schedule_and_tiktok_too() {
 }
 
 #[tokio::test]
+async fn client_address_and_user_agent_reach_meta_only_when_configured() {
+    for on in [false, true] {
+        let mut h = Harness::start(Opts {
+            meta_extra: if on {
+                "send_client_ip = true\nsend_user_agent = true".into()
+            } else {
+                String::new()
+            },
+            ..opts()
+        })
+        .await;
+        let token = h.grant_consent().await;
+        let body = glp1_event(&evid(7), &ttclid("ua"), Some(&token)).to_string();
+        let headers = [
+            ("Origin", relay_support::ORIGIN.to_string()),
+            ("Content-Type", "text/plain".to_string()),
+            (
+                "User-Agent",
+                "Mozilla/5.0 (X11; Linux x86_64) Test/1.0".to_string(),
+            ),
+        ];
+        let (s, _) = h.raw("/v1/events", body.into_bytes(), &headers).await;
+        assert_eq!(s, 202);
+        let (st, mt) = (h.standin.clone(), h.meta().clone());
+        wait_for(10, "delivered", || {
+            st.events().len() == 1 && mt.events().len() == 1
+        })
+        .await;
+        let user = &mt.events()[0]["user_data"];
+        if on {
+            assert_eq!(user["client_ip_address"], "127.0.0.1", "{user}");
+            assert_eq!(
+                user["client_user_agent"],
+                "Mozilla/5.0 (X11; Linux x86_64) Test/1.0"
+            );
+        } else {
+            assert!(
+                user.get("client_ip_address").is_none() && user.get("client_user_agent").is_none(),
+                "{user}"
+            );
+        }
+        let tiktok = st.raw_bodies().join("");
+        assert!(
+            !tiktok.contains("127.0.0.1") && !tiktok.contains("Mozilla"),
+            "never to TikTok"
+        );
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test]
 async fn transient_and_throttling_errors_are_retried_until_delivered_once() {
     let mut h = Harness::start(Opts {
         timeout_ms: 300,
