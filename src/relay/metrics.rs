@@ -14,7 +14,7 @@ const BUCKETS: &[f64] = &[
 /// Buckets for the ingest stages, which take microseconds (seconds).
 const STAGE_BUCKETS: &[f64] = &[
     0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
-    0.01, 0.025, 0.1,
+    0.01, 0.025, 0.1, 0.25, 0.5, 1.0,
 ];
 
 /// A monotonic counter.

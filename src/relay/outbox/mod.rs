@@ -305,6 +305,8 @@ impl Outbox {
         metrics: Arc<Metrics>,
     ) -> Result<(Outbox, WriterThread, Vec<u8>, Connection), StoreError> {
         let conn = db::open(path, sync)?;
+        // Every statement the writer runs stays prepared (the default cache holds 16).
+        conn.set_prepared_statement_cache_capacity(64);
         let p = path.to_path_buf();
         let e = move |source| StoreError::Sqlite {
             path: p.display().to_string(),
@@ -432,9 +434,9 @@ fn writer_loop(
         let prune = last_prune.elapsed() >= NONCE_PRUNE_EVERY;
         let mut replies: Vec<Answer> = Vec::with_capacity(group.len());
         let result = (|| -> Result<(), rusqlite::Error> {
-            let mut tx = conn.transaction()?;
+            let tx = conn.transaction()?;
             for cmd in group.drain(..) {
-                replies.push(apply(&mut tx, cmd, &err));
+                replies.push(apply(&tx, cmd, &err));
             }
             if prune {
                 store::prune_nonces(&tx, chrono::Utc::now().timestamp_millis())?;
@@ -471,7 +473,7 @@ fn reply_with<T: Send + 'static>(tx: Reply<T>, result: Result<T, StoreError>) ->
 }
 
 fn apply(
-    tx: &mut rusqlite::Transaction<'_>,
+    tx: &rusqlite::Transaction<'_>,
     cmd: Cmd,
     err: &dyn Fn(rusqlite::Error) -> StoreError,
 ) -> Answer {

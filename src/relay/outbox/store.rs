@@ -5,14 +5,27 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, RowRef, Stored};
 use crate::relay::consent::NewConsent;
 
+/// Run one command inside a savepoint of the group's transaction, so a failing command is
+/// rolled back alone. The savepoint statements are prepared once and cached (rusqlite's
+/// `Savepoint` parses them anew each time, which was a tenth of the relay's CPU under load).
 pub(super) fn in_savepoint<T>(
-    tx: &mut rusqlite::Transaction<'_>,
-    f: impl FnOnce(&rusqlite::Savepoint<'_>) -> rusqlite::Result<T>,
+    tx: &rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
-    let sp = tx.savepoint()?;
-    let v = f(&sp)?;
-    sp.commit()?;
-    Ok(v)
+    let c: &Connection = tx;
+    c.prepare_cached("SAVEPOINT command")?.execute([])?;
+    match f(c) {
+        Ok(v) => {
+            c.prepare_cached("RELEASE command")?.execute([])?;
+            Ok(v)
+        }
+        Err(e) => {
+            // Undo this command's writes; the rest of the group stays.
+            c.prepare_cached("ROLLBACK TO command")?.execute([])?;
+            c.prepare_cached("RELEASE command")?.execute([])?;
+            Err(e)
+        }
+    }
 }
 
 /// Apply `f` only if the nonce (when there is one) has not been stored before; the nonce is
