@@ -15,6 +15,7 @@ pub mod crawl;
 pub mod demo;
 pub mod diff;
 pub mod fixture;
+pub mod journey;
 pub mod lexicon;
 pub mod model;
 pub mod policy;

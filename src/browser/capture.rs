@@ -61,6 +61,8 @@ pub(super) struct PageState {
     pub(super) step: Option<String>,
     /// The probe's guard while the tab probes (requests are paused and judged).
     pub(super) guard: Option<std::sync::Arc<Guard>>,
+    /// The guard judges as for a scripted journey (canaries only), not the form probe.
+    pub(super) journey: bool,
     /// WebSockets are offline in this tab (during and since a probe).
     pub(super) sockets_offline: bool,
     /// Requests the probe stopped: "METHOD url (why)".
@@ -221,9 +223,12 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
         }
         Ev::LoadEventFired if session == main_session => st.load_fired = true,
         Ev::RequestPaused(e) => {
-            if let Some(guard) = &st.guard
-                && let Verdict::Block(why) = guard.judge_probe(&e, st.main_frame.as_deref())
-            {
+            let verdict = match &st.guard {
+                Some(g) if st.journey => g.judge_worker(&e),
+                Some(g) => g.judge_probe(&e, st.main_frame.as_deref()),
+                None => Verdict::Continue,
+            };
+            if let Verdict::Block(why) = verdict {
                 st.blocked
                     .push(format!("{} {} ({why})", e.request.method, e.request.url));
             }

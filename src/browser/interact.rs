@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::capture::PageState;
-use super::tab::{Tab, Visit, VisitTiming};
+use super::tab::{GuardMode, Tab, Visit, VisitTiming};
 use crate::model::{Canary, SettleReason};
 use crate::rules::consent::ConsentMode;
 
@@ -188,27 +188,10 @@ impl Tab {
         canaries: &[Canary],
         timing: VisitTiming,
     ) -> (usize, SettleReason) {
-        let session = self.session.clone();
-        let s = Some(session.as_str());
-        // WebSockets first: they bypass Fetch, so they go offline before anything is typed.
-        if !self.sockets_offline && !self.sockets_offline_rule(true).await {
-            tracing::debug!("WebSockets could not be taken offline; the form probe is skipped");
-            return (0, SettleReason::Quiet);
-        }
         let sockets_were_open = !st.open_sockets.is_empty();
-        st.sockets_offline = true;
-        self.probing.store(true, Ordering::SeqCst);
-        self.ctx.probe_started().await;
-        st.guard = Some(self.ctx.guard.clone());
-        let enabled = self
-            .conn
-            .call(
-                "Fetch.enable",
-                json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
-                s,
-            )
-            .await
-            .is_ok();
+        let Some(enabled) = self.start_guard(st, GuardMode::Probe).await else {
+            return (0, SettleReason::Quiet);
+        };
         let mut typed = 0;
         let mut reason = SettleReason::Quiet;
         // The probed page's own record, in case a submission let through lands elsewhere.
@@ -251,6 +234,35 @@ impl Tab {
             self.ctx.quarantined.store(true, Ordering::SeqCst);
         }
         (typed, reason)
+    }
+
+    /// Turns the guard on: WebSockets offline first (they bypass Fetch), then every request
+    /// paused and judged by `mode`. `None` when sockets could not be taken offline (nothing may
+    /// be typed then); `Some(false)` when interception could not be turned on.
+    pub(super) async fn start_guard(
+        &mut self,
+        st: &mut PageState,
+        mode: GuardMode,
+    ) -> Option<bool> {
+        if !self.sockets_offline && !self.sockets_offline_rule(true).await {
+            tracing::debug!("WebSockets could not be taken offline; nothing is typed");
+            return None;
+        }
+        st.sockets_offline = true;
+        self.guard_mode.store(mode as u8, Ordering::SeqCst);
+        self.ctx.probe_started().await;
+        st.guard = Some(self.ctx.guard.clone());
+        st.journey = mode == GuardMode::Journey;
+        let enabled = self
+            .conn
+            .call(
+                "Fetch.enable",
+                json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
+                Some(&self.session),
+            )
+            .await
+            .is_ok();
+        Some(enabled)
     }
 
     /// Types canaries into the fields MARK_FIELDS finds in `scope` ("forms" or "visible"), with

@@ -9,7 +9,7 @@
 //! by the settle rules (`settle.rs`), not a sleep.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -54,6 +54,27 @@ impl VisitTiming {
     }
 }
 
+/// How a page visit ended, for [`Tab::finish`].
+pub(super) struct Ending {
+    pub(super) url: String,
+    pub(super) error: Option<String>,
+    pub(super) load_ms: u64,
+    pub(super) settle_ms: u64,
+    pub(super) reason: SettleReason,
+    pub(super) not_html: bool,
+}
+
+/// What paused requests are judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GuardMode {
+    /// Interception is off.
+    Off = 0,
+    /// The form probe: canaries, navigations and submissions to the site are held back.
+    Probe = 1,
+    /// A scripted journey: it navigates and submits on purpose; canaries are held back.
+    Journey = 2,
+}
+
 /// What one visit produced, before the crawler judges scope and vendors.
 #[derive(Debug, Default)]
 pub struct Visit {
@@ -83,8 +104,8 @@ pub struct Tab {
     target_id: String,
     pub(super) session: String,
     events: mpsc::Receiver<Event>,
-    /// Set while the tab probes a form: the responder judges paused requests.
-    pub(super) probing: Arc<AtomicBool>,
+    /// What the responder judges paused requests by ([`GuardMode`] as u8).
+    pub(super) guard_mode: Arc<AtomicU8>,
     /// WebSockets stay offline in this tab: a probe ran while a socket was open, and frames the
     /// page queued then must never be released.
     pub(super) sockets_offline: bool,
@@ -121,15 +142,15 @@ impl Tab {
             .to_string();
         let (raw_tx, raw_rx) = mpsc::channel(EVENT_QUEUE);
         conn.subscribe(&session, raw_tx);
-        let probing = Arc::new(AtomicBool::new(false));
-        let events = spawn_responder(ctx.clone(), target_id.clone(), raw_rx, probing.clone());
+        let guard_mode = Arc::new(AtomicU8::new(GuardMode::Off as u8));
+        let events = spawn_responder(ctx.clone(), target_id.clone(), raw_rx, guard_mode.clone());
         let tab = Tab {
             ctx: ctx.clone(),
             conn,
             target_id,
             session,
             events,
-            probing,
+            guard_mode,
             sockets_offline: false,
             worlds: Default::default(),
         };
@@ -264,11 +285,37 @@ impl Tab {
             settle_ms += t.elapsed().as_millis() as u64;
             reason = reason.max(interaction);
         }
+        self.finish(
+            st,
+            visit,
+            &jar_before,
+            Ending {
+                url: url.to_string(),
+                error,
+                load_ms,
+                settle_ms,
+                reason,
+                not_html,
+            },
+        )
+        .await
+    }
+
+    /// Collects what a settled page leaves (scripts, storage), leaves it, and builds the visit:
+    /// requests split from a landing page, worker requests merged in, cookies diffed.
+    pub(super) async fn finish(
+        &mut self,
+        mut st: PageState,
+        mut visit: Visit,
+        jar_before: &[cookies::JarCookie],
+        end: Ending,
+    ) -> Visit {
         if !st.crashed {
             visit.page.scripts.extend(self.hash_scripts(&st).await);
             visit.page.storage = self.collect_storage(&st).await;
             self.leave(&mut st).await;
         }
+        let mut error = end.error;
         if st.crashed {
             error = Some("the renderer crashed (the tab was replaced)".to_string());
         }
@@ -276,17 +323,18 @@ impl Tab {
         if !visit.browser_died
             && let Some(jar) = cookies::read_jar(&self.conn).await
         {
-            visit.cookies = cookies::visit_cookies(&jar_before, jar, &st);
+            visit.cookies = cookies::visit_cookies(jar_before, jar, &st);
         }
         visit.crashed = st.crashed || st.tab_broken;
-        visit.not_html = not_html;
+        visit.not_html = end.not_html;
+        let reason = end.reason;
         let page = &mut visit.page;
-        page.url = url.to_string();
-        page.final_url = st.main_url.clone().unwrap_or_else(|| url.to_string());
+        page.url = end.url.clone();
+        page.final_url = st.main_url.clone().unwrap_or(end.url);
         page.status = st.main_status;
         page.error = error;
-        page.load_ms = load_ms;
-        page.settle_ms = settle_ms;
+        page.load_ms = end.load_ms;
+        page.settle_ms = end.settle_ms;
         page.settle_reason = reason;
         page.blocked_submissions = std::mem::take(&mut st.blocked);
         page.frames = st
@@ -382,7 +430,7 @@ impl Tab {
             // is stuck) must not be reused for the next page.
             st.tab_broken = true;
         }
-        if self.probing.swap(false, Ordering::SeqCst) {
+        if self.guard_mode.swap(GuardMode::Off as u8, Ordering::SeqCst) != GuardMode::Off as u8 {
             self.ctx.probe_ended().await;
             // The probed page is gone: interception ends, and WebSockets come back online
             // unless frames were queued on a socket that was open during the probe.
@@ -725,7 +773,7 @@ fn spawn_responder(
     ctx: Arc<Context>,
     target_id: String,
     mut raw: mpsc::Receiver<Event>,
-    probing: Arc<AtomicBool>,
+    guard_mode: Arc<AtomicU8>,
 ) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(async move {
@@ -769,8 +817,11 @@ fn spawn_responder(
                     });
                 }
                 Some(Ev::RequestPaused(e)) => {
-                    let verdict = if probing.load(Ordering::SeqCst) {
+                    let mode = guard_mode.load(Ordering::SeqCst);
+                    let verdict = if mode == GuardMode::Probe as u8 {
                         ctx.guard.judge_probe(&e, Some(&target_id))
+                    } else if mode == GuardMode::Journey as u8 {
+                        ctx.guard.judge_worker(&e)
                     } else {
                         Verdict::Continue
                     };
