@@ -43,6 +43,8 @@ pub struct ScanOptions {
     pub submit_forms: Option<String>,
     /// Most steps of a multi-step flow (quiz, intake) the probe walks on a page; 0 walks none.
     pub funnel_steps: usize,
+    /// Scripted journeys (TOML files) run after the crawl, each a page of the report.
+    pub journeys: Vec<PathBuf>,
     /// A directory of the user's own vendor rules, added to the bundled ones.
     pub rules_dir: Option<PathBuf>,
     /// Adblock-syntax filter lists to catch trackers the rules do not know.
@@ -69,6 +71,7 @@ impl Default for ScanOptions {
             probe_forms: true,
             submit_forms: None,
             funnel_steps: 6,
+            journeys: Vec::new(),
             rules_dir: None,
             filter_lists: Vec::new(),
         }
@@ -98,6 +101,8 @@ pub enum ScanError {
     #[error(transparent)]
     Roles(#[from] crate::analyze::context::RolesError),
     #[error(transparent)]
+    Journey(#[from] crate::journey::JourneyError),
+    #[error(transparent)]
     Launch(#[from] LaunchError),
 }
 
@@ -112,6 +117,7 @@ impl ScanError {
                 | ScanError::SubmitHost(..)
                 | ScanError::Rules(_)
                 | ScanError::Roles(_)
+                | ScanError::Journey(_)
         ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
     }
 }
@@ -182,6 +188,11 @@ pub async fn run_with_hook(
     };
     let filter_lists = crate::rules::filterlist::FilterLists::load(&opts.filter_lists)?;
     let roles = PageRoles::from_dir(opts.rules_dir.as_deref())?;
+    let journeys = opts
+        .journeys
+        .iter()
+        .map(|p| crate::journey::Journey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let include = compile("include", &opts.include)?;
     let exclude = compile("exclude", &opts.exclude)?;
     let frontier = Frontier::new(
@@ -271,6 +282,16 @@ pub async fn run_with_hook(
         if let Err(e) = w.await {
             tracing::error!(error = %e, "a scan worker panicked");
         }
+    }
+    // Scripted journeys, after the crawl: each in a fresh tab, each a page of the report.
+    for j in &journeys {
+        progress.page_started(j.start().unwrap_or_default());
+        let page = run_journey(&pool, &shared, j, &plan, timing).await;
+        let mut s = lock(&shared);
+        if page.error.is_some() {
+            s.errors += 1;
+        }
+        s.pages.push(page);
     }
     let decode_failures = pool.decode_failures().await;
     let dropped_events = pool.dropped_events().await;
@@ -440,6 +461,11 @@ impl Worker {
             && let Some(t) = tab.take()
         {
             t.close().await;
+        } else if tab.as_ref().is_some_and(Tab::holds_queued_frames)
+            && let Some(t) = tab.take()
+        {
+            // A probe queued WebSocket frames in this tab: park it, go on in a fresh one.
+            *tab = self.pool.park(t);
         }
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());
@@ -470,6 +496,42 @@ impl Worker {
         });
         (page, links, landing)
     }
+}
+
+/// Runs one journey in a tab of its own; a browser that fails is named on the page.
+async fn run_journey(
+    pool: &Pool,
+    shared: &Mutex<Shared>,
+    journey: &crate::journey::Journey,
+    plan: &Plan,
+    timing: VisitTiming,
+) -> Page {
+    let start = journey.start().unwrap_or_default().to_string();
+    let mut tab = match pool.open_tab().await {
+        Ok(t) => t,
+        Err(e) => {
+            return Page {
+                url: start.clone(),
+                final_url: start,
+                found_via: "journey".into(),
+                error: Some(format!("journey '{}': {e}", journey.name)),
+                ..Default::default()
+            };
+        }
+    };
+    let canaries = plan.canaries.clone().unwrap_or_default();
+    let generation = tab.generation();
+    let mut visit = tab.run_journey(journey, &canaries, timing).await;
+    if visit.browser_died {
+        pool.restart(generation).await;
+    } else {
+        tab.close().await;
+    }
+    let mut page = std::mem::take(&mut visit.page);
+    let mut s = lock(shared);
+    page.cookies = s.cookies.record(&page.url, &visit.cookies);
+    s.link_texts.add(&visit.link_texts);
+    page
 }
 
 /// Marks third parties and vendors on everything recorded.

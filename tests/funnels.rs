@@ -170,3 +170,154 @@ async fn a_quiz_without_a_form_is_walked_and_every_condition_event_reported() {
         .unwrap();
     assert!(!start.requests.iter().any(|r| r.step.is_some()));
 }
+
+/// A patient portal: login (the password must reach the server), then a message form whose
+/// handler sends the typed message to a tracker and to the portal.
+fn portal() -> Site {
+    const LOGIN: &str = r#"<!doctype html><html><head><title>Patient portal</title></head><body>
+        <form method="post" action="/portal/session"><input id="user" name="user">
+        <input id="password" name="password" type="password"><button>Sign in</button></form></body></html>"#;
+    const HOME: &str = r#"<!doctype html><html><head><title>Your lab results</title></head><body>
+        <h1>Your lab results</h1><button id="compose" onclick="document.getElementById('box').hidden = false">Message your provider</button>
+        <div id="box" hidden><textarea id="msg"></textarea><button id="send">Send</button></div>
+        <script>
+          navigator.sendBeacon('https://analytics.tiktok.com/api/v2/pixel', JSON.stringify({event: 'Pageview', context: {page: {url: location.href, title: document.title}}}));
+          document.getElementById('send').onclick = () => {
+            const m = document.getElementById('msg').value;
+            navigator.sendBeacon('https://analytics.tiktok.com/api/v2/pixel', JSON.stringify({event: 'Contact', properties: {description: m}}));
+            fetch('/portal/messages', {method: 'POST', body: m});
+          };
+        </script></body></html>"#;
+    Site::new()
+        .page(C, "/portal/login", LOGIN)
+        .handler(C, "/portal/session", |req| {
+            let body = String::from_utf8_lossy(&req.body);
+            if body.contains("password=correct+horse") {
+                Response::redirect("/portal/home")
+                    .header("set-cookie", "portal=1; Path=/; HttpOnly")
+            } else {
+                Response::status(403)
+            }
+        })
+        .handler(C, "/portal/home", |req| {
+            if req.header("cookie").is_some_and(|c| c.contains("portal=1")) {
+                Response::html(HOME)
+            } else {
+                Response::redirect("/portal/login")
+            }
+        })
+        .handler(C, "/portal/messages", |_| Response::status(204))
+        .route(TT, "/api/v2/pixel", Response::status(204))
+}
+
+const JOURNEY: &str = r##"name = "portal"
+[[step]]
+goto = "https://www.telehealth.test/portal/login"
+[[step]]
+type = { selector = "#user", value = "demo-patient" }
+[[step]]
+type = { selector = "#password", env = "PW_TEST_PORTAL_PASSWORD" }
+[[step]]
+click = "Sign in"
+[[step]]
+wait_for = "Your lab results"
+[[step]]
+click = "Message your provider"
+[[step]]
+type = { selector = "#msg", canary = "text" }
+[[step]]
+click = { selector = "#send" }
+"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scripted_journey_logs_in_and_its_findings_name_the_step() {
+    // SAFETY: set before any thread of this test reads the environment.
+    unsafe { std::env::set_var("PW_TEST_PORTAL_PASSWORD", "correct horse") };
+    let server = FixtureServer::start(portal()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portal.toml");
+    std::fs::write(&file, JOURNEY).unwrap();
+    let opts = ScanOptions {
+        start: format!("https://{C}/portal/login"),
+        max_pages: 1,
+        concurrency: 1,
+        page_timeout: Duration::from_secs(10),
+        settle_quiet: Duration::from_millis(300),
+        settle_max: Duration::from_secs(3),
+        sitemaps: false,
+        probe_forms: true,
+        journeys: vec![file.clone()],
+        browser_args: server.browser_args(),
+        ..Default::default()
+    };
+    let report = scan(&opts).await;
+    let journey = report
+        .pages
+        .iter()
+        .find(|p| p.found_via == "journey")
+        .expect("the journey is a page of the report");
+    assert_eq!(journey.error, None, "{journey:#?}");
+    assert!(
+        journey.final_url.ends_with("/portal/home"),
+        "{}",
+        journey.final_url
+    );
+    // The login went through: the server got the password; the report never holds it.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r.target == "/portal/session"
+                && String::from_utf8_lossy(&r.body).contains("correct+horse"))
+    );
+    let json = serde_json::to_string(&report).unwrap();
+    assert!(!json.contains("correct+horse") && !json.contains("correct horse"));
+    assert!(json.contains("[secret]"));
+    // The page behind the login told the tracker its title, at the step that reached it.
+    let leak = report
+        .findings
+        .iter()
+        .find(|f| {
+            f.kind == "phi_leak"
+                && f.vendor.as_deref() == Some("tiktok")
+                && f.evidence.contains("typed into a form")
+        })
+        .unwrap_or_else(|| panic!("{:#?}", report.findings));
+    assert!(
+        leak.evidence
+            .contains("journey 'portal' step 8: click '#send'"),
+        "{}",
+        leak.evidence
+    );
+    // Nothing typed left the browser: neither to the tracker nor to the portal.
+    let needles = Needles::new(&report.canaries);
+    for r in server.requests() {
+        let body = String::from_utf8_lossy(&r.body);
+        assert!(
+            needles.find(&r.url(), &body, "").is_empty(),
+            "{} left the browser",
+            r.url()
+        );
+    }
+    assert!(
+        journey
+            .blocked_submissions
+            .iter()
+            .any(|b| b.starts_with(&format!("POST https://{C}/portal/messages")))
+    );
+
+    // A step that cannot run ends the journey with an error that names it.
+    unsafe { std::env::remove_var("PW_TEST_PORTAL_PASSWORD") };
+    let report = scan(&opts).await;
+    let journey = report
+        .pages
+        .iter()
+        .find(|p| p.found_via == "journey")
+        .unwrap();
+    assert_eq!(
+        journey.error.as_deref(),
+        Some(
+            "journey 'portal' step 3: type $PW_TEST_PORTAL_PASSWORD into '#password': the environment variable PW_TEST_PORTAL_PASSWORD is not set"
+        )
+    );
+}

@@ -29,6 +29,7 @@ const __PIXELWATCH_HOOK__ = (() => {
   const fakes = new WeakMap(); // our own functions -> the native-looking source they report
   const pending = new Map(); // key -> due (ms, performance time)
   let nextKey = 1;
+  let ran = 0;          // tracked callbacks that have run
   let windowStart = -1; // -1: not armed yet, everything scheduled during load counts
   let gen = 0;          // generation of the tracked callback now running (0 outside)
   let running = null;   // the tracked callback now running
@@ -52,7 +53,6 @@ const __PIXELWATCH_HOOK__ = (() => {
     const myGen = gen + 1;
     R(mapSet, pending, [key, due]);
     const wrapped = function () {
-      R(mapDelete, pending, [key]);
       const prev = [gen, running];
       gen = myGen;
       running = cb;
@@ -61,6 +61,8 @@ const __PIXELWATCH_HOOK__ = (() => {
       } finally {
         gen = prev[0];
         running = prev[1];
+        R(mapDelete, pending, [key]);
+        ran++;
       }
     };
     return { key, wrapped };
@@ -155,13 +157,14 @@ const __PIXELWATCH_HOOK__ = (() => {
     }
   } catch (_) { /* a frame that forbids it keeps its natives */ }
   return Object.freeze({
-    // Milliseconds until each pending short timer is due (negative: overdue).
+    // Milliseconds until each pending short timer is due (negative: overdue), and how many
+    // tracked timers have run.
     pending() {
       const t = now();
-      const out = [];
+      const due = [];
       let i = 0;
-      R(mapForEach, pending, [(due) => { out[i++] = round(due - t); }]);
-      return out;
+      R(mapForEach, pending, [(d) => { due[i++] = round(d - t); }]);
+      return { due, ran };
     },
     // Starts a new window for awaited timers (after load, a click or a submit).
     arm() {

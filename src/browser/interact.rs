@@ -228,8 +228,11 @@ impl Tab {
         }
         // Interception stays on until the page is left: a timer of the page may still send
         // what was typed. The tab leaves through about:blank right after this.
+        // Frames queued on a socket that was open during the probe are released by *any* change
+        // of the offline rule (measured: narrowing it to that socket's host released them), so
+        // the rule of this tab never changes again, and the browser is killed, never closed, at
+        // the end. The scan parks this tab and goes on in a fresh one.
         if sockets_were_open || !st.open_sockets.is_empty() {
-            // Frames queued on an open socket would leave the moment the tab went online.
             self.sockets_offline = true;
             self.ctx.quarantined.store(true, Ordering::SeqCst);
         }
@@ -244,7 +247,7 @@ impl Tab {
         st: &mut PageState,
         mode: GuardMode,
     ) -> Option<bool> {
-        if !self.sockets_offline && !self.sockets_offline_rule(true).await {
+        if !self.sockets_offline && !self.socket_rules(true).await {
             tracing::debug!("WebSockets could not be taken offline; nothing is typed");
             return None;
         }
@@ -309,18 +312,20 @@ impl Tab {
         typed
     }
 
-    /// Takes WebSockets of this tab offline (`true`) or back online.
-    pub(super) async fn sockets_offline_rule(&self, offline: bool) -> bool {
-        let rules = if offline {
-            json!([
-                {"urlPattern": "ws://*", "offline": true, "latency": 0,
-                 "downloadThroughput": -1, "uploadThroughput": -1},
-                {"urlPattern": "wss://*", "offline": true, "latency": 0,
-                 "downloadThroughput": -1, "uploadThroughput": -1},
-            ])
+    /// Takes every WebSocket of this tab offline (`true`) or back online.
+    pub(super) async fn socket_rules(&self, offline: bool) -> bool {
+        let patterns: Vec<&str> = if offline {
+            vec!["ws://*", "wss://*"]
         } else {
-            json!([])
+            Vec::new()
         };
+        let rules: Vec<serde_json::Value> = patterns
+            .iter()
+            .map(|p| {
+                json!({"urlPattern": p, "offline": true, "latency": 0,
+                       "downloadThroughput": -1, "uploadThroughput": -1})
+            })
+            .collect();
         self.conn
             .call(
                 "Network.emulateNetworkConditionsByRule",

@@ -15,6 +15,7 @@ pub mod cookies;
 mod funnel;
 pub mod guard;
 pub mod interact;
+mod journey;
 pub mod launch;
 pub mod pool;
 mod protocol;

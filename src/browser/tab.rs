@@ -106,8 +106,8 @@ pub struct Tab {
     events: mpsc::Receiver<Event>,
     /// What the responder judges paused requests by ([`GuardMode`] as u8).
     pub(super) guard_mode: Arc<AtomicU8>,
-    /// WebSockets stay offline in this tab: a probe ran while a socket was open, and frames the
-    /// page queued then must never be released.
+    /// WebSockets stay offline in this tab for good: a probe ran while a socket was open, and
+    /// frames the page queued then must never be released.
     pub(super) sockets_offline: bool,
     /// Our isolated world's execution context per frame, for the current document.
     worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -172,6 +172,12 @@ impl Tab {
         tracing::debug!("the new window did not report its size");
     }
 
+    /// Whether this tab holds WebSocket frames queued during a probe: it must never be closed
+    /// or reused for pages whose sockets matter; park it (see [`super::Pool::park`]).
+    pub fn holds_queued_frames(&self) -> bool {
+        self.sockets_offline
+    }
+
     /// The browser generation this tab belongs to.
     pub fn generation(&self) -> u64 {
         self.ctx.generation
@@ -202,15 +208,8 @@ impl Tab {
 
     /// Visits `url` and returns what happened. Never fails: problems are recorded on the page.
     pub async fn visit(&mut self, url: &str, timing: VisitTiming, plan: &Plan) -> Visit {
-        // Anything still queued belongs to the previous page.
-        while self.events.try_recv().is_ok() {}
-        lock(&self.worlds).clear();
         let consented = plan.consent_given.load(Ordering::SeqCst);
-        let mut st = PageState {
-            phase: if consented { "consent" } else { "load" }.into(),
-            sockets_offline: self.sockets_offline,
-            ..Default::default()
-        };
+        let mut st = self.fresh_state(if consented { "consent" } else { "load" });
         let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
         let started = Instant::now();
         let deadline = started + timing.page_timeout;
@@ -405,6 +404,22 @@ impl Tab {
         visit
     }
 
+    /// A clean record for a new page; anything still queued belongs to the previous one.
+    pub(super) fn fresh_state(&mut self, phase: &str) -> PageState {
+        while self.events.try_recv().is_ok() {}
+        self.lock_worlds_clear();
+        PageState {
+            phase: phase.into(),
+            sockets_offline: self.sockets_offline,
+            ..Default::default()
+        }
+    }
+
+    /// Forgets our isolated worlds: the document they lived in is gone.
+    pub(super) fn lock_worlds_clear(&self) {
+        lock(&self.worlds).clear();
+    }
+
     /// Leaves through about:blank so unload beacons are captured for this page. What was
     /// already answered is not counted as aborted.
     async fn leave(&mut self, st: &mut PageState) {
@@ -438,8 +453,8 @@ impl Tab {
                 .conn
                 .call("Fetch.disable", json!({}), Some(&self.session))
                 .await;
-            if !self.sockets_offline && !self.sockets_offline_rule(false).await {
-                self.sockets_offline = true;
+            if !self.sockets_offline && !self.socket_rules(false).await {
+                self.sockets_offline = true; // still offline: treat it as for good
             }
         }
     }
@@ -530,7 +545,8 @@ impl Tab {
             let now = Instant::now();
             if now >= next_poll {
                 if let Some(v) = self.eval_main(&query, Duration::from_secs(1)).await {
-                    st.settle.timers(timers_from(&v, Instant::now()));
+                    let now = Instant::now();
+                    st.settle.timers(timers_from(&v, now), now);
                 }
                 next_poll = Instant::now() + TIMER_POLL;
             }
@@ -690,7 +706,7 @@ impl Tab {
 
 /// Due times from the hook's answer (ms until due, negative when overdue).
 fn timers_from(v: &Value, now: Instant) -> Timers {
-    let due = v
+    let due = v["due"]
         .as_array()
         .into_iter()
         .flatten()
@@ -704,7 +720,10 @@ fn timers_from(v: &Value, now: Instant) -> Timers {
             }
         })
         .collect();
-    Timers { due }
+    Timers {
+        due,
+        ran: v["ran"].as_u64().unwrap_or(0),
+    }
 }
 
 /// Enables capture on one session: the page, an out-of-process iframe, or a worker. Never

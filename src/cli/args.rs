@@ -212,6 +212,10 @@ pub struct CommonScanArgs {
     /// each step; 0 walks none.
     #[arg(long, default_value_t = 6, value_name = "N")]
     pub funnel_steps: usize,
+    /// A scripted journey (TOML: goto, click, type, select, wait_for, submit steps) to run after
+    /// the crawl; repeatable. Findings name the journey and step. See docs/journeys.md.
+    #[arg(long = "journey", value_name = "FILE")]
+    pub journeys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

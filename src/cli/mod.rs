@@ -192,6 +192,7 @@ fn scan_options(c: &CommonScanArgs) -> ScanOptions {
         probe_forms: !c.no_probe_forms,
         submit_forms: c.submit_forms.clone(),
         funnel_steps: c.funnel_steps,
+        journeys: c.journeys.clone(),
         ..Default::default()
     }
 }
