@@ -19,6 +19,10 @@ use crate::model::{CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
 use crate::rules::Engine;
 use crate::rules::consent::{ConsentMode, ConsentRules};
 
+/// Tabs in parallel by default: a page is watched ~3 s for tags injected by timers, mostly
+/// idle, so 12 tabs keep 2 cores busy (measured: scripts/bench-crawl.sh, README).
+pub const DEFAULT_CONCURRENCY: usize = 12;
+
 /// Everything that shapes one scan.
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -58,7 +62,7 @@ impl Default for ScanOptions {
             max_pages: 200,
             max_depth: 5,
             max_per_pattern: 25,
-            concurrency: 4,
+            concurrency: DEFAULT_CONCURRENCY,
             page_timeout: Duration::from_secs(30),
             settle_quiet: Duration::from_millis(500),
             settle_max: Duration::from_secs(5),

@@ -158,8 +158,9 @@ pub struct ScanArgs {
 
 #[derive(Debug, Args)]
 pub struct CommonScanArgs {
-    /// Browser tabs working in parallel.
-    #[arg(long, default_value_t = 4)]
+    /// Browser tabs working in parallel. A tab spends most of a page waiting for late tags,
+    /// not computing, so many tabs share 2 cores well (see the README's figures).
+    #[arg(long, default_value_t = crate::scan::DEFAULT_CONCURRENCY)]
     pub concurrency: usize,
     /// Seconds a page may take to load before it is stopped and recorded as errored.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
