@@ -19,7 +19,6 @@ pub mod journey;
 pub mod lexicon;
 pub mod model;
 pub mod policy;
-pub mod probe;
 pub mod relay;
 pub mod report;
 pub mod rules;

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tokio::sync::Notify;
 
-use crate::analyze::context::{LinkTexts, PageRoles};
+use crate::analyze::context::LinkTexts;
 use crate::browser::{
     CookieLedger, Guard, LaunchError, LaunchOptions, Plan, Pool, Tab, VisitTiming,
 };
 use crate::crawl::{self, Frontier, Limits, Pending, sitemap};
 use crate::model::{CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
-use crate::rules::Engine;
-use crate::rules::consent::{ConsentMode, ConsentRules};
+use crate::rules::RuleSet;
+use crate::rules::consent::ConsentMode;
 
 /// Tabs in parallel by default: a page is watched ~3 s for tags injected by timers, mostly
 /// idle, so 12 tabs keep 2 cores busy (measured: scripts/bench-crawl.sh, README).
@@ -103,8 +103,6 @@ pub enum ScanError {
     #[error(transparent)]
     Rules(#[from] crate::rules::RulesError),
     #[error(transparent)]
-    Roles(#[from] crate::analyze::context::RolesError),
-    #[error(transparent)]
     Journey(#[from] crate::journey::JourneyError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
@@ -120,7 +118,6 @@ impl ScanError {
                 | ScanError::Zero(_)
                 | ScanError::SubmitHost(..)
                 | ScanError::Rules(_)
-                | ScanError::Roles(_)
                 | ScanError::Journey(_)
         ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
     }
@@ -186,12 +183,7 @@ pub async fn run_with_hook(
             })
             .collect()
     };
-    let engine = match &opts.rules_dir {
-        Some(dir) => Engine::with_dir(dir)?,
-        None => Engine::bundled(),
-    };
-    let filter_lists = crate::rules::filterlist::FilterLists::load(&opts.filter_lists)?;
-    let roles = PageRoles::from_dir(opts.rules_dir.as_deref())?;
+    let rules = RuleSet::load(opts.rules_dir.as_deref(), &opts.filter_lists)?;
     let journeys = opts
         .journeys
         .iter()
@@ -210,7 +202,7 @@ pub async fn run_with_hook(
         exclude,
     );
     let site = frontier.site().to_string();
-    let canaries = opts.probe_forms.then(crate::probe::canaries);
+    let canaries = opts.probe_forms.then(crate::analyze::canary::canaries);
     let submit_to = match &opts.submit_forms {
         Some(h) => {
             let host = h.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -223,7 +215,7 @@ pub async fn run_with_hook(
     };
     let guard = Guard::new(
         &site,
-        crate::probe::Needles::new(canaries.as_deref().unwrap_or_default()),
+        crate::analyze::canary::Needles::new(canaries.as_deref().unwrap_or_default()),
         submit_to,
     );
     let pool = Arc::new(Pool::new(
@@ -253,7 +245,7 @@ pub async fn run_with_hook(
         }
     }
 
-    let (consent_buttons, consent_generic) = ConsentRules::bundled().buttons(opts.consent);
+    let (consent_buttons, consent_generic) = rules.consent.buttons(opts.consent);
     let plan = Arc::new(Plan {
         consent: opts.consent,
         consent_buttons,
@@ -307,21 +299,25 @@ pub async fn run_with_hook(
     let cookies = std::mem::take(&mut s.cookies).finish();
     s.link_texts.apply(&mut pages);
     drop(s);
-    classify(&mut pages, &site, &engine);
-    crate::analyze::context::classify_pages(&mut pages, crate::lexicon::Lexicon::bundled(), &roles);
+    crate::analyze::classify::classify(&mut pages, &site, &rules.vendors);
+    crate::analyze::context::classify_pages(&mut pages, rules.lexicon, &rules.page_roles);
     let canaries = plan.canaries.clone().unwrap_or_default();
     let mut findings = crate::analyze::findings(
         &pages,
-        &engine,
-        filter_lists.as_ref(),
+        &rules.vendors,
+        rules.filters.as_ref(),
         opts.consent,
         &canaries,
     );
-    findings.extend(crate::analyze::context_leaks(&pages, &engine, &roles));
+    findings.extend(crate::analyze::context_leaks(
+        &pages,
+        &rules.vendors,
+        &rules.page_roles,
+    ));
     findings.extend(crate::analyze::cookie_findings(
         &cookies,
         &pages,
-        &engine,
+        &rules.vendors,
         opts.consent,
     ));
     findings.sort_by(|a, b| {
@@ -536,29 +532,6 @@ async fn run_journey(
     page.cookies = s.cookies.record(&page.url, &visit.cookies);
     s.link_texts.add(&visit.link_texts);
     page
-}
-
-/// Marks third parties and vendors on everything recorded.
-fn classify(pages: &mut [Page], site: &str, engine: &Engine) {
-    let third = |url: &str| -> bool {
-        let host = crate::browser::capture::host_of(url);
-        !host.is_empty() && !crawl::same_site(site, &host)
-    };
-    for p in pages.iter_mut() {
-        for r in &mut p.requests {
-            r.third_party = !r.host.is_empty() && !crawl::same_site(site, &r.host);
-            r.vendor = engine.match_url(&r.url).map(|m| m.vendor.id.clone());
-        }
-        for s in &mut p.scripts {
-            s.third_party = s.url.as_deref().is_some_and(third);
-        }
-        for f in &mut p.frames {
-            f.third_party = third(&f.url);
-        }
-        for st in &mut p.storage {
-            st.third_party = third(&st.origin);
-        }
-    }
 }
 
 /// How the browser fared during a scan.

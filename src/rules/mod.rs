@@ -3,6 +3,7 @@
 
 pub mod consent;
 pub mod filterlist;
+pub mod roles;
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +14,38 @@ use crate::model::Severity;
 /// The vendor rules shipped in the binary.
 pub const BUNDLED: &[(&str, &str)] = &[("vendors.toml", include_str!("../../rules/vendors.toml"))];
 
+/// Every rule a scan judges by, loaded and compiled once: vendors, the health lexicon, consent
+/// managers, page roles and optional filter lists.
+pub struct RuleSet {
+    pub vendors: Engine,
+    pub lexicon: &'static crate::lexicon::Lexicon,
+    pub consent: consent::ConsentRules,
+    pub page_roles: roles::PageRoles,
+    pub filters: Option<filterlist::FilterLists>,
+}
+
+impl RuleSet {
+    /// The bundled rules plus the user's `dir` (vendor files, `page-roles.toml`) and filter
+    /// lists. A broken file is an error naming it.
+    pub fn load(dir: Option<&Path>, filter_lists: &[PathBuf]) -> Result<RuleSet, RulesError> {
+        Ok(RuleSet {
+            vendors: match dir {
+                Some(d) => Engine::with_dir(d)?,
+                None => Engine::bundled(),
+            },
+            lexicon: crate::lexicon::Lexicon::bundled(),
+            consent: consent::ConsentRules::bundled(),
+            page_roles: roles::PageRoles::from_dir(dir)?,
+            filters: filterlist::FilterLists::load(filter_lists)?,
+        })
+    }
+}
+
 /// Errors loading rules; each names the file and, where known, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
+    #[error(transparent)]
+    Roles(#[from] roles::RolesError),
     #[error("cannot read rules file '{path}': {source}")]
     Read {
         path: String,
