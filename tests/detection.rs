@@ -266,7 +266,7 @@ async fn every_planted_leak_is_reported_with_vendor_page_and_evidence() {
             .any(|r| r.target.starts_with("/submit-intake")),
         "a probe submission reached the site"
     );
-    let needles = pixelwatch::probe::Needles::new(&report.canaries);
+    let needles = pixelwatch::analyze::canary::Needles::new(&report.canaries);
     for r in server.requests() {
         let body = String::from_utf8_lossy(&r.body);
         let headers: String = r
@@ -578,7 +578,7 @@ async fn submit_forms_reaches_the_confirmation_page_on_the_named_host_only() {
         report.findings
     );
     // The typed values went to staging only; the tracker never saw them.
-    let needles = pixelwatch::probe::Needles::new(&report.canaries);
+    let needles = pixelwatch::analyze::canary::Needles::new(&report.canaries);
     for r in server
         .requests()
         .iter()

@@ -5,9 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use pixelwatch::analyze::canary::Needles;
 use pixelwatch::fixture::{FixtureServer, Response, Site};
 use pixelwatch::model::ScanReport;
-use pixelwatch::probe::Needles;
 use pixelwatch::scan::{self, ScanOptions, Silent};
 
 const C: &str = "www.telehealth.test";

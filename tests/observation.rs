@@ -7,9 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pixelwatch::analyze::canary::Needles;
 use pixelwatch::fixture::{Body, FixtureServer, LoggedRequest, Response, Site};
 use pixelwatch::model::{ScanReport, SettleReason};
-use pixelwatch::probe::Needles;
 use pixelwatch::scan::{self, ScanOptions, Silent};
 
 const C: &str = "www.clinic.test";
