@@ -329,7 +329,7 @@ impl Store {
                         k.secure,
                         k.same_site,
                         k.third_party,
-                        k.set_by,
+                        k.set_by.as_str(),
                         c.first_seen_page
                     ])
                     .map_err(map)?;
@@ -344,7 +344,7 @@ impl Store {
                 finding_stmt
                     .execute(params![
                         scan_id,
-                        f.kind,
+                        f.kind.as_str(),
                         f.severity.as_str(),
                         f.vendor,
                         f.page,

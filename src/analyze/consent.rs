@@ -4,8 +4,8 @@
 
 use std::collections::BTreeSet;
 
-use super::{TRACKING_CATEGORIES, short};
-use crate::model::{Finding, Page, Request, Severity};
+use super::short;
+use crate::model::{Category, Finding, FindingKind, Page, Request, Severity};
 use crate::rules::consent::ConsentMode;
 use crate::rules::{Engine, Vendor};
 
@@ -23,7 +23,7 @@ pub fn cookie_findings(
         let Some(v) = engine.match_cookie(&c.cookie.name, &c.cookie.domain) else {
             continue;
         };
-        if !TRACKING_CATEGORIES.contains(&v.category.as_str()) {
+        if !v.category.is_tracking() {
             continue;
         }
         let page = pages.iter().find(|p| p.url == c.first_seen_page);
@@ -36,9 +36,9 @@ pub fn cookie_findings(
                 p.consent_action.is_none() && p.requests.first().is_some_and(|r| r.phase == "load")
             }),
         };
-        if consent == ConsentMode::Gpc && v.category == "advertising" {
+        if consent == ConsentMode::Gpc && v.category == Category::Advertising {
             out.push(Finding {
-                kind: "gpc_ignored".into(),
+                kind: FindingKind::GpcIgnored,
                 severity: Severity::High,
                 vendor: Some(v.id.clone()),
                 page: c.first_seen_page.clone(),
@@ -59,7 +59,7 @@ pub fn cookie_findings(
             continue;
         }
         out.push(Finding {
-            kind: "no_consent".into(),
+            kind: FindingKind::NoConsent,
             severity: Severity::High,
             vendor: Some(v.id.clone()),
             page: c.first_seen_page.clone(),
@@ -92,10 +92,10 @@ pub(super) fn other_findings(
     seen: &mut BTreeSet<(&'static str, String, String)>,
     out: &mut Vec<Finding>,
 ) {
-    let mut push = |kind: &'static str, severity: Severity, evidence: String, rule: String| {
-        if seen.insert((kind, v.id.clone(), String::new())) {
+    let mut push = |kind: FindingKind, severity: Severity, evidence: String, rule: String| {
+        if seen.insert((kind.as_str(), v.id.clone(), String::new())) {
             out.push(Finding {
-                kind: kind.into(),
+                kind,
                 severity,
                 vendor: Some(v.id.clone()),
                 page: p.url.clone(),
@@ -120,7 +120,7 @@ pub(super) fn other_findings(
             )
         };
         push(
-            "no_consent",
+            FindingKind::NoConsent,
             Severity::High,
             format!(
                 "{} sent a {} request to {} {when}",
@@ -129,9 +129,9 @@ pub(super) fn other_findings(
             format!("consent:{}", consent.as_str()),
         );
     }
-    if consent == ConsentMode::Gpc && v.category == "advertising" {
+    if consent == ConsentMode::Gpc && v.category == Category::Advertising {
         push(
-            "gpc_ignored",
+            FindingKind::GpcIgnored,
             Severity::High,
             format!(
                 "{} sent a {} request to {} although the browser sent the Global Privacy Control \
@@ -141,9 +141,9 @@ pub(super) fn other_findings(
             format!("consent:gpc:{}", v.id),
         );
     }
-    if v.category == "session_replay" && p.forms > 0 {
+    if v.category == Category::SessionReplay && p.forms > 0 {
         push(
-            "session_replay",
+            FindingKind::SessionReplay,
             Severity::High,
             format!(
                 "{} records sessions on a page with {} form(s): what patients type can be captured",
@@ -157,7 +157,7 @@ pub(super) fn other_findings(
         && p.frames.iter().any(|f| f.third_party && f.url == frame)
     {
         push(
-            "third_party_frame",
+            FindingKind::ThirdPartyFrame,
             Severity::High,
             format!(
                 "the third-party frame {} carries {} ({})",

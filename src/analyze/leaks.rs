@@ -7,9 +7,9 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use super::payload::{event_name, fields};
-use super::{TRACKING_CATEGORIES, baa_text, short};
+use super::{baa_text, short};
 use crate::lexicon::Lexicon;
-use crate::model::{Finding, Page, Request, Severity};
+use crate::model::{Finding, FindingKind, Page, Request, Severity};
 use crate::rules::roles::PageRoles;
 use crate::rules::{Engine, Vendor};
 
@@ -132,7 +132,7 @@ pub fn context_leaks(pages: &[Page], engine: &Engine, roles: &PageRoles) -> Vec<
                 continue;
             };
             let v = m.vendor;
-            if !TRACKING_CATEGORIES.contains(&v.category.as_str()) || seen.contains(&v.id) {
+            if !v.category.is_tracking() || seen.contains(&v.id) {
                 continue;
             }
             let hit = fields(r).into_iter().find_map(|f| {
@@ -157,7 +157,7 @@ pub fn context_leaks(pages: &[Page], engine: &Engine, roles: &PageRoles) -> Vec<
                 format!("{} ({})", field.location, field.name)
             };
             out.push(Finding {
-                kind: "phi_leak".into(),
+                kind: FindingKind::PhiLeak,
                 severity,
                 vendor: Some(v.id.clone()),
                 page: p.url.clone(),

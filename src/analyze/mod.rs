@@ -17,7 +17,7 @@ mod payload;
 use std::collections::BTreeSet;
 
 use crate::lexicon::Lexicon;
-use crate::model::{Canary, Finding, Page, Request, Severity};
+use crate::model::{Canary, Finding, FindingKind, Page, Request, Severity};
 use crate::rules::consent::ConsentMode;
 use crate::rules::filterlist::FilterLists;
 use crate::rules::{Engine, Vendor};
@@ -27,15 +27,6 @@ pub use leaks::context_leaks;
 
 use consent::other_findings;
 use leaks::leaks;
-
-/// Categories whose requests are judged as trackers (CDNs, fonts and payments are not).
-pub(super) const TRACKING_CATEGORIES: &[&str] = &[
-    "advertising",
-    "analytics",
-    "tag_manager",
-    "session_replay",
-    "social",
-];
 
 /// All findings for a scan, worst first.
 pub fn findings(
@@ -64,7 +55,7 @@ pub fn findings(
                     .unwrap_or(&r.host);
                 if seen_other.insert(("canary", hit.kind.clone(), r.host.clone())) {
                     out.push(Finding {
-                        kind: "phi_leak".into(),
+                        kind: FindingKind::PhiLeak,
                         severity: Severity::Critical,
                         vendor: m.as_ref().map(|m| m.vendor.id.clone()),
                         page: p.url.clone(),
@@ -91,7 +82,7 @@ pub fn findings(
                     && seen_other.insert(("filter", r.host.clone(), String::new()))
                 {
                     out.push(Finding {
-                        kind: "tracker".into(),
+                        kind: FindingKind::Tracker,
                         severity: Severity::Medium,
                         vendor: None,
                         page: p.url.clone(),
@@ -107,13 +98,13 @@ pub fn findings(
                 continue;
             };
             let v = m.vendor;
-            let tracking = TRACKING_CATEGORIES.contains(&v.category.as_str());
+            let tracking = v.category.is_tracking();
             if tracking {
                 other_findings(p, r, v, consent, &mut seen_other, &mut out);
             }
             if seen_vendor.insert(v.id.clone()) {
                 out.push(Finding {
-                    kind: "tracker".into(),
+                    kind: FindingKind::Tracker,
                     severity: v.severity,
                     vendor: Some(v.id.clone()),
                     page: p.url.clone(),
@@ -131,13 +122,13 @@ pub fn findings(
                     matched: None,
                 });
             }
-            if !TRACKING_CATEGORIES.contains(&v.category.as_str()) {
+            if !v.category.is_tracking() {
                 continue;
             }
             for leak in leaks(r, v, lexicon) {
                 if seen_leak.insert((v.id.clone(), leak.dedupe_key.clone())) {
                     out.push(Finding {
-                        kind: "phi_leak".into(),
+                        kind: FindingKind::PhiLeak,
                         severity: leak.severity,
                         vendor: Some(v.id.clone()),
                         page: p.url.clone(),
@@ -181,6 +172,7 @@ pub(super) fn baa_text(v: &Vendor) -> String {
 mod tests {
     use super::canary::encoding_text;
     use super::*;
+    use crate::model::SetBy;
     use base64::Engine as _;
 
     fn req(url: &str, body: Option<&str>, referer: Option<&str>) -> Request {
@@ -205,7 +197,7 @@ mod tests {
 
     fn kinds(f: &[Finding]) -> Vec<(String, String)> {
         f.iter()
-            .map(|f| (f.kind.clone(), f.evidence.clone()))
+            .map(|f| (f.kind.to_string(), f.evidence.clone()))
             .collect()
     }
 
@@ -316,7 +308,7 @@ mod tests {
             cookie: crate::model::Cookie {
                 name: name.into(),
                 domain: domain.into(),
-                set_by: "script".into(),
+                set_by: SetBy::Script,
                 ..Default::default()
             },
             first_seen_page: "https://www.clinic.test/services/semaglutide/book".into(),

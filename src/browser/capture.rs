@@ -13,7 +13,7 @@ use super::cdp::{Connection, Event};
 use super::guard::{Guard, Verdict};
 use super::protocol::{self, Event as Ev, RequestData, header};
 use super::settle::{Hold, Settle};
-use crate::model::Request;
+use crate::model::{Phase, Request};
 
 /// Longest request body kept in the report.
 pub const MAX_POST_DATA: usize = 64 * 1024;
@@ -56,7 +56,7 @@ pub(super) struct PageState {
     /// What holds the page, and when it is settled.
     pub(super) settle: Settle,
     /// Phase stamped on new requests: "load", "consent", "probe".
-    pub(super) phase: String,
+    pub(super) phase: Phase,
     /// Step of a walked flow or journey stamped on new requests.
     pub(super) step: Option<String>,
     /// The probe's guard while the tab probes (requests are paused and judged).
@@ -131,7 +131,7 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                         resource_type: "WebSocket".into(),
                         initiator: initiator_url(&e.initiator),
                         target: target_kind(st, &session),
-                        phase: st.phase.clone(),
+                        phase: st.phase,
                         step: st.step.clone(),
                         error,
                         ..Default::default()
@@ -161,7 +161,7 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                 method: "SEND".into(),
                 post_data: Some(String::from_utf8_lossy(&payload).into_owned()),
                 post_data_truncated: truncated,
-                phase: st.phase.clone(),
+                phase: st.phase,
                 step: st.step.clone(),
                 error: Some(
                     "held: WebSockets are offline during the form probe; this frame never left \
@@ -335,7 +335,7 @@ fn on_request(st: &mut PageState, session: &str, e: protocol::RequestWillBeSent,
         target: target_kind(st, session),
         redirect_chain: chain,
         error: None,
-        phase: st.phase.clone(),
+        phase: st.phase,
         step: st.step.clone(),
     };
     st.order.push(key.clone());

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::capture::PageState;
 use super::tab::{GuardMode, Tab, Visit, VisitTiming};
-use crate::model::{Canary, SettleReason};
+use crate::model::{Canary, Phase, SettleReason};
 use crate::rules::consent::ConsentMode;
 
 /// What to do on each page besides recording.
@@ -144,7 +144,7 @@ impl Tab {
             && let Some(action) = self.press_consent(plan).await
         {
             tracing::debug!(%action, mode = plan.consent.as_str(), "pressed the consent button");
-            st.phase = "consent".into();
+            st.phase = Phase::Consent;
             plan.consent_given.store(true, Ordering::SeqCst);
             visit.page.consent_action = Some(format!("{}: {action}", plan.consent.as_str()));
             reason = reason.max(self.settle(st, timing).await);
@@ -197,7 +197,7 @@ impl Tab {
         // The probed page's own record, in case a submission let through lands elsewhere.
         let before = (st.main_url.clone(), st.main_status, st.main_mime.clone());
         if enabled {
-            st.phase = "probe".into();
+            st.phase = Phase::Probe;
             if plan.funnel_steps > 0 {
                 let (n, r) = self
                     .walk_funnel(st, canaries, timing, plan.funnel_steps)

@@ -13,7 +13,7 @@ use super::capture::PageState;
 use super::cookies;
 use super::tab::{Ending, GuardMode, Tab, Visit, VisitTiming};
 use crate::journey::{Action, Journey, Step, Target};
-use crate::model::{Canary, Page, SettleReason};
+use crate::model::{Canary, Page, Phase, SettleReason};
 
 /// Finds a journey's target and acts on it, in our isolated world.
 const FIND: &str = r#"(a) => {
@@ -76,7 +76,7 @@ impl Tab {
         canaries: &[Canary],
         timing: VisitTiming,
     ) -> Visit {
-        let mut st = self.fresh_state("journey");
+        let mut st = self.fresh_state(Phase::Journey);
         let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
         let started = Instant::now();
         let mut error = None;

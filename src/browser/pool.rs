@@ -19,7 +19,7 @@ use super::launch::{Browser, LaunchError, LaunchOptions};
 use super::protocol::{self, Event as Ev, header};
 use super::stealth::Disguise;
 use super::tab::Tab;
-use crate::model::Request;
+use crate::model::{Phase, Request};
 
 /// What every tab of one browser shares.
 pub(super) struct Context {
@@ -375,7 +375,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                     error: ctx.probing_now().then(|| {
                         "held back by the form probe: shared workers are offline during it".into()
                     }),
-                    phase: "load".into(),
+                    phase: Phase::Load,
                     ..Default::default()
                 };
                 ctx.record_worker_request(request);
@@ -402,7 +402,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                         Verdict::Block(why) => Some(format!("held back by the form probe: {why}")),
                         Verdict::Continue => None,
                     },
-                    phase: "load".into(),
+                    phase: Phase::Load,
                     ..Default::default()
                 };
                 {

@@ -24,7 +24,7 @@ use super::interact::Plan;
 use super::pool::Context;
 use super::protocol::{self, Event as Ev};
 use super::settle::{Timers, Window};
-use crate::model::{Frame, Page, SettleReason};
+use crate::model::{Frame, Page, Phase, SettleReason};
 
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
 pub(super) const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -209,7 +209,11 @@ impl Tab {
     /// Visits `url` and returns what happened. Never fails: problems are recorded on the page.
     pub async fn visit(&mut self, url: &str, timing: VisitTiming, plan: &Plan) -> Visit {
         let consented = plan.consent_given.load(Ordering::SeqCst);
-        let mut st = self.fresh_state(if consented { "consent" } else { "load" });
+        let mut st = self.fresh_state(if consented {
+            Phase::Consent
+        } else {
+            Phase::Load
+        });
         let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
         let started = Instant::now();
         let deadline = started + timing.page_timeout;
@@ -378,7 +382,7 @@ impl Tab {
         let mut matched = vec![false; requests.len()];
         for mut w in self.ctx.take_worker_requests() {
             if let Some(why) = &w.error {
-                w.phase = "probe".into();
+                w.phase = Phase::Probe;
                 visit.page.blocked_submissions.push(format!(
                     "{} {} ({why}, in a {})",
                     w.method,
@@ -405,11 +409,11 @@ impl Tab {
     }
 
     /// A clean record for a new page; anything still queued belongs to the previous one.
-    pub(super) fn fresh_state(&mut self, phase: &str) -> PageState {
+    pub(super) fn fresh_state(&mut self, phase: Phase) -> PageState {
         while self.events.try_recv().is_ok() {}
         self.lock_worlds_clear();
         PageState {
-            phase: phase.into(),
+            phase,
             sockets_offline: self.sockets_offline,
             ..Default::default()
         }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::Severity;
+use crate::model::{Category, Severity};
 
 /// The vendor rules shipped in the binary.
 pub const BUNDLED: &[(&str, &str)] = &[("vendors.toml", include_str!("../../rules/vendors.toml"))];
@@ -77,7 +77,7 @@ struct RulesFile {
 struct VendorDef {
     id: String,
     name: String,
-    category: String,
+    category: Category,
     hosts: Vec<String>,
     baa: bool,
     baa_checked: String,
@@ -98,7 +98,7 @@ struct VendorDef {
 pub struct Vendor {
     pub id: String,
     pub name: String,
-    pub category: String,
+    pub category: Category,
     pub baa: bool,
     pub baa_checked: String,
     pub severity: Severity,
@@ -344,10 +344,17 @@ mod tests {
     #[test]
     fn broken_file_names_file_and_line() {
         let mut e = Engine::default();
-        let text = "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"ads\"\nhots = [\"a.com\"]\n";
+        let text = "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"advertising\"\nhots = [\"a.com\"]\n";
         let err = e.add_file("rules/x.toml", text).unwrap_err().to_string();
         assert!(err.contains("rules/x.toml"), "{err}");
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("hots"), "{err}");
+        // A category is an enum: a typo is an error with its line, not a vendor never judged.
+        let text = "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"ads\"\n";
+        let err = e.add_file("rules/x.toml", text).unwrap_err().to_string();
+        assert!(
+            err.contains("line 4") && err.contains("unknown variant `ads`"),
+            "{err}"
+        );
     }
 }
