@@ -7,7 +7,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pixelwatch::analyze::canary::Needles;
 use pixelwatch::fixture::{Body, FixtureServer, LoggedRequest, Response, Site};
 use pixelwatch::model::{ScanReport, SettleReason};
 use pixelwatch::scan::{self, ScanOptions, Silent};
@@ -517,19 +516,7 @@ async fn nothing_typed_leaves_the_browser_and_every_tracker_leak_is_still_named(
 
     // Give anything the browser might still have queued time to arrive: it must not.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let needles = Needles::new(&report.canaries);
-    let leaked: Vec<String> = server
-        .requests()
-        .iter()
-        .filter(|r| {
-            let body = String::from_utf8_lossy(&r.body);
-            let headers: Vec<&str> = r.headers.iter().map(|(_, v)| v.as_str()).collect();
-            !needles
-                .find(&r.url(), &body, &headers.join("\n"))
-                .is_empty()
-        })
-        .map(|r| format!("{} {}", r.method, r.url()))
-        .collect();
+    let leaked = server.canaries_received(&report.canaries);
     assert!(
         leaked.is_empty(),
         "typed values reached a server: {leaked:?}"

@@ -195,6 +195,17 @@ mod tests {
         }
     }
 
+    /// Findings for one page with these requests, bundled rules, no consent interaction.
+    fn judge(requests: Vec<Request>) -> Vec<Finding> {
+        findings(
+            &[page(requests)],
+            &Engine::bundled(),
+            None,
+            ConsentMode::None,
+            &[],
+        )
+    }
+
     fn kinds(f: &[Finding]) -> Vec<(String, String)> {
         f.iter()
             .map(|f| (f.kind.to_string(), f.evidence.clone()))
@@ -204,17 +215,11 @@ mod tests {
     #[test]
     fn tiktok_body_url_and_descriptive_event_are_leaks() {
         let body = r#"{"event":"BookedGLP1Consultation","context":{"page":{"url":"https://www.clinic.test/services/semaglutide/book"}}}"#;
-        let f = findings(
-            &[page(vec![req(
-                "https://analytics.tiktok.com/api/v2/pixel",
-                Some(body),
-                None,
-            )])],
-            &Engine::bundled(),
+        let f = judge(vec![req(
+            "https://analytics.tiktok.com/api/v2/pixel",
+            Some(body),
             None,
-            ConsentMode::None,
-            &[],
-        );
+        )]);
         let k = kinds(&f);
         assert!(
             k.iter()
@@ -246,13 +251,7 @@ mod tests {
             None,
             Some("https://www.clinic.test/conditions/diabetes"),
         );
-        let f = findings(
-            &[page(vec![r])],
-            &Engine::bundled(),
-            None,
-            ConsentMode::None,
-            &[],
-        );
+        let f = judge(vec![r]);
         let ev: Vec<_> = f.iter().map(|f| f.evidence.as_str()).collect();
         assert!(
             ev.iter()
@@ -278,13 +277,7 @@ mod tests {
             None,
             None,
         );
-        let f = findings(
-            &[page(vec![r])],
-            &Engine::bundled(),
-            None,
-            ConsentMode::None,
-            &[],
-        );
+        let f = judge(vec![r]);
         let ev: Vec<_> = f
             .iter()
             .map(|f| (f.severity, f.evidence.as_str()))
@@ -336,13 +329,7 @@ mod tests {
             None,
             None,
         );
-        let f = findings(
-            &[page(vec![r])],
-            &Engine::bundled(),
-            None,
-            ConsentMode::None,
-            &[],
-        );
+        let f = judge(vec![r]);
         let e = f
             .iter()
             .find(|f| f.rule == "vendors.toml:microsoft-uet:event_name")
@@ -357,13 +344,7 @@ mod tests {
             None,
             None,
         );
-        let f = findings(
-            &[page(vec![ok])],
-            &Engine::bundled(),
-            None,
-            ConsentMode::None,
-            &[],
-        );
+        let f = judge(vec![ok]);
         assert!(!f.iter().any(|f| f.rule.ends_with(":event_name")), "{f:?}");
     }
 
@@ -392,13 +373,7 @@ mod tests {
             Some(r#"{"event":"Pageview","context":{"user":{"ttp":"2F7h37YkAbcMsEd9"}}}"#),
             None,
         );
-        let f = findings(
-            &[page(vec![fonts, ids])],
-            &Engine::bundled(),
-            None,
-            ConsentMode::None,
-            &[],
-        );
+        let f = judge(vec![fonts, ids]);
         assert!(!f.iter().any(|f| f.kind == "phi_leak"), "{:?}", kinds(&f));
     }
 }

@@ -151,13 +151,7 @@ impl Tab {
             Action::Goto(url) => {
                 st.load_fired = false;
                 let nav = self
-                    .conn
-                    .call_with_timeout(
-                        "Page.navigate",
-                        json!({"url": url}),
-                        Some(&self.session),
-                        timing.page_timeout,
-                    )
+                    .navigate(url, timing.page_timeout)
                     .await
                     .map_err(|e| format!("navigation failed: {e}"))?;
                 if let Some(e) = nav["errorText"].as_str().filter(|e| !e.is_empty()) {

@@ -221,15 +221,7 @@ impl Tab {
         let mut reason = SettleReason::Quiet;
         let mut settle_ms = 0;
 
-        let nav = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": url}),
-                Some(&self.session),
-                timing.page_timeout,
-            )
-            .await;
+        let nav = self.navigate(url, timing.page_timeout).await;
         match nav {
             Ok(v) => {
                 st.main_frame = v["frameId"].as_str().map(str::to_string);
@@ -408,6 +400,18 @@ impl Tab {
         visit
     }
 
+    /// `Page.navigate` in this tab, bounded by `limit`.
+    pub(super) async fn navigate(&self, url: &str, limit: Duration) -> Result<Value, CdpError> {
+        self.conn
+            .call_with_timeout(
+                "Page.navigate",
+                json!({"url": url}),
+                Some(&self.session),
+                limit,
+            )
+            .await
+    }
+
     /// A clean record for a new page; anything still queued belongs to the previous one.
     pub(super) fn fresh_state(&mut self, phase: Phase) -> PageState {
         while self.events.try_recv().is_ok() {}
@@ -429,15 +433,7 @@ impl Tab {
     async fn leave(&mut self, st: &mut PageState) {
         st.load_fired = false;
         st.leaving = true;
-        let left = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": "about:blank"}),
-                Some(&self.session),
-                COLLECT_TIMEOUT,
-            )
-            .await;
+        let left = self.navigate("about:blank", COLLECT_TIMEOUT).await;
         if left.is_ok() {
             let until = Instant::now() + Duration::from_secs(2);
             self.pump_until(st, until, |s| s.load_fired || s.crashed)
@@ -473,16 +469,7 @@ impl Tab {
     async fn load(&mut self, url: &str, limit: Duration) -> Option<PageState> {
         while self.events.try_recv().is_ok() {}
         lock(&self.worlds).clear();
-        let nav = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": url}),
-                Some(&self.session),
-                limit,
-            )
-            .await
-            .ok()?;
+        let nav = self.navigate(url, limit).await.ok()?;
         if nav["errorText"].as_str().is_some_and(|e| !e.is_empty()) {
             return None;
         }
