@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::capture::PageState;
+use super::collect::Ending;
 use super::cookies;
-use super::tab::{Ending, GuardMode, Tab, Visit, VisitTiming};
+use super::tab::{GuardMode, Tab, Visit, VisitTiming};
 use crate::journey::{Action, Journey, Step, Target};
 use crate::model::{Canary, Page, Phase, SettleReason};
 

@@ -24,7 +24,7 @@ use super::interact::Plan;
 use super::pool::Context;
 use super::protocol::{self, Event as Ev};
 use super::settle::{Timers, Window};
-use crate::model::{Frame, Page, Phase, SettleReason};
+use crate::model::{Page, Phase, SettleReason};
 
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
 pub(super) const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,16 +52,6 @@ impl VisitTiming {
             max: self.settle_max,
         }
     }
-}
-
-/// How a page visit ended, for [`Tab::finish`].
-pub(super) struct Ending {
-    pub(super) url: String,
-    pub(super) error: Option<String>,
-    pub(super) load_ms: u64,
-    pub(super) settle_ms: u64,
-    pub(super) reason: SettleReason,
-    pub(super) not_html: bool,
 }
 
 /// What paused requests are judged by.
@@ -284,7 +274,7 @@ impl Tab {
             st,
             visit,
             &jar_before,
-            Ending {
+            super::collect::Ending {
                 url: url.to_string(),
                 error,
                 load_ms,
@@ -294,110 +284,6 @@ impl Tab {
             },
         )
         .await
-    }
-
-    /// Collects what a settled page leaves (scripts, storage), leaves it, and builds the visit:
-    /// requests split from a landing page, worker requests merged in, cookies diffed.
-    pub(super) async fn finish(
-        &mut self,
-        mut st: PageState,
-        mut visit: Visit,
-        jar_before: &[cookies::JarCookie],
-        end: Ending,
-    ) -> Visit {
-        if !st.crashed {
-            visit.page.scripts.extend(self.hash_scripts(&st).await);
-            visit.page.storage = self.collect_storage(&st).await;
-            self.leave(&mut st).await;
-        }
-        let mut error = end.error;
-        if st.crashed {
-            error = Some("the renderer crashed (the tab was replaced)".to_string());
-        }
-        visit.browser_died = self.conn.is_closed();
-        if !visit.browser_died
-            && let Some(jar) = cookies::read_jar(&self.conn).await
-        {
-            visit.cookies = cookies::visit_cookies(jar_before, jar, &st);
-        }
-        visit.crashed = st.crashed || st.tab_broken;
-        visit.not_html = end.not_html;
-        let reason = end.reason;
-        let page = &mut visit.page;
-        page.url = end.url.clone();
-        page.final_url = st.main_url.clone().unwrap_or(end.url);
-        page.status = st.main_status;
-        page.error = error;
-        page.load_ms = end.load_ms;
-        page.settle_ms = end.settle_ms;
-        page.settle_reason = reason;
-        page.blocked_submissions = std::mem::take(&mut st.blocked);
-        page.frames = st
-            .frames
-            .iter()
-            .map(|u| Frame {
-                url: u.clone(),
-                third_party: false,
-            })
-            .collect();
-        visit.routes = std::mem::take(&mut st.routes);
-        let mut requests = std::mem::take(&mut st.hops);
-        let mut rest = Vec::new();
-        let split = st
-            .landing
-            .as_ref()
-            .map(|l| (l.hops_at.min(requests.len()), l.order_at));
-        if let Some((hops_at, _)) = split {
-            rest = requests.split_off(hops_at);
-        }
-        for (i, key) in st.order.iter().enumerate() {
-            if let Some(r) = st.reqs.remove(key) {
-                match split {
-                    Some((_, order_at)) if i >= order_at => rest.push(r.request),
-                    _ => requests.push(r.request),
-                }
-            }
-        }
-        if let Some(l) = st.landing.take() {
-            let mut landing = l.dom.unwrap_or_default();
-            let p = &mut landing.page;
-            p.url = l.url.clone();
-            p.final_url = l.url;
-            p.status = l.status;
-            p.found_via = "submission".into();
-            p.settle_reason = reason;
-            p.requests = rest;
-            visit.landing = Some(Box::new(landing));
-        }
-        // Service and shared workers' requests, judged by the browser session. A page's own
-        // service worker is also attached to the tab: one record each, with the guard's reason.
-        let mut matched = vec![false; requests.len()];
-        for mut w in self.ctx.take_worker_requests() {
-            if let Some(why) = &w.error {
-                w.phase = Phase::Probe;
-                visit.page.blocked_submissions.push(format!(
-                    "{} {} ({why}, in a {})",
-                    w.method,
-                    w.url,
-                    w.target.replace('_', " ")
-                ));
-            }
-            let same = requests.iter().enumerate().position(|(i, r)| {
-                !matched[i] && r.url == w.url && r.method == w.method && r.target == w.target
-            });
-            match same {
-                Some(i) => {
-                    matched[i] = true;
-                    if w.error.is_some() {
-                        requests[i].error = w.error;
-                        requests[i].phase = w.phase;
-                    }
-                }
-                None => requests.push(w),
-            }
-        }
-        visit.page.requests = requests;
-        visit
     }
 
     /// `Page.navigate` in this tab, bounded by `limit`.
@@ -430,7 +316,7 @@ impl Tab {
 
     /// Leaves through about:blank so unload beacons are captured for this page. What was
     /// already answered is not counted as aborted.
-    async fn leave(&mut self, st: &mut PageState) {
+    pub(super) async fn leave(&mut self, st: &mut PageState) {
         st.load_fired = false;
         st.leaving = true;
         let left = self.navigate("about:blank", COLLECT_TIMEOUT).await;
