@@ -1,0 +1,814 @@
+//! The connection under every store module: a SQLite file (embedded default) or a PostgreSQL
+//! server (a fleet), one SQL dialect for both, and one migration runner per backend.
+//!
+//! Invariants:
+//! - Queries are written once, with `$1`-style parameters (rewritten to `?1` for SQLite), in the
+//!   SQL both backends accept; backend-only statements (the job queue's `SKIP LOCKED`) are marked
+//!   as such where they are written.
+//! - Migrations run inside the write lock: SQLite's `BEGIN IMMEDIATE` before `user_version` is
+//!   read, PostgreSQL's transaction-scoped advisory lock before `schema_migrations` is read, so
+//!   two processes starting at once apply each migration exactly once.
+//! - A transaction that is dropped without `commit` is rolled back (SQLite) or its connection is
+//!   closed, which makes the server roll it back (PostgreSQL): nothing half-written stays.
+//! - A PostgreSQL URL is shown with its password removed, in errors and logs alike.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+
+use super::StoreError;
+
+/// How long a SQLite writer waits for another process holding the database.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a PostgreSQL caller waits for a connection (connect included) before the database
+/// counts as unreachable.
+const PG_WAIT: Duration = Duration::from_secs(10);
+
+/// Where the store lives: `--db` / `PIXELWATCH_DB` is a file path or a `postgres://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbTarget {
+    Sqlite(PathBuf),
+    Postgres(String),
+}
+
+impl std::str::FromStr for DbTarget {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<DbTarget, Self::Err> {
+        Ok(
+            if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+                DbTarget::Postgres(s.to_string())
+            } else {
+                DbTarget::Sqlite(PathBuf::from(s))
+            },
+        )
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DbTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<DbTarget, D::Error> {
+        let s = String::deserialize(d)?;
+        Ok(s.parse().expect("infallible"))
+    }
+}
+
+impl From<&Path> for DbTarget {
+    fn from(p: &Path) -> DbTarget {
+        DbTarget::Sqlite(p.to_path_buf())
+    }
+}
+
+impl From<&PathBuf> for DbTarget {
+    fn from(p: &PathBuf) -> DbTarget {
+        DbTarget::Sqlite(p.clone())
+    }
+}
+
+impl From<PathBuf> for DbTarget {
+    fn from(p: PathBuf) -> DbTarget {
+        DbTarget::Sqlite(p)
+    }
+}
+
+impl From<&DbTarget> for DbTarget {
+    fn from(t: &DbTarget) -> DbTarget {
+        t.clone()
+    }
+}
+
+impl std::fmt::Display for DbTarget {
+    /// The path, or the URL without its password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbTarget::Sqlite(p) => write!(f, "{}", p.display()),
+            DbTarget::Postgres(url) => f.write_str(&redact_url(url)),
+        }
+    }
+}
+
+impl DbTarget {
+    /// `$PIXELWATCH_DB`, else `$XDG_DATA_HOME/pixelwatch/pixelwatch.db`, else
+    /// `~/.local/share/pixelwatch/pixelwatch.db`.
+    pub fn default_target() -> DbTarget {
+        if let Some(v) = std::env::var_os("PIXELWATCH_DB").filter(|v| !v.is_empty()) {
+            return v.to_string_lossy().parse().expect("infallible");
+        }
+        let base = std::env::var_os("XDG_DATA_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        DbTarget::Sqlite(base.join("pixelwatch").join("pixelwatch.db"))
+    }
+
+    /// Whether this is a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, DbTarget::Postgres(_))
+    }
+}
+
+/// A URL with any password replaced by `***` (also `password=` in the query string).
+pub fn redact_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            let pairs: Vec<(String, String)> = u
+                .query_pairs()
+                .map(|(k, v)| {
+                    let v = if k.eq_ignore_ascii_case("password") {
+                        "***".to_string()
+                    } else {
+                        v.into_owned()
+                    };
+                    (k.into_owned(), v)
+                })
+                .collect();
+            if !pairs.is_empty() {
+                u.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            u.to_string()
+        }
+        Err(_) => "postgres://(unparsable URL)".to_string(),
+    }
+}
+
+/// A parameter or a column value, the same for both backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Bool(bool),
+}
+
+macro_rules! value_from {
+    ($($t:ty => $variant:ident as $as:ty),* $(,)?) => {$(
+        impl From<$t> for Value {
+            fn from(v: $t) -> Value {
+                Value::$variant(v as $as)
+            }
+        }
+    )*};
+}
+value_from!(i64 => Int as i64, i32 => Int as i64, u32 => Int as i64, usize => Int as i64, f64 => Real as f64, bool => Bool as bool);
+
+impl From<&str> for Value {
+    fn from(v: &str) -> Value {
+        Value::Text(v.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(v: String) -> Value {
+        Value::Text(v)
+    }
+}
+impl From<&String> for Value {
+    fn from(v: &String) -> Value {
+        Value::Text(v.clone())
+    }
+}
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(v: Option<T>) -> Value {
+        v.map_or(Value::Null, Into::into)
+    }
+}
+
+/// `params![a, b]`: a parameter list.
+macro_rules! params {
+    ($($v:expr),* $(,)?) => { &[$($crate::store::db::Value::from($v)),*][..] };
+}
+pub(crate) use params;
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(v) => match *ty {
+                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
+                Type::FLOAT8 => (*v as f64).to_sql(ty, out),
+                _ => v.to_sql(ty, out),
+            },
+            Value::Real(v) => v.to_sql(ty, out),
+            Value::Text(v) => v.to_sql(ty, out),
+            Value::Bool(v) => v.to_sql(ty, out),
+        }
+    }
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+    to_sql_checked!();
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value as V};
+        Ok(ToSqlOutput::Owned(match self {
+            Value::Null => V::Null,
+            Value::Int(v) => V::Integer(*v),
+            Value::Real(v) => V::Real(*v),
+            Value::Text(v) => V::Text(v.clone()),
+            Value::Bool(v) => V::Integer(*v as i64),
+        }))
+    }
+}
+
+/// One result row.
+#[derive(Debug, Clone)]
+pub struct Row(Vec<Value>);
+
+/// A column type a row can be read into.
+pub trait FromValue: Sized {
+    fn from_value(v: &Value) -> Option<Self>;
+}
+
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Option<i64> {
+        match v {
+            Value::Int(i) => Some(*i),
+            Value::Bool(b) => Some(*b as i64),
+            _ => None,
+        }
+    }
+}
+impl FromValue for u32 {
+    fn from_value(v: &Value) -> Option<u32> {
+        i64::from_value(v).and_then(|i| u32::try_from(i).ok())
+    }
+}
+impl FromValue for usize {
+    fn from_value(v: &Value) -> Option<usize> {
+        i64::from_value(v).and_then(|i| usize::try_from(i).ok())
+    }
+}
+impl FromValue for f64 {
+    fn from_value(v: &Value) -> Option<f64> {
+        match v {
+            Value::Real(r) => Some(*r),
+            Value::Int(i) => Some(*i as f64),
+            _ => None,
+        }
+    }
+}
+impl FromValue for bool {
+    fn from_value(v: &Value) -> Option<bool> {
+        match v {
+            Value::Bool(b) => Some(*b),
+            Value::Int(i) => Some(*i != 0),
+            _ => None,
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: &Value) -> Option<String> {
+        match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+}
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: &Value) -> Option<Option<T>> {
+        match v {
+            Value::Null => Some(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+impl Row {
+    /// Column `i` as `T`; a NULL or another type where `T` does not allow it is an error.
+    pub fn get<T: FromValue>(&self, i: usize) -> Result<T, StoreError> {
+        let v = self.0.get(i).unwrap_or(&Value::Null);
+        T::from_value(v).ok_or_else(|| {
+            StoreError::Decode(format!(
+                "column {i} holds {v:?}, not a {}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+}
+
+/// An open database.
+#[derive(Clone)]
+pub enum Db {
+    Sqlite {
+        conn: Arc<tokio::sync::Mutex<rusqlite::Connection>>,
+        path: PathBuf,
+    },
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        shown: String,
+    },
+}
+
+/// A versioned schema file.
+pub struct Migration {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($dir:literal: $($name:literal),* $(,)?) => {
+        &[$(Migration { name: $name, sql: include_str!(concat!("../../migrations/", $dir, "/", $name)) }),*]
+    };
+}
+
+/// SQLite schema, in order; `PRAGMA user_version` is how many are applied. Never edit one that
+/// has shipped; add a file.
+pub const SQLITE_MIGRATIONS: &[Migration] = migrations!("scanner":
+    "0001_scans.sql", "0002_baselines.sql", "0003_alerts.sql", "0004_fleet.sql");
+
+/// PostgreSQL schema, in order; `schema_migrations` lists those applied.
+pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!("postgres": "0001_init.sql");
+
+/// The advisory lock key that serialises migrations ("pxwmigr").
+const MIGRATION_LOCK: i64 = 0x7078_776d_6967_72;
+
+fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return sql.into();
+    }
+    static PARAM: std::sync::LazyLock<regex::Regex> =
+        std::sync::LazyLock::new(|| regex::Regex::new(r"\$(\d+)").expect("valid"));
+    PARAM.replace_all(sql, "?$1")
+}
+
+fn sqlite_rows(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Value],
+) -> rusqlite::Result<Vec<Row>> {
+    let mut stmt = conn.prepare_cached(&sqlite_sql(sql))?;
+    let n = stmt.column_count();
+    let mut rows = stmt.query(rusqlite::params_from_iter(params.iter()))?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let mut vals = Vec::with_capacity(n);
+        for i in 0..n {
+            use rusqlite::types::ValueRef;
+            vals.push(match r.get_ref(i)? {
+                ValueRef::Null => Value::Null,
+                ValueRef::Integer(v) => Value::Int(v),
+                ValueRef::Real(v) => Value::Real(v),
+                ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                ValueRef::Blob(b) => Value::Text(String::from_utf8_lossy(b).into_owned()),
+            });
+        }
+        out.push(Row(vals));
+    }
+    Ok(out)
+}
+
+fn sqlite_execute(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: &[Value],
+) -> rusqlite::Result<u64> {
+    let mut stmt = conn.prepare_cached(&sqlite_sql(sql))?;
+    stmt.execute(rusqlite::params_from_iter(params.iter()))
+        .map(|n| n as u64)
+}
+
+fn pg_row(row: &tokio_postgres::Row) -> Result<Row, tokio_postgres::Error> {
+    let mut vals = Vec::with_capacity(row.len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let ty = col.type_();
+        let v = match *ty {
+            Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::BOOL => row.try_get::<_, Option<bool>>(i)?.map(Value::Bool),
+            Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+            Type::FLOAT4 => row
+                .try_get::<_, Option<f32>>(i)?
+                .map(|v| Value::Real(v.into())),
+            Type::TIMESTAMPTZ => row
+                .try_get::<_, Option<chrono::DateTime<chrono::Utc>>>(i)?
+                .map(|t| Value::Text(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))),
+            _ => row.try_get::<_, Option<String>>(i)?.map(Value::Text),
+        };
+        vals.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(vals))
+}
+
+fn pg_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl Db {
+    /// Opens (creating a SQLite file and its directory if needed) and migrates.
+    pub async fn open(target: &DbTarget) -> Result<Db, StoreError> {
+        let db = match target {
+            DbTarget::Sqlite(path) => Db::open_sqlite(path)?,
+            DbTarget::Postgres(url) => Db::open_postgres(url)?,
+        };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    fn open_sqlite(path: &Path) -> Result<Db, StoreError> {
+        let shown = path.display().to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: shown.clone(),
+                source,
+            })?;
+        }
+        let conn = rusqlite::Connection::open(path).map_err(|source| StoreError::Open {
+            path: shown.clone(),
+            source,
+        })?;
+        let db = Db::Sqlite {
+            conn: Arc::new(tokio::sync::Mutex::new(conn)),
+            path: path.to_path_buf(),
+        };
+        {
+            let Db::Sqlite { conn, .. } = &db else {
+                unreachable!()
+            };
+            let c = conn.try_lock().expect("not shared yet");
+            c.busy_timeout(BUSY_TIMEOUT).map_err(|e| db.sqlite_err(e))?;
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+            )
+            .map_err(|e| db.sqlite_err(e))?;
+        }
+        Ok(db)
+    }
+
+    fn open_postgres(url: &str) -> Result<Db, StoreError> {
+        let shown = redact_url(url);
+        let config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::BadUrl {
+            db: shown.clone(),
+            message: format!("{e}"),
+        })?;
+        let tls = {
+            let roots = rustls::RootCertStore {
+                roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+            };
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let cfg = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| StoreError::BadUrl {
+                    db: shown.clone(),
+                    message: format!("TLS setup: {e}"),
+                })?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tokio_postgres_rustls::MakeRustlsConnect::new(cfg)
+        };
+        let mgr = deadpool_postgres::Manager::from_config(
+            config,
+            tls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(mgr)
+            .max_size(16)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(PG_WAIT))
+            .create_timeout(Some(PG_WAIT))
+            .recycle_timeout(Some(PG_WAIT))
+            .build()
+            .map_err(|e| StoreError::BadUrl {
+                db: shown.clone(),
+                message: e.to_string(),
+            })?;
+        Ok(Db::Postgres { pool, shown })
+    }
+
+    /// The database as shown to people (a path, or a URL without its password).
+    pub fn shown(&self) -> String {
+        match self {
+            Db::Sqlite { path, .. } => path.display().to_string(),
+            Db::Postgres { shown, .. } => shown.clone(),
+        }
+    }
+
+    /// Whether this is a PostgreSQL server.
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Db::Postgres { .. })
+    }
+
+    pub(crate) fn sqlite_err(&self, source: rusqlite::Error) -> StoreError {
+        let path = self.shown();
+        match source.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Locked { path }
+            }
+            _ => StoreError::Sql { path, source },
+        }
+    }
+
+    pub(crate) fn pg_err(&self, source: tokio_postgres::Error) -> StoreError {
+        StoreError::from_pg(self.shown(), source)
+    }
+
+    /// A pooled PostgreSQL connection.
+    pub(crate) async fn pg_client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        let Db::Postgres { pool, shown } = self else {
+            return Err(StoreError::NeedsPostgres(self.shown()));
+        };
+        pool.get().await.map_err(|e| StoreError::Unavailable {
+            db: shown.clone(),
+            message: match e {
+                deadpool_postgres::PoolError::Backend(e) => crate::store::pg_message(&e),
+                other => other.to_string(),
+            },
+        })
+    }
+
+    /// Runs one statement; returns the rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let c = conn.lock().await;
+                sqlite_execute(&c, sql, params).map_err(|e| self.sqlite_err(e))
+            }
+            Db::Postgres { .. } => {
+                let c = self.pg_client().await?;
+                let stmt = c.prepare_cached(sql).await.map_err(|e| self.pg_err(e))?;
+                c.execute(&stmt, &pg_params(params))
+                    .await
+                    .map_err(|e| self.pg_err(e))
+            }
+        }
+    }
+
+    /// Runs a query and returns every row.
+    pub async fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let c = conn.lock().await;
+                sqlite_rows(&c, sql, params).map_err(|e| self.sqlite_err(e))
+            }
+            Db::Postgres { .. } => {
+                let c = self.pg_client().await?;
+                let stmt = c.prepare_cached(sql).await.map_err(|e| self.pg_err(e))?;
+                let rows = c
+                    .query(&stmt, &pg_params(params))
+                    .await
+                    .map_err(|e| self.pg_err(e))?;
+                rows.iter()
+                    .map(pg_row)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.pg_err(e))
+            }
+        }
+    }
+
+    /// The first row of a query, if any.
+    pub async fn query_opt(&self, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Starts a write transaction (SQLite: `BEGIN IMMEDIATE`, holding the write lock).
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let c = conn.clone().lock_owned().await;
+                c.execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| self.sqlite_err(e))?;
+                Ok(Tx {
+                    db: self.clone(),
+                    inner: Some(TxInner::Sqlite(c)),
+                })
+            }
+            Db::Postgres { .. } => {
+                let c = self.pg_client().await?;
+                c.batch_execute("BEGIN").await.map_err(|e| self.pg_err(e))?;
+                Ok(Tx {
+                    db: self.clone(),
+                    inner: Some(TxInner::Postgres(c)),
+                })
+            }
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let mig_err = |name: &str, message: String| StoreError::Migration {
+            path: self.shown(),
+            name: name.to_string(),
+            message,
+        };
+        match self {
+            Db::Sqlite { conn, .. } => {
+                let c = conn.lock().await;
+                // The write lock first, then the version: a second process waits here (busy
+                // timeout) and then finds the schema already applied.
+                c.execute_batch("BEGIN IMMEDIATE")
+                    .map_err(|e| self.sqlite_err(e))?;
+                let run = || -> Result<(), StoreError> {
+                    let version: i64 = c
+                        .query_row("PRAGMA user_version", [], |r| r.get(0))
+                        .map_err(|e| self.sqlite_err(e))?;
+                    if version as usize > SQLITE_MIGRATIONS.len() {
+                        return Err(StoreError::TooNew {
+                            path: self.shown(),
+                            found: version,
+                            known: SQLITE_MIGRATIONS.len(),
+                        });
+                    }
+                    for (i, m) in SQLITE_MIGRATIONS.iter().enumerate().skip(version as usize) {
+                        c.execute_batch(&format!("{}\nPRAGMA user_version = {};", m.sql, i + 1))
+                            .map_err(|e| mig_err(m.name, e.to_string()))?;
+                        tracing::info!(db = %self.shown(), migration = m.name, "applied migration");
+                    }
+                    Ok(())
+                };
+                match run() {
+                    Ok(()) => c.execute_batch("COMMIT").map_err(|e| self.sqlite_err(e)),
+                    Err(e) => {
+                        let _ = c.execute_batch("ROLLBACK");
+                        Err(e)
+                    }
+                }
+            }
+            Db::Postgres { .. } => {
+                let mut c = self.pg_client().await?;
+                let tx = c.transaction().await.map_err(|e| self.pg_err(e))?;
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                    .await
+                    .map_err(|e| self.pg_err(e))?;
+                tx.batch_execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (
+                        version BIGINT PRIMARY KEY, name TEXT NOT NULL,
+                        applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+                )
+                .await
+                .map_err(|e| self.pg_err(e))?;
+                let version: i64 = tx
+                    .query_one(
+                        "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+                        &[],
+                    )
+                    .await
+                    .map_err(|e| self.pg_err(e))?
+                    .get(0);
+                if version as usize > POSTGRES_MIGRATIONS.len() {
+                    return Err(StoreError::TooNew {
+                        path: self.shown(),
+                        found: version,
+                        known: POSTGRES_MIGRATIONS.len(),
+                    });
+                }
+                for (i, m) in POSTGRES_MIGRATIONS
+                    .iter()
+                    .enumerate()
+                    .skip(version as usize)
+                {
+                    tx.batch_execute(m.sql)
+                        .await
+                        .map_err(|e| mig_err(m.name, crate::store::pg_message(&e)))?;
+                    tx.execute(
+                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                        &[&(i as i64 + 1), &m.name],
+                    )
+                    .await
+                    .map_err(|e| self.pg_err(e))?;
+                    tracing::info!(db = %self.shown(), migration = m.name, "applied migration");
+                }
+                tx.commit().await.map_err(|e| self.pg_err(e))
+            }
+        }
+    }
+}
+
+enum TxInner {
+    Sqlite(tokio::sync::OwnedMutexGuard<rusqlite::Connection>),
+    Postgres(deadpool_postgres::Object),
+}
+
+/// A write transaction: `commit` makes it durable; dropping it undoes everything.
+pub struct Tx {
+    db: Db,
+    inner: Option<TxInner>,
+}
+
+impl Tx {
+    /// The database this transaction writes.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs one statement; returns the rows it changed.
+    pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
+        match self.inner.as_mut().expect("open") {
+            TxInner::Sqlite(c) => sqlite_execute(c, sql, params).map_err(|e| self.db.sqlite_err(e)),
+            TxInner::Postgres(c) => {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| self.db.pg_err(e))?;
+                c.execute(&stmt, &pg_params(params))
+                    .await
+                    .map_err(|e| self.db.pg_err(e))
+            }
+        }
+    }
+
+    /// Runs a query and returns every row.
+    pub async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
+        match self.inner.as_mut().expect("open") {
+            TxInner::Sqlite(c) => sqlite_rows(c, sql, params).map_err(|e| self.db.sqlite_err(e)),
+            TxInner::Postgres(c) => {
+                let stmt = c.prepare_cached(sql).await.map_err(|e| self.db.pg_err(e))?;
+                let rows = c
+                    .query(&stmt, &pg_params(params))
+                    .await
+                    .map_err(|e| self.db.pg_err(e))?;
+                rows.iter()
+                    .map(pg_row)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| self.db.pg_err(e))
+            }
+        }
+    }
+
+    /// The first row of a query, if any.
+    pub async fn query_opt(
+        &mut self,
+        sql: &str,
+        params: &[Value],
+    ) -> Result<Option<Row>, StoreError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// Makes everything durable.
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        match self.inner.take().expect("open") {
+            TxInner::Sqlite(c) => c.execute_batch("COMMIT").map_err(|e| {
+                let _ = c.execute_batch("ROLLBACK");
+                self.db.sqlite_err(e)
+            }),
+            TxInner::Postgres(c) => match c.batch_execute("COMMIT").await {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    // The outcome is unknown to us; never hand this connection to anyone else.
+                    let _ = deadpool_postgres::Object::take(c);
+                    Err(self.db.pg_err(e))
+                }
+            },
+        }
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        match self.inner.take() {
+            None => {}
+            Some(TxInner::Sqlite(c)) => {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            // Closing the connection makes the server roll the transaction back.
+            Some(TxInner::Postgres(c)) => drop(deadpool_postgres::Object::take(c)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_and_hide_passwords() {
+        assert_eq!(
+            "x/p.db".parse::<DbTarget>().unwrap(),
+            DbTarget::Sqlite("x/p.db".into())
+        );
+        let t: DbTarget = "postgres://pw:s3cret@db.internal:5432/pixelwatch?password=other"
+            .parse()
+            .unwrap();
+        assert!(t.is_postgres());
+        let shown = t.to_string();
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("other"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("pw:***@db.internal:5432/pixelwatch"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn parameters_are_rewritten_for_sqlite() {
+        assert_eq!(
+            sqlite_sql("SELECT $1, $12 WHERE a = $1"),
+            "SELECT ?1, ?12 WHERE a = ?1"
+        );
+    }
+}
