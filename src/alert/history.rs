@@ -207,8 +207,8 @@ impl Store {
         self.db()
             .execute(
                 "UPDATE alerts SET attempts = attempts + $2, last_error = $3, claimed_until = NULL,
-                    status = CASE WHEN $3 IS NULL THEN 'sent' ELSE 'failed' END,
-                    sent_at = CASE WHEN $3 IS NULL THEN $4 ELSE NULL END
+                    status = CASE WHEN CAST($3 AS TEXT) IS NULL THEN 'sent' ELSE 'failed' END,
+                    sent_at = CASE WHEN CAST($3 AS TEXT) IS NULL THEN $4 ELSE NULL END
                  WHERE id = $1",
                 params![id, attempts, error, crate::scan::now_rfc3339()],
             )
@@ -237,7 +237,7 @@ impl Store {
                 "SELECT id FROM alerts
                  WHERE (status IN ('failed', 'pending')
                     OR (status = 'sending' AND claimed_until < $2))
-                   AND ($1 IS NULL OR site = $1)
+                   AND (CAST($1 AS TEXT) IS NULL OR site = $1)
                  ORDER BY id",
                 params![site, now_ms()],
             )

@@ -17,8 +17,14 @@ fn schedule(expr: &str) -> Result<(), Error> {
     parse_schedule(expr).map(|_| ()).map_err(Error::Usage)
 }
 
-fn toml_of(settings: &ScanSettings) -> String {
-    toml::to_string(settings).expect("settings serialize as TOML")
+/// Settings as TOML lines, each made safe for a terminal (a setting can quote a page's text).
+fn print_toml(settings: &ScanSettings) {
+    for line in toml::to_string(settings)
+        .expect("settings serialize as TOML")
+        .lines()
+    {
+        println!("{}", untrusted::terminal(line));
+    }
 }
 
 pub(super) async fn sites_cmd(cmd: SitesCommand) -> Result<Outcome, Error> {
@@ -81,9 +87,9 @@ pub(super) async fn sites_cmd(cmd: SitesCommand) -> Result<Outcome, Error> {
                     println!("queued up to: {t}");
                 }
                 println!("\n# set for this site");
-                print!("{}", untrusted::terminal(&toml_of(&s.settings)));
+                print_toml(&s.settings);
                 println!("\n# what a scan uses (defaults filled in)");
-                print!("{}", untrusted::terminal(&toml_of(&effective)));
+                print_toml(&effective);
             }
         }
         SitesCommand::Set {

@@ -95,7 +95,7 @@ impl Store {
             .query(
                 "SELECT id, site, started_at, finished_at, pages, pages_errored, third_party_hosts,
                     cookies, findings, worst_severity
-                 FROM scans WHERE ($1 IS NULL OR site = $1) ORDER BY id DESC LIMIT $2",
+                 FROM scans WHERE (CAST($1 AS TEXT) IS NULL OR site = $1) ORDER BY id DESC LIMIT $2",
                 params![site, limit],
             )
             .await?;
@@ -143,8 +143,8 @@ impl Store {
         let id: Option<i64> = match self
             .db()
             .query_opt(
-                "SELECT max(id) FROM scans WHERE ($1 IS NULL OR site = $1)
-                    AND ($2 IS NULL OR id < $2)",
+                "SELECT max(id) FROM scans WHERE (CAST($1 AS TEXT) IS NULL OR site = $1)
+                    AND (CAST($2 AS BIGINT) IS NULL OR id < $2)",
                 params![site, before],
             )
             .await?

@@ -43,7 +43,7 @@ impl Store {
             .db()
             .query(
                 "SELECT site, started_at, finished_at, scan_id, outcome, drift_added, error
-                 FROM watch_runs WHERE ($1 IS NULL OR site = $1) ORDER BY id",
+                 FROM watch_runs WHERE (CAST($1 AS TEXT) IS NULL OR site = $1) ORDER BY id",
                 params![site],
             )
             .await?;

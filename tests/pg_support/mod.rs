@@ -22,7 +22,11 @@ fn bin_dir() -> PathBuf {
         return PathBuf::from(p);
     }
     let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
         .unwrap_or_default();
     dirs.retain(|d| d.join("postgres").exists());
     dirs.sort_by_key(|d| {
@@ -96,8 +100,7 @@ fn remove_stale() {
 /// Every `postgres` process is spawned by this one thread, which lives as long as the test
 /// process: the parent-death signal fires when the spawning *thread* exits.
 fn spawn_postgres(cmd: Command) -> Child {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<Child>)>>> =
-        OnceLock::new();
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<Child>)>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Child>)>();
         std::thread::spawn(move || {
@@ -176,7 +179,12 @@ impl PgServer {
         let mut cmd = Command::new(self.bin.join("postgres"));
         as_server_user(&mut cmd)
             .args(["-D", self.dir.join("data").to_str().unwrap()])
-            .args(["-p", &self.port.to_string(), "-k", self.dir.to_str().unwrap()])
+            .args([
+                "-p",
+                &self.port.to_string(),
+                "-k",
+                self.dir.to_str().unwrap(),
+            ])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=300", "-c", "full_page_writes=off"])
             .stdin(Stdio::null())
