@@ -63,6 +63,7 @@ pub struct JobRow {
     pub state: String,
     pub attempts: u32,
     pub max_attempts: u32,
+    /// The worker that ran (or runs) its latest attempt.
     pub lease_owner: Option<String>,
     pub outcome: Option<String>,
     pub scan_id: Option<i64>,
@@ -127,7 +128,7 @@ pub async fn finish_in(
     let n = tx
         .execute(
             "UPDATE jobs SET state = 'done', outcome = $3, scan_id = $4, last_error = $5,
-                finished_at = now(), lease_token = NULL, lease_owner = NULL, lease_until = NULL
+                finished_at = now(), lease_token = NULL, lease_until = NULL
              WHERE id = $1 AND lease_token = $2 AND state = 'running'",
             params![job.id, &job.lease_token, outcome, scan_id, error],
         )
@@ -150,7 +151,7 @@ pub async fn fail_in(
                 outcome = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE NULL END,
                 run_after = now() + make_interval(secs => $3 * attempts),
                 finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END,
-                last_error = $4, lease_token = NULL, lease_owner = NULL, lease_until = NULL
+                last_error = $4, lease_token = NULL, lease_until = NULL
              WHERE id = $1 AND lease_token = $2 AND state = 'running'
              RETURNING state",
             params![job.id, &job.lease_token, secs(retry_delay), error],
@@ -241,7 +242,7 @@ impl Store {
         self.db()
             .execute(
                 "UPDATE jobs SET state = 'queued', attempts = attempts - 1, lease_token = NULL,
-                    lease_owner = NULL, lease_until = NULL
+                    lease_until = NULL
                  WHERE id = $1 AND lease_token = $2 AND state = 'running'",
                 params![job.id, &job.lease_token],
             )
@@ -260,7 +261,7 @@ impl Store {
                     outcome = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE NULL END,
                     finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END,
                     last_error = 'lease expired: the worker running it stopped (killed or lost)',
-                    lease_token = NULL, lease_owner = NULL, lease_until = NULL
+                    lease_token = NULL, lease_until = NULL
                  WHERE state = 'running' AND lease_until < now()
                  RETURNING site, state",
                 &[],
