@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what pixelwatch needs on Debian/Ubuntu: Chromium from apt (if no browser is found).
-# Idempotent; safe to run every time.
+# Installs what pixelwatch needs on Debian/Ubuntu: Chromium from apt (if no browser is found);
+# with --test also PostgreSQL (the fleet tests start a throwaway server of their own) and
+# jsonschema. Idempotent; safe to run every time.
 set -euo pipefail
 have_browser() {
   [ -n "${CHROME:-}" ] && [ -x "${CHROME}" ] && return 0
@@ -16,6 +17,19 @@ if ! have_browser; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+# The fleet tests start a throwaway PostgreSQL server (Debian's package; never its own service).
+have_postgres() {
+  [ -n "${PIXELWATCH_PG_BIN:-}" ] && [ -x "${PIXELWATCH_PG_BIN}/postgres" ] && return 0
+  ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1
+}
+if [ "${1:-}" = "--test" ] && ! have_postgres; then
+  echo "pixelwatch setup: installing PostgreSQL from apt for the fleet tests" >&2
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
 # Tests validate SARIF output against its schema with Python's jsonschema.
 if [ "${1:-}" = "--test" ] && ! python3 -c "import jsonschema" >/dev/null 2>&1; then
