@@ -25,6 +25,8 @@ pub struct WorkerMetrics {
     pages: Counter,
     pages_per_minute: Gauge<f64, AtomicU64>,
     alert_sends: Family<Labels, Counter>,
+    db_round_trips: Counter,
+    round_trips_seen: std::sync::Arc<AtomicU64>,
     recent_pages: std::sync::Arc<Mutex<VecDeque<Instant>>>,
 }
 
@@ -68,6 +70,11 @@ impl WorkerMetrics {
             "Alert deliveries by channel and result (sent, failed)",
             m.alert_sends.clone(),
         );
+        r.register(
+            "pixelwatch_db_round_trips",
+            "Statements this worker sent to PostgreSQL (claims, lease renewals, storing scans, polling)",
+            m.db_round_trips.clone(),
+        );
         (m, r)
     }
 
@@ -99,6 +106,11 @@ impl WorkerMetrics {
             recent.pop_front();
         }
         self.pages_per_minute.set(recent.len() as f64);
+        let now = crate::store::db::round_trips();
+        let before = self
+            .round_trips_seen
+            .swap(now, std::sync::atomic::Ordering::Relaxed);
+        self.db_round_trips.inc_by(now.saturating_sub(before));
     }
 
     pub fn alert_sent(&self, channel: &str, ok: bool) {

@@ -410,6 +410,65 @@ fn pg_params(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
     params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
 }
 
+/// Statements (and statement preparations) sent to PostgreSQL by this process: the fleet's
+/// coordination cost, exposed by the worker as `pixelwatch_db_round_trips_total`.
+static ROUND_TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many round trips to PostgreSQL this process has made.
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_round_trip() {
+    ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A statement prepared once per connection (counting the round trip when it is new).
+async fn pg_prepare(
+    c: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+    let cached = c.statement_cache.size();
+    let stmt = c.prepare_cached(sql).await?;
+    if c.statement_cache.size() != cached {
+        count_round_trip();
+    }
+    count_round_trip();
+    Ok(stmt)
+}
+
+/// Runs a query on a PostgreSQL connection.
+async fn pg_run(
+    c: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[Value],
+) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
+    let stmt = pg_prepare(c, sql).await?;
+    c.query(&stmt, &pg_params(params)).await
+}
+
+/// Runs a statement on a PostgreSQL connection; returns the rows it changed.
+async fn pg_exec(
+    c: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+    params: &[Value],
+) -> Result<u64, tokio_postgres::Error> {
+    let stmt = pg_prepare(c, sql).await?;
+    c.execute(&stmt, &pg_params(params)).await
+}
+
+async fn pg_batch(
+    c: &deadpool_postgres::ClientWrapper,
+    sql: &str,
+) -> Result<(), tokio_postgres::Error> {
+    count_round_trip();
+    c.batch_execute(sql).await
+}
+
+fn pg_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>, tokio_postgres::Error> {
+    rows.iter().map(pg_row).collect()
+}
+
 impl Db {
     /// Opens (creating a SQLite file and its directory if needed) and migrates.
     pub async fn open(target: &DbTarget) -> Result<Db, StoreError> {
@@ -543,10 +602,7 @@ impl Db {
             }
             Db::Postgres { .. } => {
                 let c = self.pg_client().await?;
-                let stmt = c.prepare_cached(sql).await.map_err(|e| self.pg_err(e))?;
-                c.execute(&stmt, &pg_params(params))
-                    .await
-                    .map_err(|e| self.pg_err(e))
+                pg_exec(&c, sql, params).await.map_err(|e| self.pg_err(e))
             }
         }
     }
@@ -560,15 +616,8 @@ impl Db {
             }
             Db::Postgres { .. } => {
                 let c = self.pg_client().await?;
-                let stmt = c.prepare_cached(sql).await.map_err(|e| self.pg_err(e))?;
-                let rows = c
-                    .query(&stmt, &pg_params(params))
-                    .await
-                    .map_err(|e| self.pg_err(e))?;
-                rows.iter()
-                    .map(pg_row)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| self.pg_err(e))
+                let rows = pg_run(&c, sql, params).await.map_err(|e| self.pg_err(e))?;
+                pg_rows(&rows).map_err(|e| self.pg_err(e))
             }
         }
     }
@@ -592,7 +641,7 @@ impl Db {
             }
             Db::Postgres { .. } => {
                 let c = self.pg_client().await?;
-                c.batch_execute("BEGIN").await.map_err(|e| self.pg_err(e))?;
+                pg_batch(&c, "BEGIN").await.map_err(|e| self.pg_err(e))?;
                 Ok(Tx {
                     db: self.clone(),
                     inner: Some(TxInner::Postgres(c)),
@@ -711,12 +760,7 @@ impl Tx {
     pub async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, StoreError> {
         match self.inner.as_mut().expect("open") {
             TxInner::Sqlite(c) => sqlite_execute(c, sql, params).map_err(|e| self.db.sqlite_err(e)),
-            TxInner::Postgres(c) => {
-                let stmt = c.prepare_cached(sql).await.map_err(|e| self.db.pg_err(e))?;
-                c.execute(&stmt, &pg_params(params))
-                    .await
-                    .map_err(|e| self.db.pg_err(e))
-            }
+            TxInner::Postgres(c) => pg_exec(c, sql, params).await.map_err(|e| self.db.pg_err(e)),
         }
     }
 
@@ -725,15 +769,10 @@ impl Tx {
         match self.inner.as_mut().expect("open") {
             TxInner::Sqlite(c) => sqlite_rows(c, sql, params).map_err(|e| self.db.sqlite_err(e)),
             TxInner::Postgres(c) => {
-                let stmt = c.prepare_cached(sql).await.map_err(|e| self.db.pg_err(e))?;
-                let rows = c
-                    .query(&stmt, &pg_params(params))
+                let rows = pg_run(c, sql, params)
                     .await
                     .map_err(|e| self.db.pg_err(e))?;
-                rows.iter()
-                    .map(pg_row)
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| self.db.pg_err(e))
+                pg_rows(&rows).map_err(|e| self.db.pg_err(e))
             }
         }
     }
@@ -754,7 +793,7 @@ impl Tx {
                 let _ = c.execute_batch("ROLLBACK");
                 self.db.sqlite_err(e)
             }),
-            TxInner::Postgres(c) => match c.batch_execute("COMMIT").await {
+            TxInner::Postgres(c) => match pg_batch(&c, "COMMIT").await {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // The outcome is unknown to us; never hand this connection to anyone else.
