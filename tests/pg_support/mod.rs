@@ -99,10 +99,13 @@ fn remove_stale() {
 
 /// Every `postgres` process is spawned by this one thread, which lives as long as the test
 /// process: the parent-death signal fires when the spawning *thread* exits.
+/// A command to spawn, and where to send the child.
+type SpawnRequest = (Command, mpsc::Sender<Child>);
+
 fn spawn_postgres(cmd: Command) -> Child {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<Child>)>>> = OnceLock::new();
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
     let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<Child>)>();
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
         std::thread::spawn(move || {
             for (mut cmd, back) in rx {
                 let child = cmd.spawn().expect("postgres starts");

@@ -16,7 +16,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+mod migrate;
+mod value;
+
+pub use migrate::{Migration, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub(crate) use value::params;
+pub use value::{FromValue, Row, Value};
+
+use tokio_postgres::types::{ToSql, Type};
 
 use super::StoreError;
 
@@ -136,168 +143,6 @@ pub fn redact_url(raw: &str) -> String {
     }
 }
 
-/// A parameter or a column value, the same for both backends.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Value {
-    Null,
-    Int(i64),
-    Real(f64),
-    Text(String),
-    Bool(bool),
-}
-
-macro_rules! value_from {
-    ($($t:ty => $variant:ident as $as:ty),* $(,)?) => {$(
-        impl From<$t> for Value {
-            fn from(v: $t) -> Value {
-                Value::$variant(v as $as)
-            }
-        }
-    )*};
-}
-value_from!(i64 => Int as i64, i32 => Int as i64, u32 => Int as i64, usize => Int as i64, f64 => Real as f64, bool => Bool as bool);
-
-impl From<&str> for Value {
-    fn from(v: &str) -> Value {
-        Value::Text(v.to_string())
-    }
-}
-impl From<String> for Value {
-    fn from(v: String) -> Value {
-        Value::Text(v)
-    }
-}
-impl From<&String> for Value {
-    fn from(v: &String) -> Value {
-        Value::Text(v.clone())
-    }
-}
-impl<T: Into<Value>> From<Option<T>> for Value {
-    fn from(v: Option<T>) -> Value {
-        v.map_or(Value::Null, Into::into)
-    }
-}
-
-/// `params![a, b]`: a parameter list.
-macro_rules! params {
-    ($($v:expr),* $(,)?) => { &[$($crate::store::db::Value::from($v)),*][..] };
-}
-pub(crate) use params;
-
-impl ToSql for Value {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut bytes::BytesMut,
-    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        match self {
-            Value::Null => Ok(IsNull::Yes),
-            Value::Int(v) => match *ty {
-                Type::INT4 => i32::try_from(*v)?.to_sql(ty, out),
-                Type::INT2 => i16::try_from(*v)?.to_sql(ty, out),
-                Type::FLOAT8 => (*v as f64).to_sql(ty, out),
-                _ => v.to_sql(ty, out),
-            },
-            Value::Real(v) => v.to_sql(ty, out),
-            Value::Text(v) => v.to_sql(ty, out),
-            Value::Bool(v) => v.to_sql(ty, out),
-        }
-    }
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-    to_sql_checked!();
-}
-
-impl rusqlite::ToSql for Value {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, Value as V};
-        Ok(ToSqlOutput::Owned(match self {
-            Value::Null => V::Null,
-            Value::Int(v) => V::Integer(*v),
-            Value::Real(v) => V::Real(*v),
-            Value::Text(v) => V::Text(v.clone()),
-            Value::Bool(v) => V::Integer(*v as i64),
-        }))
-    }
-}
-
-/// One result row.
-#[derive(Debug, Clone)]
-pub struct Row(Vec<Value>);
-
-/// A column type a row can be read into.
-pub trait FromValue: Sized {
-    fn from_value(v: &Value) -> Option<Self>;
-}
-
-impl FromValue for i64 {
-    fn from_value(v: &Value) -> Option<i64> {
-        match v {
-            Value::Int(i) => Some(*i),
-            Value::Bool(b) => Some(*b as i64),
-            _ => None,
-        }
-    }
-}
-impl FromValue for u32 {
-    fn from_value(v: &Value) -> Option<u32> {
-        i64::from_value(v).and_then(|i| u32::try_from(i).ok())
-    }
-}
-impl FromValue for usize {
-    fn from_value(v: &Value) -> Option<usize> {
-        i64::from_value(v).and_then(|i| usize::try_from(i).ok())
-    }
-}
-impl FromValue for f64 {
-    fn from_value(v: &Value) -> Option<f64> {
-        match v {
-            Value::Real(r) => Some(*r),
-            Value::Int(i) => Some(*i as f64),
-            _ => None,
-        }
-    }
-}
-impl FromValue for bool {
-    fn from_value(v: &Value) -> Option<bool> {
-        match v {
-            Value::Bool(b) => Some(*b),
-            Value::Int(i) => Some(*i != 0),
-            _ => None,
-        }
-    }
-}
-impl FromValue for String {
-    fn from_value(v: &Value) -> Option<String> {
-        match v {
-            Value::Text(s) => Some(s.clone()),
-            _ => None,
-        }
-    }
-}
-impl<T: FromValue> FromValue for Option<T> {
-    fn from_value(v: &Value) -> Option<Option<T>> {
-        match v {
-            Value::Null => Some(None),
-            v => T::from_value(v).map(Some),
-        }
-    }
-}
-
-impl Row {
-    /// Column `i` as `T`; a NULL or another type where `T` does not allow it is an error.
-    pub fn get<T: FromValue>(&self, i: usize) -> Result<T, StoreError> {
-        let v = self.0.get(i).unwrap_or(&Value::Null);
-        T::from_value(v).ok_or_else(|| {
-            StoreError::Decode(format!(
-                "column {i} holds {v:?}, not a {}",
-                std::any::type_name::<T>()
-            ))
-        })
-    }
-}
-
 /// An open database.
 #[derive(Clone)]
 pub enum Db {
@@ -310,29 +155,6 @@ pub enum Db {
         shown: String,
     },
 }
-
-/// A versioned schema file.
-pub struct Migration {
-    pub name: &'static str,
-    pub sql: &'static str,
-}
-
-macro_rules! migrations {
-    ($dir:literal: $($name:literal),* $(,)?) => {
-        &[$(Migration { name: $name, sql: include_str!(concat!("../../migrations/", $dir, "/", $name)) }),*]
-    };
-}
-
-/// SQLite schema, in order; `PRAGMA user_version` is how many are applied. Never edit one that
-/// has shipped; add a file.
-pub const SQLITE_MIGRATIONS: &[Migration] = migrations!("scanner":
-    "0001_scans.sql", "0002_baselines.sql", "0003_alerts.sql", "0004_fleet.sql");
-
-/// PostgreSQL schema, in order; `schema_migrations` lists those applied.
-pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!("postgres": "0001_init.sql");
-
-/// The advisory lock key that serialises migrations ("pxwmigr").
-const MIGRATION_LOCK: i64 = 0x7078_776d_6967_72;
 
 fn sqlite_sql(sql: &str) -> std::borrow::Cow<'_, str> {
     if !sql.contains('$') {
@@ -644,96 +466,8 @@ impl Db {
                 pg_batch(&c, "BEGIN").await.map_err(|e| self.pg_err(e))?;
                 Ok(Tx {
                     db: self.clone(),
-                    inner: Some(TxInner::Postgres(c)),
+                    inner: Some(TxInner::Postgres(Box::new(c))),
                 })
-            }
-        }
-    }
-
-    async fn migrate(&self) -> Result<(), StoreError> {
-        let mig_err = |name: &str, message: String| StoreError::Migration {
-            path: self.shown(),
-            name: name.to_string(),
-            message,
-        };
-        match self {
-            Db::Sqlite { conn, .. } => {
-                let c = conn.lock().await;
-                // The write lock first, then the version: a second process waits here (busy
-                // timeout) and then finds the schema already applied.
-                c.execute_batch("BEGIN IMMEDIATE")
-                    .map_err(|e| self.sqlite_err(e))?;
-                let run = || -> Result<(), StoreError> {
-                    let version: i64 = c
-                        .query_row("PRAGMA user_version", [], |r| r.get(0))
-                        .map_err(|e| self.sqlite_err(e))?;
-                    if version as usize > SQLITE_MIGRATIONS.len() {
-                        return Err(StoreError::TooNew {
-                            path: self.shown(),
-                            found: version,
-                            known: SQLITE_MIGRATIONS.len(),
-                        });
-                    }
-                    for (i, m) in SQLITE_MIGRATIONS.iter().enumerate().skip(version as usize) {
-                        c.execute_batch(&format!("{}\nPRAGMA user_version = {};", m.sql, i + 1))
-                            .map_err(|e| mig_err(m.name, e.to_string()))?;
-                        tracing::info!(db = %self.shown(), migration = m.name, "applied migration");
-                    }
-                    Ok(())
-                };
-                match run() {
-                    Ok(()) => c.execute_batch("COMMIT").map_err(|e| self.sqlite_err(e)),
-                    Err(e) => {
-                        let _ = c.execute_batch("ROLLBACK");
-                        Err(e)
-                    }
-                }
-            }
-            Db::Postgres { .. } => {
-                let mut c = self.pg_client().await?;
-                let tx = c.transaction().await.map_err(|e| self.pg_err(e))?;
-                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                    .await
-                    .map_err(|e| self.pg_err(e))?;
-                tx.batch_execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (
-                        version BIGINT PRIMARY KEY, name TEXT NOT NULL,
-                        applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
-                )
-                .await
-                .map_err(|e| self.pg_err(e))?;
-                let version: i64 = tx
-                    .query_one(
-                        "SELECT COALESCE(max(version), 0) FROM schema_migrations",
-                        &[],
-                    )
-                    .await
-                    .map_err(|e| self.pg_err(e))?
-                    .get(0);
-                if version as usize > POSTGRES_MIGRATIONS.len() {
-                    return Err(StoreError::TooNew {
-                        path: self.shown(),
-                        found: version,
-                        known: POSTGRES_MIGRATIONS.len(),
-                    });
-                }
-                for (i, m) in POSTGRES_MIGRATIONS
-                    .iter()
-                    .enumerate()
-                    .skip(version as usize)
-                {
-                    tx.batch_execute(m.sql)
-                        .await
-                        .map_err(|e| mig_err(m.name, crate::store::pg_message(&e)))?;
-                    tx.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-                        &[&(i as i64 + 1), &m.name],
-                    )
-                    .await
-                    .map_err(|e| self.pg_err(e))?;
-                    tracing::info!(db = %self.shown(), migration = m.name, "applied migration");
-                }
-                tx.commit().await.map_err(|e| self.pg_err(e))
             }
         }
     }
@@ -741,7 +475,7 @@ impl Db {
 
 enum TxInner {
     Sqlite(tokio::sync::OwnedMutexGuard<rusqlite::Connection>),
-    Postgres(deadpool_postgres::Object),
+    Postgres(Box<deadpool_postgres::Object>),
 }
 
 /// A write transaction: `commit` makes it durable; dropping it undoes everything.
@@ -797,7 +531,7 @@ impl Tx {
                 Ok(()) => Ok(()),
                 Err(e) => {
                     // The outcome is unknown to us; never hand this connection to anyone else.
-                    let _ = deadpool_postgres::Object::take(c);
+                    let _ = deadpool_postgres::Object::take(*c);
                     Err(self.db.pg_err(e))
                 }
             },
@@ -813,7 +547,7 @@ impl Drop for Tx {
                 let _ = c.execute_batch("ROLLBACK");
             }
             // Closing the connection makes the server roll the transaction back.
-            Some(TxInner::Postgres(c)) => drop(deadpool_postgres::Object::take(c)),
+            Some(TxInner::Postgres(c)) => drop(deadpool_postgres::Object::take(*c)),
         }
     }
 }
