@@ -57,14 +57,6 @@ fn sites(n: usize) -> Site {
     site
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn round_trips(port: u16) -> f64 {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -105,7 +97,7 @@ async fn run(
             .await
             .unwrap();
     }
-    let ports: Vec<u16> = (0..workers).map(|_| free_port()).collect();
+    let ports: Vec<u16> = (0..workers).map(|_| pg_support::free_port()).collect();
     let mut procs: Vec<tokio::process::Child> = ports
         .iter()
         .map(|p| {
@@ -162,11 +154,8 @@ async fn run(
         let _ = c.wait().await;
     }
     // Overhead from the jobs' timestamps and each scan's own duration.
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let rows = pg_support::connect(&url)
         .await
-        .unwrap();
-    tokio::spawn(conn);
-    let rows = client
         .query(
             "SELECT j.lease_owner,
                 CAST(extract(epoch FROM j.started_at) * 1000 AS DOUBLE PRECISION),

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alert_support::SmtpSink;
-use pg_support::PgServer;
+use pg_support::{PgServer, free_port};
 use pixelwatch::fixture::{FixtureServer, Response, Site};
 use pixelwatch::settings::ScanSettings;
 use pixelwatch::store::Store;
@@ -218,14 +218,6 @@ fn worker(url: &str, extra: &[&str]) -> Proc {
     Proc::spawn(&args)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn metrics(port: u16) -> String {
     reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -308,11 +300,21 @@ async fn two_workers_share_twenty_sites_and_scan_each_once() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent() {
-    let _one = ONE_AT_A_TIME.lock().await;
-    // A page that takes 4 s to answer: a scan of it is "mid-scan" for that long.
-    let server = FixtureServer::start(clinics(1, true, Some(Duration::from_secs(4))))
+/// One clinic with a TikTok pixel whose page takes `delay` to answer, an SMTP server, and worker
+/// A (lease of `lease` seconds) in the middle of scanning it.
+struct Midscan {
+    server: FixtureServer,
+    sink: SmtpSink,
+    _dir: tempfile::TempDir,
+    /// The alert config file for workers.
+    cfg: String,
+    url: String,
+    store: Store,
+    worker: Proc,
+}
+
+async fn mid_scan(delay: Duration, lease: &str) -> Midscan {
+    let server = FixtureServer::start(clinics(1, true, Some(delay)))
         .await
         .unwrap();
     let sink = SmtpSink::start().await;
@@ -333,14 +335,36 @@ async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent
         .unwrap();
     add_sites(&store, 1, &server).await;
     queue_all(&store).await;
-
-    let mut a = worker(&url, &["--lease", "3", "--config", &cfg]);
+    let a = worker(&url, &["--lease", lease, "--config", &cfg]);
     wait_for(
         "worker A to be mid-scan",
         Duration::from_secs(60),
         || async { count(&store, JobState::Running).await == 1 && !server.requests().is_empty() },
     )
     .await;
+    Midscan {
+        server,
+        sink,
+        _dir: dir,
+        cfg,
+        url,
+        store,
+        worker: a,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Midscan {
+        server: _server,
+        sink,
+        _dir,
+        cfg,
+        url,
+        store,
+        worker: mut a,
+    } = mid_scan(Duration::from_secs(4), "3").await;
     a.kill9().await;
     let mut b = worker(&url, &["--lease", "3", "--config", &cfg]);
     wait_for(
@@ -375,27 +399,15 @@ async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_that_lost_its_lease_stores_nothing_and_sends_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let server = FixtureServer::start(clinics(1, true, Some(Duration::from_secs(3))))
-        .await
-        .unwrap();
-    let sink = SmtpSink::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("alerts.toml");
-    std::fs::write(&cfg, sink.email_toml()).unwrap();
-    let cfg = cfg.to_str().unwrap().to_string();
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
-    add_sites(&store, 1, &server).await;
-    queue_all(&store).await;
-    let mut a = worker(&url, &["--lease", "2", "--config", &cfg]);
-    wait_for(
-        "worker A to be mid-scan",
-        Duration::from_secs(60),
-        || async { count(&store, JobState::Running).await == 1 && !server.requests().is_empty() },
-    )
-    .await;
+    let Midscan {
+        server: _server,
+        sink,
+        _dir,
+        cfg,
+        url,
+        store,
+        worker: mut a,
+    } = mid_scan(Duration::from_secs(3), "2").await;
     // Freeze A (and its browser) past its lease; B takes the job over and finishes it.
     let frozen: Vec<u32> = std::iter::once(a.pid())
         .chain(descendants(a.pid()))

@@ -291,11 +291,8 @@ async fn processes_starting_at_once_apply_each_migration_once() {
     for r in futures_util::future::join_all(opens).await {
         r.unwrap().unwrap();
     }
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    let rows = pg_support::connect(&url)
         .await
-        .unwrap();
-    tokio::spawn(conn);
-    let rows = client
         .query(
             "SELECT version FROM schema_migrations ORDER BY version",
             &[],

@@ -66,7 +66,8 @@ fn as_server_user(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-fn free_port() -> u16 {
+/// A loopback port nobody listens on (now).
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -245,16 +246,11 @@ impl PgServer {
     pub async fn fresh_db(&self) -> String {
         let n = self.next_db.fetch_add(1, Ordering::SeqCst);
         let name = format!("t_{}_{n}", std::process::id());
-        let (client, conn) = tokio_postgres::connect(&self.url("postgres"), tokio_postgres::NoTls)
+        connect(&self.url("postgres"))
             .await
-            .expect("the test server accepts connections");
-        let task = tokio::spawn(conn);
-        client
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        drop(client);
-        let _ = task.await;
         self.url(&name)
     }
 
@@ -273,4 +269,13 @@ impl Drop for PgServer {
         self.stop_immediate();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A plain client of `url` (its connection runs on a task of its own).
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .expect("the test server accepts connections");
+    tokio::spawn(conn);
+    client
 }
