@@ -105,6 +105,7 @@ async fn run(
                 .args(["worker", "--db", &url, "--poll-ms", "200"])
                 .args(["--metrics-addr", &format!("127.0.0.1:{p}")])
                 .env_remove("PIXELWATCH_DB")
+                .env("PIXELWATCH_LOG", "error")
                 .kill_on_drop(true)
                 .spawn()
                 .expect("run scripts/bench-fleet.sh (it builds the release binary)")
