@@ -143,9 +143,22 @@ schedule = "30 */6 * * *"
     assert_eq!(show["effective"]["max_pages"], 5);
     assert_eq!(show["effective"]["consent"], "none", "the default again");
     assert_eq!(show["effective"]["max_depth"], 5);
+    ok(
+        &[
+            "sites",
+            "set",
+            "https://c.clinic.test/",
+            "--submit-forms",
+            "staging.clinic.test",
+        ],
+        db,
+    )
+    .await;
     let out = ok(&["sites", "show", "https://c.clinic.test/"], db).await;
     assert!(
-        out.contains("settle_max_ms = 1500\nprobe_forms = false"),
+        out.contains(
+            "settle_max_ms = 1500\nprobe_forms = false\nsubmit_forms = \"staging.clinic.test\""
+        ),
         "{out}"
     );
     ok(&["sites", "remove", "https://b.clinic.test/"], db).await;
