@@ -342,6 +342,47 @@ url = "https://hooks.example.com/x"
     }
 
     #[test]
+    fn a_site_block_takes_every_scan_setting_and_names_a_bad_one_with_its_line() {
+        let text = GOOD.replace(
+            "max_pages = 20",
+            "consent = \"gpc\"\nprobe_forms = false\nrules = \"my-rules\"\nfilter_lists = [\"easyprivacy.txt\"]",
+        );
+        let c = Config::parse(&text, "w.toml").unwrap();
+        let o = c.sites[0].scan_options(None);
+        assert_eq!(o.consent, crate::rules::consent::ConsentMode::Gpc);
+        assert!(!o.probe_forms);
+        assert_eq!(o.rules_dir, Some(PathBuf::from("my-rules")));
+        assert_eq!(o.filter_lists, vec![PathBuf::from("easyprivacy.txt")]);
+        let bad = GOOD.replace("max_pages = 20", "max_pages = 20\nconsent = \"maybe\"");
+        let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("line 7") && e.contains("consent") && e.contains("maybe"),
+            "{e}"
+        );
+        let bad = GOOD.replace("schedule = \"0 3 * * *\"\n", "");
+        let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
+        assert!(e.contains("missing field `schedule`"), "{e}");
+    }
+
+    #[test]
+    fn the_fleet_configs_in_deploy_parse() {
+        let c = Config::parse(include_str!("../deploy/fleet.toml"), "deploy/fleet.toml").unwrap();
+        assert!(c.sites.is_empty() && c.email.is_some());
+        let k8s = include_str!("../deploy/kubernetes/config.yaml");
+        let start = k8s.find("fleet.toml: |\n").expect("the ConfigMap's file") + 14;
+        let text: String = k8s[start..]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&text, "deploy/kubernetes/config.yaml").unwrap();
+        assert_eq!(
+            c.email.unwrap().password_env.as_deref(),
+            Some("PIXELWATCH_SMTP_PASSWORD")
+        );
+    }
+
+    #[test]
     fn a_good_file_parses_with_defaults() {
         let c = Config::parse(GOOD, "w.toml").unwrap();
         assert_eq!(c.sites.len(), 1);

@@ -562,3 +562,91 @@ async fn workers_recover_when_postgres_restarts_mid_run() {
     );
     assert_eq!(w.stop().await, Some(0), "{}", w.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_queues_each_due_time_once_and_skips_what_is_past_the_catch_up() {
+    use pixelwatch::fleet::scheduler::{SchedulerOptions, enqueue_due};
+    let opts = SchedulerOptions {
+        tick: Duration::from_millis(200),
+        catch_up: Duration::from_secs(3600),
+        max_attempts: 3,
+    };
+    let url = PgServer::shared().fresh_db().await;
+    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
+        .await
+        .unwrap();
+    store
+        .add_site(
+            "https://s.fleet.test/",
+            "* * * * * *",
+            &ScanSettings::default(),
+        )
+        .await
+        .unwrap();
+    let now = chrono::Utc::now() + chrono::Duration::seconds(10);
+    let first = enqueue_due(&store, now, &opts).await.unwrap();
+    assert!((9..=11).contains(&first), "{first}");
+    assert_eq!(
+        enqueue_due(&store, now, &opts).await.unwrap(),
+        0,
+        "queued once"
+    );
+    let later = now + chrono::Duration::seconds(5);
+    assert_eq!(enqueue_due(&store, later, &opts).await.unwrap(), 5);
+    assert_eq!(store.list_jobs(None, 100).await.unwrap().len(), first + 5);
+
+    // Every scheduler was down for three hours: only the last hour is queued.
+    let url = PgServer::shared().fresh_db().await;
+    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
+        .await
+        .unwrap();
+    store
+        .add_site(
+            "https://m.fleet.test/",
+            "* * * * *",
+            &ScanSettings::default(),
+        )
+        .await
+        .unwrap();
+    let then = chrono::Utc::now() + chrono::Duration::hours(3);
+    assert_eq!(enqueue_due(&store, then, &opts).await.unwrap(), 60);
+    let jobs = store.list_jobs(None, 100).await.unwrap();
+    let oldest: chrono::DateTime<chrono::Utc> = jobs.last().unwrap().due_at.parse().unwrap();
+    assert!(oldest > then - chrono::Duration::hours(1), "{oldest}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_judges_of_the_same_drift_at_once_record_one_alert() {
+    use pixelwatch::alert::history::{Decision, record_drift};
+    let url = PgServer::shared().fresh_db().await;
+    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
+        .await
+        .unwrap();
+    let site = "https://j.fleet.test/";
+    let mut alert = pixelwatch::alert::Alert::site_down(site, 1, "x");
+    alert.kind = "drift".into();
+    alert.fingerprint = "same drift".into();
+    // Both transactions read "nothing alerted yet" before either commits.
+    let mut first = store.db().begin().await.unwrap();
+    let one = record_drift(&mut first, site, Some(&alert), &["email"])
+        .await
+        .unwrap();
+    let (db, a) = (store.clone(), alert.clone());
+    let second = tokio::spawn(async move {
+        let mut tx = db.db().begin().await.unwrap();
+        let d = record_drift(&mut tx, site, Some(&a), &["email"])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        d
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    first.commit().await.unwrap();
+    let two = second.await.unwrap();
+    assert!(
+        matches!(one, Decision::Recorded(ref ids) if ids.len() == 1),
+        "{one:?}"
+    );
+    assert_eq!(two, Decision::AlreadyAlerted, "the claim key is taken");
+    assert_eq!(store.list_alerts(10).await.unwrap().len(), 1);
+}

@@ -276,6 +276,32 @@ async fn postgres_down_is_a_clear_run_error_that_hides_the_password() {
     assert!(err.contains("cannot be reached"), "{err}");
     assert!(err.contains(&format!("pw:***@127.0.0.1:{port}/x")), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
+    // A scan still runs and keeps its report when the database is down.
+    let changed = Arc::new(AtomicBool::new(false));
+    let server = FixtureServer::start(alert_support::site(changed))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("kept.json");
+    let mut scan = scan_command("scan", "https://www.clinic.test/", &url, &server);
+    scan.extend([
+        "--quiet".into(),
+        "--json".into(),
+        json.display().to_string(),
+    ]);
+    let out = {
+        let _one = SCANNING.lock().await;
+        run(&scan).await
+    };
+    assert_exit(&out, 1);
+    assert!(
+        text(&out.stderr).contains("the report was saved to"),
+        "{}",
+        text(&out.stderr)
+    );
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(kept["summary"]["pages"], 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

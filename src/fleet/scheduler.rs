@@ -48,11 +48,14 @@ pub async fn run(
         let _ = stop_tx.send(true);
     });
     let mut standing_by = false;
+    // The connection that asks for (and, once granted, holds) the lead; kept while standing by.
+    let mut session: Option<deadpool_postgres::ClientWrapper> = None;
     loop {
-        match try_lead(&store).await {
-            Ok(Some(session)) => {
+        match try_lead(&store, &mut session).await {
+            Ok(true) => {
                 tracing::info!(db = %store.shown(), "leading: this scheduler queues due scans");
                 standing_by = false;
+                let lead = session.take().expect("a granted lead has its session");
                 loop {
                     match enqueue_due(&store, Utc::now(), &opts).await {
                         Ok(n) if n > 0 => tracing::debug!(queued = n, "tick"),
@@ -62,19 +65,22 @@ pub async fn run(
                     if pause(opts.tick, &mut stop).await {
                         return Ok(());
                     }
-                    if session.simple_query("SELECT 1").await.is_err() {
+                    if lead.simple_query("SELECT 1").await.is_err() {
                         tracing::warn!("lost the connection that holds the lead; standing by");
                         break;
                     }
                 }
             }
-            Ok(None) => {
+            Ok(false) => {
                 if !standing_by {
                     tracing::info!("another scheduler leads; standing by");
                     standing_by = true;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot reach the database; retrying"),
+            Err(e) => {
+                session = None;
+                tracing::warn!(error = %e, "cannot reach the database; retrying");
+            }
         }
         if pause(opts.tick, &mut stop).await {
             return Ok(());
@@ -82,16 +88,23 @@ pub async fn run(
     }
 }
 
-/// Takes the lead if it is vacant: a connection of its own (out of the pool) holding the lock
-/// for as long as it lives.
-async fn try_lead(store: &Store) -> Result<Option<deadpool_postgres::ClientWrapper>, StoreError> {
-    let conn = deadpool_postgres::Object::take(store.db().pg_client().await?);
-    let got: bool = conn
+/// Takes the lead if it is vacant, on `session`: a connection of its own (out of the pool, made
+/// when there is none) that holds the lock for as long as it lives.
+async fn try_lead(
+    store: &Store,
+    session: &mut Option<deadpool_postgres::ClientWrapper>,
+) -> Result<bool, StoreError> {
+    if session.is_none() {
+        *session = Some(deadpool_postgres::Object::take(
+            store.db().pg_client().await?,
+        ));
+    }
+    let conn = session.as_ref().expect("just made");
+    let row = conn
         .query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])
         .await
-        .map_err(|e| store.db().pg_err(e))?
-        .get(0);
-    Ok(got.then_some(conn))
+        .map_err(|e| store.db().pg_err(e))?;
+    Ok(row.get(0))
 }
 
 fn parse_time(s: &str) -> Option<DateTime<Utc>> {
