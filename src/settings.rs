@@ -281,6 +281,31 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_help_shows_are_the_ones_a_scan_uses() {
+        use clap::CommandFactory;
+        let effective = serde_json::to_value(ScanSettings::default().effective()).unwrap();
+        let mut checked = 0;
+        for arg in Flags::command().get_arguments() {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let Some(shown) = help
+                .split("[default: ")
+                .nth(1)
+                .and_then(|r| r.split(']').next())
+            else {
+                continue;
+            };
+            let id = arg.get_id().as_str();
+            let used = match &effective[id] {
+                serde_json::Value::String(s) => s.clone(),
+                v => v.to_string(),
+            };
+            assert_eq!(shown, used, "--help of {id}");
+            checked += 1;
+        }
+        assert_eq!(checked, 8);
+    }
+
+    #[test]
     fn stored_json_round_trips_and_unset_knows_the_fields() {
         let mut s = flags(&["--settle-max", "1500", "--rules", "r", "--no-probe-forms"]);
         let json = s.to_json();
