@@ -174,6 +174,15 @@ fn small(server: &FixtureServer) -> ScanSettings {
     }
 }
 
+/// A new database on the shared test server: its URL and the store.
+async fn fresh_store() -> (String, Store) {
+    let url = PgServer::shared().fresh_db().await;
+    let store = Store::open(url.parse::<pixelwatch::store::DbTarget>().unwrap())
+        .await
+        .unwrap();
+    (url, store)
+}
+
 async fn add_sites(store: &Store, n: usize, server: &FixtureServer) {
     for i in 0..n {
         store
@@ -241,10 +250,7 @@ async fn two_workers_share_twenty_sites_and_scan_each_once() {
     let server = FixtureServer::start(clinics(20, false, None))
         .await
         .unwrap();
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
+    let (url, store) = fresh_store().await;
     add_sites(&store, 20, &server).await;
     queue_all(&store).await;
     let ports = [free_port(), free_port()];
@@ -303,7 +309,8 @@ async fn two_workers_share_twenty_sites_and_scan_each_once() {
 /// One clinic with a TikTok pixel whose page takes `delay` to answer, an SMTP server, and worker
 /// A (lease of `lease` seconds) in the middle of scanning it.
 struct Midscan {
-    server: FixtureServer,
+    /// Kept alive for the workers' browsers.
+    _server: FixtureServer,
     sink: SmtpSink,
     _dir: tempfile::TempDir,
     /// The alert config file for workers.
@@ -329,10 +336,7 @@ async fn mid_scan(delay: Duration, lease: &str) -> Midscan {
     )
     .unwrap();
     let cfg = cfg.to_str().unwrap().to_string();
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
+    let (url, store) = fresh_store().await;
     add_sites(&store, 1, &server).await;
     queue_all(&store).await;
     let a = worker(&url, &["--lease", lease, "--config", &cfg]);
@@ -343,7 +347,7 @@ async fn mid_scan(delay: Duration, lease: &str) -> Midscan {
     )
     .await;
     Midscan {
-        server,
+        _server: server,
         sink,
         _dir: dir,
         cfg,
@@ -356,24 +360,16 @@ async fn mid_scan(delay: Duration, lease: &str) -> Midscan {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Midscan {
-        server: _server,
-        sink,
-        _dir,
-        cfg,
-        url,
-        store,
-        worker: mut a,
-    } = mid_scan(Duration::from_secs(4), "3").await;
-    a.kill9().await;
-    let mut b = worker(&url, &["--lease", "3", "--config", &cfg]);
+    let mut m = mid_scan(Duration::from_secs(4), "3").await;
+    m.worker.kill9().await;
+    let mut b = worker(&m.url, &["--lease", "3", "--config", &m.cfg]);
     wait_for(
         "the job done by worker B",
         Duration::from_secs(90),
-        || async { count(&store, JobState::Done).await == 1 },
+        || async { count(&m.store, JobState::Done).await == 1 },
     )
     .await;
-    let job = &store.list_jobs(None, 10).await.unwrap()[0];
+    let job = &m.store.list_jobs(None, 10).await.unwrap()[0];
     assert_eq!(job.attempts, 2, "{job:?}");
     assert!(
         job.lease_owner
@@ -381,15 +377,15 @@ async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent
             .is_some_and(|o| o.ends_with(&format!(":{}", b.pid()))),
         "{job:?}"
     );
-    assert_eq!(store.list_scans(None, 10).await.unwrap().len(), 1);
+    assert_eq!(m.store.list_scans(None, 10).await.unwrap().len(), 1);
     wait_for("the drift email", Duration::from_secs(30), || async {
-        !sink.messages().is_empty()
+        !m.sink.messages().is_empty()
     })
     .await;
     // Give a second sender every chance to appear: none does.
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(sink.messages().len(), 1, "one alert, not two");
-    let alerts = store.list_alerts(10).await.unwrap();
+    assert_eq!(m.sink.messages().len(), 1, "one alert, not two");
+    let alerts = m.store.list_alerts(10).await.unwrap();
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].status, "sent");
     assert!(b.lines("lease expired") >= 1, "{}", b.log());
@@ -399,32 +395,24 @@ async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_worker_that_lost_its_lease_stores_nothing_and_sends_nothing() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let Midscan {
-        server: _server,
-        sink,
-        _dir,
-        cfg,
-        url,
-        store,
-        worker: mut a,
-    } = mid_scan(Duration::from_secs(3), "2").await;
+    let mut m = mid_scan(Duration::from_secs(3), "2").await;
     // Freeze A (and its browser) past its lease; B takes the job over and finishes it.
-    let frozen: Vec<u32> = std::iter::once(a.pid())
-        .chain(descendants(a.pid()))
+    let frozen: Vec<u32> = std::iter::once(m.worker.pid())
+        .chain(descendants(m.worker.pid()))
         .collect();
     for p in &frozen {
         // SAFETY: signalling processes this test started, by pid.
         unsafe { libc::kill(*p as i32, libc::SIGSTOP) };
     }
-    let mut b = worker(&url, &["--lease", "2", "--config", &cfg]);
+    let mut b = worker(&m.url, &["--lease", "2", "--config", &m.cfg]);
     wait_for(
         "the job done by worker B",
         Duration::from_secs(90),
-        || async { count(&store, JobState::Done).await == 1 },
+        || async { count(&m.store, JobState::Done).await == 1 },
     )
     .await;
     wait_for("B's email", Duration::from_secs(30), || async {
-        !sink.messages().is_empty()
+        !m.sink.messages().is_empty()
     })
     .await;
     assert_eq!(b.stop().await, Some(0), "{}", b.log());
@@ -434,27 +422,24 @@ async fn a_paused_worker_that_lost_its_lease_stores_nothing_and_sends_nothing() 
         unsafe { libc::kill(*p as i32, libc::SIGCONT) };
     }
     wait_for("A to notice", Duration::from_secs(30), || async {
-        a.lines("lease lost") >= 1
+        m.worker.lines("lease lost") >= 1
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
-        store.list_scans(None, 10).await.unwrap().len(),
+        m.store.list_scans(None, 10).await.unwrap().len(),
         1,
         "{}",
-        a.log()
+        m.worker.log()
     );
-    assert_eq!(sink.messages().len(), 1, "one alert, not two");
-    assert_eq!(a.stop().await, Some(0), "{}", a.log());
+    assert_eq!(m.sink.messages().len(), 1, "one alert, not two");
+    assert_eq!(m.worker.stop().await, Some(0), "{}", m.worker.log());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_schedulers_queue_each_due_time_once_across_a_failover() {
     let _one = ONE_AT_A_TIME.lock().await;
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
+    let (url, store) = fresh_store().await;
     for s in ["https://a.fleet.test/", "https://b.fleet.test/"] {
         store
             .add_site(s, "* * * * * *", &ScanSettings::default())
@@ -571,10 +556,7 @@ async fn the_scheduler_queues_each_due_time_once_and_skips_what_is_past_the_catc
         catch_up: Duration::from_secs(3600),
         max_attempts: 3,
     };
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
+    let (_, store) = fresh_store().await;
     store
         .add_site(
             "https://s.fleet.test/",
@@ -596,10 +578,7 @@ async fn the_scheduler_queues_each_due_time_once_and_skips_what_is_past_the_catc
     assert_eq!(store.list_jobs(None, 100).await.unwrap().len(), first + 5);
 
     // Every scheduler was down for three hours: only the last hour is queued.
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
+    let (_, store) = fresh_store().await;
     store
         .add_site(
             "https://m.fleet.test/",
@@ -618,10 +597,7 @@ async fn the_scheduler_queues_each_due_time_once_and_skips_what_is_past_the_catc
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_judges_of_the_same_drift_at_once_record_one_alert() {
     use pixelwatch::alert::history::{Decision, record_drift};
-    let url = PgServer::shared().fresh_db().await;
-    let store = Store::open(&url.parse::<pixelwatch::store::DbTarget>().unwrap())
-        .await
-        .unwrap();
+    let (_, store) = fresh_store().await;
     let site = "https://j.fleet.test/";
     let mut alert = pixelwatch::alert::Alert::site_down(site, 1, "x");
     alert.kind = "drift".into();
