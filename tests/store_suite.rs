@@ -304,6 +304,47 @@ async fn postgres_down_is_a_clear_run_error_that_hides_the_password() {
     assert_eq!(kept["summary"]["pages"], 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_is_verified_against_the_mozilla_roots_and_the_named_ca() {
+    let (pg, ca) = PgServer::start_tls();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let url = format!("{}?sslmode=require", pg.url("postgres"));
+    let list = |ca: Option<&std::path::Path>| {
+        let mut c = tokio::process::Command::new(outputs_support::BIN);
+        c.args(["sites", "list", "--db", &url])
+            .env_remove("PIXELWATCH_DB");
+        match ca {
+            Some(f) => c.env(pixelwatch::store::db::CA_FILE_ENV, f),
+            None => c.env_remove(pixelwatch::store::db::CA_FILE_ENV),
+        };
+        c.output()
+    };
+    // The server's CA is not a public one: refused, and the message says why.
+    let out = list(None).await.unwrap();
+    assert_exit(&out, 1);
+    assert!(
+        text(&out.stderr).contains("UnknownIssuer"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Named in PIXELWATCH_DB_CA_FILE, it is trusted (and the server takes TLS only).
+    let out = list(Some(&ca_file)).await.unwrap();
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).contains("no sites stored"));
+    // A CA file that holds no certificate is bad input.
+    let empty = dir.path().join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let out = list(Some(&empty)).await.unwrap();
+    assert_exit(&out, 3);
+    assert!(
+        text(&out.stderr).contains("no certificate"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn processes_starting_at_once_apply_each_migration_once() {
     // SQLite: eight connections race to migrate a new file.

@@ -130,6 +130,8 @@ pub struct PgServer {
     bin: PathBuf,
     child: Mutex<Option<Child>>,
     next_db: AtomicUsize,
+    /// Extra `-c name=value` settings.
+    settings: Vec<String>,
 }
 
 impl PgServer {
@@ -141,6 +143,49 @@ impl PgServer {
 
     /// A server of its own (for a test that stops and restarts it).
     pub fn start_new() -> PgServer {
+        PgServer::start_configured(|_| Vec::new())
+    }
+
+    /// A server that accepts TCP connections over TLS only, with a certificate for 127.0.0.1
+    /// issued by a CA of its own; returns it and the CA certificate (PEM) to trust.
+    pub fn start_tls() -> (PgServer, String) {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let server = PgServer::start_configured(|dir| {
+            let data = dir.join("data");
+            std::fs::write(data.join("server.crt"), cert.pem()).unwrap();
+            std::fs::write(data.join("server.key"), key.serialize_pem()).unwrap();
+            // TLS or nothing over TCP: a connection that works proves TLS.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhost all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            for f in ["server.crt", "server.key", "pg_hba.conf"] {
+                let p = data.join(f);
+                if let Some((uid, gid)) = server_user() {
+                    std::os::unix::fs::chown(&p, Some(uid), Some(gid)).unwrap();
+                }
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+            }
+            vec!["ssl=on".into()]
+        });
+        (server, ca_pem)
+    }
+
+    /// A server of its own; `configure` prepares its new data directory and returns extra
+    /// settings.
+    fn start_configured(configure: impl FnOnce(&Path) -> Vec<String>) -> PgServer {
         remove_stale();
         let bin = bin_dir();
         let dir = tempfile::Builder::new()
@@ -161,12 +206,14 @@ impl PgServer {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let settings = configure(&dir);
         let server = PgServer {
             dir,
             port: free_port(),
             bin,
             child: Mutex::new(None),
             next_db: AtomicUsize::new(0),
+            settings,
         };
         server.start();
         server
@@ -191,6 +238,7 @@ impl PgServer {
             ])
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "max_connections=300", "-c", "full_page_writes=off"])
+            .args(self.settings.iter().flat_map(|c| ["-c", c.as_str()]))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

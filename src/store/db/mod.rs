@@ -34,6 +34,25 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// counts as unreachable.
 const PG_WAIT: Duration = Duration::from_secs(10);
 
+/// Names a PEM file of extra root certificates that a PostgreSQL server's TLS certificate may
+/// chain to (a cloud provider's or a private CA), besides the Mozilla roots.
+pub const CA_FILE_ENV: &str = "PIXELWATCH_DB_CA_FILE";
+
+fn add_roots(roots: &mut rustls::RootCertStore, file: &Path) -> Result<(), String> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let shown = format!("{CA_FILE_ENV} '{}'", file.display());
+    let mut added = 0;
+    for cert in CertificateDer::pem_file_iter(file).map_err(|e| format!("{shown}: {e}"))? {
+        let cert = cert.map_err(|e| format!("{shown}: {e}"))?;
+        roots.add(cert).map_err(|e| format!("{shown}: {e}"))?;
+        added += 1;
+    }
+    if added == 0 {
+        return Err(format!("{shown}: no certificate in it"));
+    }
+    Ok(())
+}
+
 /// Where the store lives: `--db` / `PIXELWATCH_DB` is a file path or a `postgres://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbTarget {
@@ -339,9 +358,15 @@ impl Db {
             message: format!("{e}"),
         })?;
         let tls = {
-            let roots = rustls::RootCertStore {
+            let mut roots = rustls::RootCertStore {
                 roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
             };
+            if let Some(file) = std::env::var_os(CA_FILE_ENV) {
+                add_roots(&mut roots, Path::new(&file)).map_err(|message| StoreError::BadUrl {
+                    db: shown.clone(),
+                    message,
+                })?;
+            }
             let provider = Arc::new(rustls::crypto::ring::default_provider());
             let cfg = rustls::ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
