@@ -261,6 +261,21 @@ async fn the_command_suite_passes_on_postgres() {
     assert!(out.contains("queued 2 scan(s)"), "{out}");
     let jobs = ok(&["jobs", "list", "--state", "queued", "--json"], &url).await;
     assert_eq!(jobs.lines().count(), 2, "{jobs}");
+    // prune also deletes queue jobs that ended long ago, and only those.
+    pg_support::connect(&url)
+        .await
+        .batch_execute(
+            "UPDATE jobs SET state = 'done', finished_at = now() - interval '40 days'
+             WHERE id = (SELECT min(id) FROM jobs)",
+        )
+        .await
+        .unwrap();
+    let out = ok(&["prune", "--keep", "5", "--jobs-older-than", "30"], &url).await;
+    assert!(out.contains("deleted 1 queue job(s)"), "{out}");
+    assert_eq!(
+        ok(&["jobs", "list", "--json"], &url).await.lines().count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

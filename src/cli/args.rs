@@ -261,6 +261,9 @@ pub struct PruneArgs {
     /// Scans to keep per site, newest first.
     #[arg(long, value_name = "N")]
     pub keep: usize,
+    /// PostgreSQL: also delete queue jobs that ended more than this many days ago.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub jobs_older_than: u64,
     #[command(flatten)]
     pub db: DbArg,
 }

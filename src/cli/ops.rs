@@ -48,5 +48,13 @@ pub(super) async fn prune_cmd(a: PruneArgs) -> Result<Outcome, Error> {
         "deleted {n} scan(s); kept the newest {} of each site",
         a.keep
     );
+    if store.db().is_postgres() {
+        let age = std::time::Duration::from_secs(a.jobs_older_than.saturating_mul(86_400));
+        let jobs = store.prune_jobs(age).await?;
+        println!(
+            "deleted {jobs} queue job(s) that ended more than {} day(s) ago",
+            a.jobs_older_than
+        );
+    }
     Ok(Outcome::Clean)
 }

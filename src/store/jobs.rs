@@ -325,6 +325,17 @@ impl Store {
         Ok(queued)
     }
 
+    /// Deletes jobs that ended (done or failed) longer than `age` ago; returns how many.
+    pub async fn prune_jobs(&self, age: Duration) -> Result<u64, StoreError> {
+        self.db()
+            .execute(
+                "DELETE FROM jobs WHERE state IN ('done', 'failed')
+                    AND finished_at < now() - make_interval(secs => $1)",
+                params![secs(age)],
+            )
+            .await
+    }
+
     /// Drops the queued (not yet running) jobs of a site; returns how many.
     pub async fn drop_queued_jobs(&self, site: &str) -> Result<u64, StoreError> {
         self.db()
