@@ -626,3 +626,84 @@ async fn two_judges_of_the_same_drift_at_once_record_one_alert() {
     assert_eq!(two, Decision::AlreadyAlerted, "the claim key is taken");
     assert_eq!(store.list_alerts(10).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_settings_the_scan_refuses_fails_at_once_with_the_reason() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (url, store) = fresh_store().await;
+    let settings = ScanSettings {
+        submit_forms: Some("evil.example".into()),
+        ..Default::default()
+    };
+    store
+        .add_site("https://r.fleet.test/", "0 3 * * *", &settings)
+        .await
+        .unwrap();
+    queue_all(&store).await;
+    let mut w = worker(&url, &[]);
+    wait_for("the job failed", Duration::from_secs(30), || async {
+        count(&store, JobState::Failed).await == 1
+    })
+    .await;
+    let job = &store.list_jobs(None, 10).await.unwrap()[0];
+    assert_eq!(job.attempts, 1, "no retries: {job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("--submit-forms evil.example")),
+        "{job:?}"
+    );
+    assert_eq!(w.stop().await, Some(0), "{}", w.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_keeps_failing_is_retried_then_failed_and_its_site_alerted_as_down() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let (url, store) = fresh_store().await;
+    store
+        .add_site(
+            "https://down.fleet.test/",
+            "0 3 * * *",
+            &ScanSettings::default(),
+        )
+        .await
+        .unwrap();
+    queue_all(&store).await;
+    let sink = SmtpSink::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("alerts.toml");
+    std::fs::write(
+        &cfg,
+        format!("alert_after_failures = 1\n{}", sink.email_toml()),
+    )
+    .unwrap();
+    // A "browser" that exits at once: every attempt fails to start it.
+    let mut w = worker(
+        &url,
+        &["--browser", "/bin/false", "--config", cfg.to_str().unwrap()],
+    );
+    wait_for("the job failed", Duration::from_secs(60), || async {
+        count(&store, JobState::Failed).await == 1
+    })
+    .await;
+    let job = &store.list_jobs(None, 10).await.unwrap()[0];
+    assert_eq!(job.attempts, 3, "{job:?}");
+    assert!(
+        job.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("/bin/false")),
+        "{job:?}"
+    );
+    assert_eq!(w.lines("runs again later"), 2, "{}", w.log());
+    wait_for("the site-down email", Duration::from_secs(30), || async {
+        !sink.messages().is_empty()
+    })
+    .await;
+    assert_eq!(sink.messages().len(), 1);
+    let subject = alert_support::parse(&sink.messages()[0].data)
+        .header("subject")
+        .unwrap_or_default()
+        .to_string();
+    assert!(subject.contains("down.fleet.test"), "{subject}");
+    assert_eq!(w.stop().await, Some(0), "{}", w.log());
+}

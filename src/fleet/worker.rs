@@ -145,7 +145,9 @@ async fn run_job(ctx: &Ctx, job: Job, stop: &mut watch::Receiver<bool>) {
                 }
             }
         }
-        Err(e) => fail(ctx, &job, &e.to_string()).await,
+        // A setting the scan refuses (a bad --submit-forms host, a rules directory missing on
+        // this worker) fails the same way every time: no retries.
+        Err(e) => fail(ctx, &job, &e.to_string(), !e.is_usage()).await,
     }
 }
 
@@ -176,7 +178,13 @@ async fn finish(ctx: &Ctx, job: &Job, report: &mut ScanReport, stop: &mut watch:
             }
             Err(e) => {
                 tracing::error!(job = job.id, error = %e, "cannot store the scan");
-                fail(ctx, job, &format!("the scan could not be stored: {e}")).await;
+                fail(
+                    ctx,
+                    job,
+                    &format!("the scan could not be stored: {e}"),
+                    true,
+                )
+                .await;
                 return;
             }
         }
@@ -212,12 +220,13 @@ async fn finish_once(
     Ok(Some((outcome, judged.decision)))
 }
 
-/// Records a failed attempt: retried later, or failed for good (a failure of the site).
-async fn fail(ctx: &Ctx, job: &Job, error: &str) {
+/// Records a failed attempt: retried later (when `retry` allows), or failed for good (a failure
+/// of the site).
+async fn fail(ctx: &Ctx, job: &Job, error: &str, retry: bool) {
     let channels = ctx.alerter.channel_names();
     let recorded = async {
         let mut tx = ctx.store.db().begin().await?;
-        let failed = jobs::fail_in(&mut tx, job, error, ctx.opts.retry_delay).await?;
+        let failed = jobs::fail_in(&mut tx, job, error, ctx.opts.retry_delay, retry).await?;
         let decision = match failed {
             Failed::Final => {
                 judge::record_failed_run(

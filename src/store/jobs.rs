@@ -137,24 +137,26 @@ pub async fn finish_in(
 }
 
 /// Records a failed attempt: queued again after `retry_delay` times the attempt number, or
-/// failed for good after the last attempt.
+/// failed for good after the last attempt (or at once when `retry` is false: another attempt
+/// would fail the same way).
 pub async fn fail_in(
     tx: &mut Tx,
     job: &Job,
     error: &str,
     retry_delay: Duration,
+    retry: bool,
 ) -> Result<Failed, StoreError> {
     let row = tx
         .query_opt(
             "UPDATE jobs SET
-                state = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-                outcome = CASE WHEN attempts >= max_attempts THEN 'failed' ELSE NULL END,
-                run_after = now() + make_interval(secs => $3 * attempts),
-                finished_at = CASE WHEN attempts >= max_attempts THEN now() ELSE NULL END,
+                state = CASE WHEN NOT $5 OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+                outcome = CASE WHEN NOT $5 OR attempts >= max_attempts THEN 'failed' ELSE NULL END,
+                run_after = now() + make_interval(secs => CAST($3 AS DOUBLE PRECISION) * attempts),
+                finished_at = CASE WHEN NOT $5 OR attempts >= max_attempts THEN now() ELSE NULL END,
                 last_error = $4, lease_token = NULL, lease_until = NULL
              WHERE id = $1 AND lease_token = $2 AND state = 'running'
              RETURNING state",
-            params![job.id, &job.lease_token, secs(retry_delay), error],
+            params![job.id, &job.lease_token, secs(retry_delay), error, retry],
         )
         .await?;
     Ok(match row {

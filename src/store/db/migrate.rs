@@ -81,7 +81,8 @@ impl Db {
                     .await
                     .map_err(|e| self.pg_err(e))?;
                 tx.batch_execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations (
+                    "SET LOCAL client_min_messages = warning;
+                     CREATE TABLE IF NOT EXISTS schema_migrations (
                         version BIGINT PRIMARY KEY, name TEXT NOT NULL,
                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
                 )
