@@ -707,3 +707,21 @@ async fn a_scan_that_keeps_failing_is_retried_then_failed_and_its_site_alerted_a
     assert!(subject.contains("down.fleet.test"), "{subject}");
     assert_eq!(w.stop().await, Some(0), "{}", w.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_gives_a_running_job_back_without_using_an_attempt() {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let mut m = mid_scan(Duration::from_secs(4), "30").await;
+    assert_eq!(m.worker.stop().await, Some(0), "{}", m.worker.log());
+    let job = &m.store.list_jobs(None, 10).await.unwrap()[0];
+    assert_eq!((job.state.as_str(), job.attempts), ("queued", 0), "{job:?}");
+    assert!(m.store.list_scans(None, 10).await.unwrap().is_empty());
+    // Another worker takes it at once (no lease to wait for) and its first attempt completes.
+    let mut b = worker(&m.url, &["--config", &m.cfg]);
+    wait_for("the job done", Duration::from_secs(60), || async {
+        count(&m.store, JobState::Done).await == 1
+    })
+    .await;
+    assert_eq!(m.store.list_jobs(None, 10).await.unwrap()[0].attempts, 1);
+    assert_eq!(b.stop().await, Some(0), "{}", b.log());
+}
