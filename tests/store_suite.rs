@@ -440,3 +440,42 @@ async fn an_old_sqlite_history_keeps_when_each_vendor_was_first_seen() {
     assert!(!tables.contains(&"requests".to_string()), "{tables:?}");
     assert!(tables.contains(&"sites".to_string()), "{tables:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_keeps_its_history_in_postgres_too() {
+    let url = PgServer::shared().fresh_db().await;
+    let server = FixtureServer::start(alert_support::site(Arc::new(AtomicBool::new(false))))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("w.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[site]]\nurl = \"https://www.clinic.test/\"\nschedule = \"* * * * * *\"\n\
+             sitemaps = false\nsettle_quiet_ms = 200\nsettle_max_ms = 1500\nbrowser_args = {}\n",
+            serde_json::to_string(&server.browser_args()).unwrap()
+        ),
+    )
+    .unwrap();
+    let _one = SCANNING.lock().await;
+    let mut watch = tokio::process::Command::new(outputs_support::BIN)
+        .args(["watch", "--config", cfg.to_str().unwrap(), "--db", &url])
+        .env_remove("PIXELWATCH_DB")
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let store = Store::open(url.parse::<DbTarget>().unwrap()).await.unwrap();
+    let start = std::time::Instant::now();
+    while store.watch_runs(None).await.unwrap().is_empty() {
+        assert!(start.elapsed().as_secs() < 60, "no watch run recorded");
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    // SAFETY: signalling the process this test started, by its pid.
+    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGTERM) };
+    assert_eq!(watch.wait().await.unwrap().code(), Some(0));
+    let runs = store.watch_runs(None).await.unwrap();
+    assert_eq!(runs[0].outcome, "ok", "{runs:?}");
+    let scan = store.load_scan(runs[0].scan_id.unwrap()).await.unwrap();
+    assert_eq!(scan.site, "https://www.clinic.test/");
+}
