@@ -28,6 +28,54 @@ pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!("postgres": "0001_init
 /// The advisory lock key that serialises migrations ("pxwmigr").
 const MIGRATION_LOCK: i64 = 0x0070_7877_6d69_6772;
 
+/// Applies `migrations` to a SQLite database whose `PRAGMA user_version` counts those applied;
+/// `shown` names it in errors. Any SQLite database of the crate can use it (the relay's outbox
+/// keeps a runner of its own for now, which reads the version outside the write lock).
+pub fn apply_sqlite(
+    c: &rusqlite::Connection,
+    shown: &str,
+    migrations: &[Migration],
+) -> Result<(), StoreError> {
+    let err = |e| super::sqlite_error(shown, e);
+    let version = || -> Result<i64, StoreError> {
+        c.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)
+    };
+    if version()? as usize == migrations.len() {
+        return Ok(()); // up to date: nothing to apply, no write lock needed
+    }
+    // The write lock first, then the version again: a second process waits here (busy timeout)
+    // and then finds the schema already applied.
+    c.execute_batch("BEGIN IMMEDIATE").map_err(err)?;
+    let run = || -> Result<(), StoreError> {
+        let applied = version()?;
+        if applied as usize > migrations.len() {
+            return Err(StoreError::TooNew {
+                path: shown.to_string(),
+                found: applied,
+                known: migrations.len(),
+            });
+        }
+        for (i, m) in migrations.iter().enumerate().skip(applied as usize) {
+            c.execute_batch(&format!("{}\nPRAGMA user_version = {};", m.sql, i + 1))
+                .map_err(|e| StoreError::Migration {
+                    path: shown.to_string(),
+                    name: m.name.to_string(),
+                    message: e.to_string(),
+                })?;
+            tracing::info!(db = %shown, migration = m.name, "applied migration");
+        }
+        Ok(())
+    };
+    match run() {
+        Ok(()) => c.execute_batch("COMMIT").map_err(err),
+        Err(e) => {
+            let _ = c.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
 impl Db {
     pub(super) async fn migrate(&self) -> Result<(), StoreError> {
         let mig_err = |name: &str, message: String| StoreError::Migration {
@@ -38,41 +86,7 @@ impl Db {
         match self {
             Db::Sqlite { conn, .. } => {
                 let c = conn.lock().await;
-                let current: i64 = c
-                    .query_row("PRAGMA user_version", [], |r| r.get(0))
-                    .map_err(|e| self.sqlite_err(e))?;
-                if current as usize == SQLITE_MIGRATIONS.len() {
-                    return Ok(()); // up to date: nothing to apply, no write lock needed
-                }
-                // The write lock first, then the version again: a second process waits here
-                // (busy timeout) and then finds the schema already applied.
-                c.execute_batch("BEGIN IMMEDIATE")
-                    .map_err(|e| self.sqlite_err(e))?;
-                let run = || -> Result<(), StoreError> {
-                    let version: i64 = c
-                        .query_row("PRAGMA user_version", [], |r| r.get(0))
-                        .map_err(|e| self.sqlite_err(e))?;
-                    if version as usize > SQLITE_MIGRATIONS.len() {
-                        return Err(StoreError::TooNew {
-                            path: self.shown(),
-                            found: version,
-                            known: SQLITE_MIGRATIONS.len(),
-                        });
-                    }
-                    for (i, m) in SQLITE_MIGRATIONS.iter().enumerate().skip(version as usize) {
-                        c.execute_batch(&format!("{}\nPRAGMA user_version = {};", m.sql, i + 1))
-                            .map_err(|e| mig_err(m.name, e.to_string()))?;
-                        tracing::info!(db = %self.shown(), migration = m.name, "applied migration");
-                    }
-                    Ok(())
-                };
-                match run() {
-                    Ok(()) => c.execute_batch("COMMIT").map_err(|e| self.sqlite_err(e)),
-                    Err(e) => {
-                        let _ = c.execute_batch("ROLLBACK");
-                        Err(e)
-                    }
-                }
+                apply_sqlite(&c, &self.shown(), SQLITE_MIGRATIONS)
             }
             Db::Postgres { .. } => {
                 let mut c = self.pg_client().await?;

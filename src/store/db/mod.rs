@@ -19,7 +19,7 @@ use std::time::Duration;
 mod migrate;
 mod value;
 
-pub use migrate::{Migration, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS};
+pub use migrate::{Migration, POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS, apply_sqlite};
 pub(crate) use value::params;
 pub use value::{FromValue, Row, Value};
 
@@ -310,6 +310,17 @@ fn pg_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Row>, tokio_postgres::Err
     rows.iter().map(pg_row).collect()
 }
 
+/// A SQLite error of database `shown`: locked (another process writes), or another one.
+fn sqlite_error(shown: &str, source: rusqlite::Error) -> StoreError {
+    let path = shown.to_string();
+    match source.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Locked { path }
+        }
+        _ => StoreError::Sql { path, source },
+    }
+}
+
 impl Db {
     /// Opens (creating a SQLite file and its directory if needed) and migrates.
     pub async fn open(target: &DbTarget) -> Result<Db, StoreError> {
@@ -413,13 +424,7 @@ impl Db {
     }
 
     pub(crate) fn sqlite_err(&self, source: rusqlite::Error) -> StoreError {
-        let path = self.shown();
-        match source.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DatabaseBusy) | Some(rusqlite::ErrorCode::DatabaseLocked) => {
-                StoreError::Locked { path }
-            }
-            _ => StoreError::Sql { path, source },
-        }
+        sqlite_error(&self.shown(), source)
     }
 
     pub(crate) fn pg_err(&self, source: tokio_postgres::Error) -> StoreError {
