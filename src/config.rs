@@ -221,7 +221,32 @@ impl Config {
             path: shown.clone(),
             source,
         })?;
-        Config::parse(&text, &shown)
+        let mut config = Config::parse(&text, &shown)?;
+        // Paths in the file (rules, filter lists, journeys) are relative to the file, not to
+        // wherever `watch` happens to be started from (a service manager's working directory).
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for site in &mut config.sites {
+            site.settings.anchor(dir);
+        }
+        config
+            .check_files()
+            .map_err(|message| ConfigError::Invalid {
+                path: shown,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// Loads what the sites' settings name on disk, so a broken journey file is reported when
+    /// `watch` starts rather than at a site's first scheduled scan.
+    fn check_files(&self) -> Result<(), String> {
+        for (i, s) in self.sites.iter().enumerate() {
+            for j in s.settings.journeys.iter().flatten() {
+                crate::journey::Journey::load(j)
+                    .map_err(|e| format!("site {} ({}): {e}", i + 1, s.url))?;
+            }
+        }
+        Ok(())
     }
 
     /// Parses and checks config text; `shown` names it in errors.
@@ -417,5 +442,31 @@ url = "https://hooks.example.com/x"
         let bad = GOOD.replace("max_pages = 20", "exclude = [\"(\"]");
         let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
         assert!(e.contains("bad exclude pattern '('"), "{e}");
+    }
+
+    #[test]
+    fn site_paths_are_relative_to_the_file_and_journeys_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("pixelwatch.toml");
+        let site = "[[site]]\nurl = \"https://www.clinic.test/\"\nschedule = \"0 3 * * *\"\n";
+        std::fs::write(&cfg, format!("{site}journeys = [\"book.toml\"]\n")).unwrap();
+        // Missing: named by its path next to the config, at load.
+        let err = Config::read(&cfg).expect_err("missing journey").to_string();
+        assert!(
+            err.contains(&dir.path().join("book.toml").display().to_string()),
+            "{err}"
+        );
+        std::fs::write(
+            dir.path().join("book.toml"),
+            "name = \"book\"\n[[step]]\ngoto = \"https://www.clinic.test/book\"\n",
+        )
+        .unwrap();
+        let c = Config::read(&cfg).expect("valid");
+        assert_eq!(
+            c.sites[0].settings.journeys,
+            Some(vec![dir.path().join("book.toml")])
+        );
+        let opts = c.sites[0].scan_options(None);
+        assert_eq!(opts.journeys, vec![dir.path().join("book.toml")]);
     }
 }

@@ -124,6 +124,19 @@ impl ScanSettings {
         }
     }
 
+    /// Makes the relative paths these settings name (rules, filter lists, journeys) relative
+    /// to `dir`, the directory of the file they were read from.
+    pub fn anchor(&mut self, dir: &std::path::Path) {
+        let at = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        self.rules.iter_mut().for_each(at);
+        self.filter_lists.iter_mut().flatten().for_each(at);
+        self.journeys.iter_mut().flatten().for_each(at);
+    }
+
     /// `base` with every field set here applied: the one conversion into a scan's options.
     pub fn apply(&self, base: ScanOptions) -> ScanOptions {
         let s = self.clone();
