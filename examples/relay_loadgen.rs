@@ -3,6 +3,7 @@
 //! Modes:
 //!   relay_loadgen noop   --listen ADDR   answers every POST with 202 `{}` (the ceiling)
 //!   relay_loadgen tiktok --listen ADDR   answers like TikTok: 200 `{"code":0,...}`
+//!   relay_loadgen meta   --listen ADDR   answers like Meta: 200 `{"events_received":N,...}`
 //!   relay_loadgen load   --url URL [--consent-url URL] [--concurrency N] [--seconds S] [--rate R]
 //!
 //! `load` sends single-event requests (one new event_id each) and prints accepted events/s and
@@ -27,7 +28,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).cloned().unwrap_or_default();
     match mode.as_str() {
-        "noop" | "tiktok" => {
+        "noop" | "tiktok" | "meta" => {
             let listen: SocketAddr = arg(&args, "--listen")
                 .expect("--listen ADDR")
                 .parse()
@@ -37,7 +38,7 @@ fn main() {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(serve(listen, mode == "tiktok"));
+            rt.block_on(serve(listen, &mode));
         }
         "load" => {
             let url = arg(&args, "--url").expect("--url URL");
@@ -55,20 +56,32 @@ fn main() {
         }
         _ => {
             eprintln!(
-                "usage: relay_loadgen noop|tiktok --listen ADDR | load --url URL [--consent-url URL] [--concurrency N] [--seconds S] [--rate R] [--label L]"
+                "usage: relay_loadgen noop|tiktok|meta --listen ADDR | load --url URL [--consent-url URL] [--concurrency N] [--seconds S] [--rate R] [--label L]"
             );
             std::process::exit(3);
         }
     }
 }
 
-async fn serve(listen: SocketAddr, tiktok: bool) {
-    let app = if tiktok {
+async fn serve(listen: SocketAddr, mode: &str) {
+    let app = if mode == "tiktok" {
         Router::new().fallback(post(|| async {
             (
                 StatusCode::OK,
                 [("content-type", "application/json")],
                 r#"{"code":0,"message":"OK","request_id":"bench","data":{}}"#,
+            )
+        }))
+    } else if mode == "meta" {
+        Router::new().fallback(post(|body: axum::body::Bytes| async move {
+            let n = serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v["data"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            (
+                StatusCode::OK,
+                [("content-type", "application/json")],
+                format!(r#"{{"events_received":{n},"messages":[],"fbtrace_id":"bench"}}"#),
             )
         }))
     } else {
@@ -84,6 +97,14 @@ async fn serve(listen: SocketAddr, tiktok: bool) {
     };
     let listener = tokio::net::TcpListener::bind(listen).await.expect("bind");
     axum::serve(listener, app).await.expect("serve");
+}
+
+/// Digits as letters (`1984` -> `bjie`).
+fn letters(n: u64) -> String {
+    n.to_string()
+        .bytes()
+        .map(|b| (b - b'0' + b'a') as char)
+        .collect()
 }
 
 async fn load(
@@ -104,7 +125,8 @@ async fn load(
             let r = client
                 .post(c)
                 .header("Origin", origin)
-                .body(r#"{"granted":true,"purposes":["advertising"],"source":"bench","policy_version":"bench"}"#)
+                .header("Content-Type", "text/plain")
+                .body(r#"{"granted":true,"purposes":["advertising"],"source":"banner","policy_version":"2026-01"}"#)
                 .send()
                 .await
                 .expect("consent request");
@@ -137,16 +159,17 @@ async fn load(
                     break;
                 }
                 let scheduled = if period.is_some() { next } else { Instant::now() };
-                let id = format!("{w:08x}{i:024x}");
+                // Ids and click ids in the platforms' formats (digits as letters: no digit runs).
+                let id = format!("loadgen-{}-{}-event", letters(w as u64), letters(i));
                 i += 1;
-                let body = match &token {
-                    Some(t) => format!(
-                        r#"{{"event":"BookedGLP1Consultation","event_id":"{id}","ttclid":"E.C.P.bench{w}","url":"https://clinic.example/book/glp1","consent_token":"{t}"}}"#
-                    ),
-                    None => format!(
-                        r#"{{"event":"BookedGLP1Consultation","event_id":"{id}","ttclid":"E.C.P.bench{w}","url":"https://clinic.example/book/glp1"}}"#
-                    ),
-                };
+                let consent = token
+                    .as_ref()
+                    .map(|t| format!(r#","consent_token":"{t}""#))
+                    .unwrap_or_default();
+                let body = format!(
+                    r#"{{"event":"BookedGLP1Consultation","event_id":"{id}","ttclid":"E.C.P.CqgBbench{lw}xYkLmQp","fbclid":"IwAR2F4-dbP0bench{lw}QQGCINEz7PYX","url":"https://clinic.example/book/glp1"{consent}}}"#,
+                    lw = letters(w as u64)
+                );
                 let r = client
                     .post(&url)
                     .header("Origin", origin)

@@ -287,6 +287,23 @@ impl FixtureServer {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// Requests received that carry a typed canary in any encoding the analyzer knows (in the
+    /// URL, the body or a header), as "METHOD url": what must always be empty.
+    pub fn canaries_received(&self, canaries: &[crate::model::Canary]) -> Vec<String> {
+        let needles = crate::analyze::canary::Needles::new(canaries);
+        self.requests()
+            .iter()
+            .filter(|r| {
+                let body = String::from_utf8_lossy(&r.body);
+                let headers: Vec<&str> = r.headers.iter().map(|(_, v)| v.as_str()).collect();
+                !needles
+                    .find(&r.url(), &body, &headers.join("\n"))
+                    .is_empty()
+            })
+            .map(|r| format!("{} {}", r.method, r.url()))
+            .collect()
+    }
+
     /// Forgets the request log.
     pub fn clear_log(&self) {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clear();

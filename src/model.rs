@@ -145,12 +145,148 @@ pub struct Request {
     pub error: Option<String>,
     /// When it was sent: "load" (before any interaction), "consent" (after the consent button),
     /// "probe" (after canary values were typed).
-    #[serde(default = "default_phase")]
-    pub phase: String,
+    #[serde(default)]
+    pub phase: Phase,
+    /// The step of a walked flow or a journey that caused it ("funnel step 2: chose 'Anxiety'").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
 }
 
-fn default_phase() -> String {
-    "load".to_string()
+/// Defines a string-valued enum the report, policies and rules files spell in snake_case: a
+/// typo in a file is an error with its line, and code compares enums, not strings.
+macro_rules! words {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name {
+            $($(#[$vm])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The name written in reports and files.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $name::ALL
+                    .iter()
+                    .copied()
+                    .find(|v| v.as_str() == s)
+                    .ok_or_else(|| {
+                        let all: Vec<&str> = $name::ALL.iter().map(|v| v.as_str()).collect();
+                        format!("unknown {} '{s}' (one of {})", stringify!($name), all.join(", "))
+                    })
+            }
+        }
+    };
+}
+
+words! {
+    /// When a request was sent.
+    Phase {
+        /// Before any interaction.
+        Load => "load",
+        /// After the consent button was pressed.
+        Consent => "consent",
+        /// After canary values were typed (the form probe, a walked flow).
+        Probe => "probe",
+        /// During a scripted journey.
+        Journey => "journey",
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for Phase {
+    fn default() -> Phase {
+        Phase::Load
+    }
+}
+
+words! {
+    /// What a finding is about.
+    FindingKind {
+        Tracker => "tracker",
+        PhiLeak => "phi_leak",
+        NoConsent => "no_consent",
+        GpcIgnored => "gpc_ignored",
+        SessionReplay => "session_replay",
+        ThirdPartyFrame => "third_party_frame",
+    }
+}
+
+words! {
+    /// Who set a cookie.
+    SetBy {
+        /// A `Set-Cookie` response header.
+        Http => "http",
+        /// `document.cookie` or the CookieStore.
+        Script => "script",
+    }
+}
+
+#[allow(clippy::derivable_impls)]
+impl Default for SetBy {
+    fn default() -> SetBy {
+        SetBy::Script
+    }
+}
+
+words! {
+    /// What a vendor does (rules/vendors.toml `category`).
+    Category {
+        Advertising => "advertising",
+        Analytics => "analytics",
+        TagManager => "tag_manager",
+        SessionReplay => "session_replay",
+        Social => "social",
+        Chat => "chat",
+        Scheduling => "scheduling",
+        Cdn => "cdn",
+        Fonts => "fonts",
+        Payments => "payments",
+        Other => "other",
+    }
+}
+
+impl Category {
+    /// Categories whose requests are judged as trackers (CDNs, fonts, payments are not).
+    pub fn is_tracking(self) -> bool {
+        matches!(
+            self,
+            Category::Advertising
+                | Category::Analytics
+                | Category::TagManager
+                | Category::SessionReplay
+                | Category::Social
+        )
+    }
 }
 
 /// What a visitor sees on a page, bounded: the inputs of its health context.
@@ -234,7 +370,7 @@ pub struct Cookie {
     pub same_site: Option<String>,
     pub third_party: bool,
     /// "http" (Set-Cookie) or "script" (document.cookie / CookieStore).
-    pub set_by: String,
+    pub set_by: SetBy,
     /// Partition key (CHIPS) when partitioned.
     #[serde(default)]
     pub partition_key: Option<String>,
@@ -293,7 +429,7 @@ pub struct Skipped {
 /// Something the rules judged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Finding {
-    pub kind: String,
+    pub kind: FindingKind,
     pub severity: Severity,
     pub vendor: Option<String>,
     pub page: String,

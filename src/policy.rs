@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::diff::Drift;
-use crate::model::{ScanReport, Severity};
+use crate::model::{Category, FindingKind, ScanReport, Severity};
 use crate::rules::Engine;
 
 /// Errors loading a policy file.
@@ -52,12 +52,12 @@ pub struct Allow {
 #[serde(deny_unknown_fields, default)]
 pub struct Deny {
     /// Vendor categories ("advertising", "session_replay", ...).
-    pub categories: Vec<String>,
+    pub categories: Vec<Category>,
     pub vendors: Vec<String>,
     pub hosts: Vec<String>,
     pub cookies: Vec<String>,
     /// Finding kinds ("phi_leak", "no_consent", ...).
-    pub finding_kinds: Vec<String>,
+    pub finding_kinds: Vec<FindingKind>,
     /// Findings less severe than this are not violations.
     pub min_severity: Severity,
     /// Whether drift against a baseline (`--baseline`) fails the check.
@@ -67,11 +67,11 @@ pub struct Deny {
 impl Default for Deny {
     fn default() -> Self {
         Deny {
-            categories: vec!["advertising".into()],
+            categories: vec![Category::Advertising],
             vendors: vec![],
             hosts: vec![],
             cookies: vec![],
-            finding_kinds: vec!["phi_leak".into(), "no_consent".into()],
+            finding_kinds: vec![FindingKind::PhiLeak, FindingKind::NoConsent],
             min_severity: Severity::Medium,
             drift: true,
         }
@@ -505,6 +505,20 @@ mod tests {
     use crate::model::{Finding, Page, Request};
 
     #[test]
+    fn a_typo_in_a_kind_or_category_is_an_error_with_its_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("policy.toml");
+        for (text, needle) in [
+            ("[deny]\nfinding_kinds = [\"phi_leek\"]\n", "phi_leek"),
+            ("[deny]\ncategories = [\"advertizing\"]\n", "advertizing"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Policy::read(&file).unwrap_err().to_string();
+            assert!(e.contains("line 2") && e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
     fn one_new_pixel_is_one_violation_with_the_severity_of_what_drifted() {
         let before = crate::report::empty_report("https://c.test/");
         let mut after = before.clone();
@@ -528,7 +542,7 @@ mod tests {
         after.findings = ["tracker", "no_consent"]
             .iter()
             .map(|kind| Finding {
-                kind: kind.to_string(),
+                kind: kind.parse().unwrap(),
                 severity: Severity::High,
                 vendor: Some("tiktok".into()),
                 page: "https://c.test/book".into(),

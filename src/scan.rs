@@ -10,14 +10,18 @@ use std::time::{Duration, Instant};
 use regex::Regex;
 use tokio::sync::Notify;
 
-use crate::analyze::context::{LinkTexts, PageRoles};
+use crate::analyze::context::LinkTexts;
 use crate::browser::{
     CookieLedger, Guard, LaunchError, LaunchOptions, Plan, Pool, Tab, VisitTiming,
 };
 use crate::crawl::{self, Frontier, Limits, Pending, sitemap};
 use crate::model::{CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
-use crate::rules::Engine;
-use crate::rules::consent::{ConsentMode, ConsentRules};
+use crate::rules::RuleSet;
+use crate::rules::consent::ConsentMode;
+
+/// Tabs in parallel by default: a page is watched ~3 s for tags injected by timers, mostly
+/// idle, so 12 tabs keep 2 cores busy (measured: scripts/bench-crawl.sh, README).
+pub const DEFAULT_CONCURRENCY: usize = 12;
 
 /// Everything that shapes one scan.
 #[derive(Debug, Clone)]
@@ -41,6 +45,10 @@ pub struct ScanOptions {
     pub probe_forms: bool,
     /// A host of the scanned site (staging) that the probe's submissions may reach.
     pub submit_forms: Option<String>,
+    /// Most steps of a multi-step flow (quiz, intake) the probe walks on a page; 0 walks none.
+    pub funnel_steps: usize,
+    /// Scripted journeys (TOML files) run after the crawl, each a page of the report.
+    pub journeys: Vec<PathBuf>,
     /// A directory of the user's own vendor rules, added to the bundled ones.
     pub rules_dir: Option<PathBuf>,
     /// Adblock-syntax filter lists to catch trackers the rules do not know.
@@ -54,7 +62,7 @@ impl Default for ScanOptions {
             max_pages: 200,
             max_depth: 5,
             max_per_pattern: 25,
-            concurrency: 4,
+            concurrency: DEFAULT_CONCURRENCY,
             page_timeout: Duration::from_secs(30),
             settle_quiet: Duration::from_millis(500),
             settle_max: Duration::from_secs(5),
@@ -66,6 +74,8 @@ impl Default for ScanOptions {
             consent: ConsentMode::None,
             probe_forms: true,
             submit_forms: None,
+            funnel_steps: 6,
+            journeys: Vec::new(),
             rules_dir: None,
             filter_lists: Vec::new(),
         }
@@ -93,7 +103,7 @@ pub enum ScanError {
     #[error(transparent)]
     Rules(#[from] crate::rules::RulesError),
     #[error(transparent)]
-    Roles(#[from] crate::analyze::context::RolesError),
+    Journey(#[from] crate::journey::JourneyError),
     #[error(transparent)]
     Launch(#[from] LaunchError),
 }
@@ -108,7 +118,7 @@ impl ScanError {
                 | ScanError::Zero(_)
                 | ScanError::SubmitHost(..)
                 | ScanError::Rules(_)
-                | ScanError::Roles(_)
+                | ScanError::Journey(_)
         ) || matches!(self, ScanError::Launch(LaunchError::BadPath { .. }))
     }
 }
@@ -173,12 +183,12 @@ pub async fn run_with_hook(
             })
             .collect()
     };
-    let engine = match &opts.rules_dir {
-        Some(dir) => Engine::with_dir(dir)?,
-        None => Engine::bundled(),
-    };
-    let filter_lists = crate::rules::filterlist::FilterLists::load(&opts.filter_lists)?;
-    let roles = PageRoles::from_dir(opts.rules_dir.as_deref())?;
+    let rules = RuleSet::load(opts.rules_dir.as_deref(), &opts.filter_lists)?;
+    let journeys = opts
+        .journeys
+        .iter()
+        .map(|p| crate::journey::Journey::load(p))
+        .collect::<Result<Vec<_>, _>>()?;
     let include = compile("include", &opts.include)?;
     let exclude = compile("exclude", &opts.exclude)?;
     let frontier = Frontier::new(
@@ -192,7 +202,7 @@ pub async fn run_with_hook(
         exclude,
     );
     let site = frontier.site().to_string();
-    let canaries = opts.probe_forms.then(crate::probe::canaries);
+    let canaries = opts.probe_forms.then(crate::analyze::canary::canaries);
     let submit_to = match &opts.submit_forms {
         Some(h) => {
             let host = h.trim().trim_end_matches('.').to_ascii_lowercase();
@@ -205,7 +215,7 @@ pub async fn run_with_hook(
     };
     let guard = Guard::new(
         &site,
-        crate::probe::Needles::new(canaries.as_deref().unwrap_or_default()),
+        crate::analyze::canary::Needles::new(canaries.as_deref().unwrap_or_default()),
         submit_to,
     );
     let pool = Arc::new(Pool::new(
@@ -235,13 +245,14 @@ pub async fn run_with_hook(
         }
     }
 
-    let (consent_buttons, consent_generic) = ConsentRules::bundled().buttons(opts.consent);
+    let (consent_buttons, consent_generic) = rules.consent.buttons(opts.consent);
     let plan = Arc::new(Plan {
         consent: opts.consent,
         consent_buttons,
         consent_generic,
         consent_given: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         canaries,
+        funnel_steps: opts.funnel_steps,
         site: site.clone(),
     });
     let notify = Arc::new(Notify::new());
@@ -268,6 +279,16 @@ pub async fn run_with_hook(
             tracing::error!(error = %e, "a scan worker panicked");
         }
     }
+    // Scripted journeys, after the crawl: each in a fresh tab, each a page of the report.
+    for j in &journeys {
+        progress.page_started(j.start().unwrap_or_default());
+        let page = run_journey(&pool, &shared, j, &plan, timing).await;
+        let mut s = lock(&shared);
+        if page.error.is_some() {
+            s.errors += 1;
+        }
+        s.pages.push(page);
+    }
     let decode_failures = pool.decode_failures().await;
     let dropped_events = pool.dropped_events().await;
     pool.shutdown().await;
@@ -278,21 +299,25 @@ pub async fn run_with_hook(
     let cookies = std::mem::take(&mut s.cookies).finish();
     s.link_texts.apply(&mut pages);
     drop(s);
-    classify(&mut pages, &site, &engine);
-    crate::analyze::context::classify_pages(&mut pages, crate::lexicon::Lexicon::bundled(), &roles);
+    crate::analyze::classify::classify(&mut pages, &site, &rules.vendors);
+    crate::analyze::context::classify_pages(&mut pages, rules.lexicon, &rules.page_roles);
     let canaries = plan.canaries.clone().unwrap_or_default();
     let mut findings = crate::analyze::findings(
         &pages,
-        &engine,
-        filter_lists.as_ref(),
+        &rules.vendors,
+        rules.filters.as_ref(),
         opts.consent,
         &canaries,
     );
-    findings.extend(crate::analyze::context_leaks(&pages, &engine, &roles));
+    findings.extend(crate::analyze::context_leaks(
+        &pages,
+        &rules.vendors,
+        &rules.page_roles,
+    ));
     findings.extend(crate::analyze::cookie_findings(
         &cookies,
         &pages,
-        &engine,
+        &rules.vendors,
         opts.consent,
     ));
     findings.sort_by(|a, b| {
@@ -436,6 +461,11 @@ impl Worker {
             && let Some(t) = tab.take()
         {
             t.close().await;
+        } else if tab.as_ref().is_some_and(Tab::holds_queued_frames)
+            && let Some(t) = tab.take()
+        {
+            // A probe queued WebSocket frames in this tab: park it, go on in a fresh one.
+            *tab = self.pool.park(t);
         }
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());
@@ -468,27 +498,40 @@ impl Worker {
     }
 }
 
-/// Marks third parties and vendors on everything recorded.
-fn classify(pages: &mut [Page], site: &str, engine: &Engine) {
-    let third = |url: &str| -> bool {
-        let host = crate::browser::capture::host_of(url);
-        !host.is_empty() && !crawl::same_site(site, &host)
+/// Runs one journey in a tab of its own; a browser that fails is named on the page.
+async fn run_journey(
+    pool: &Pool,
+    shared: &Mutex<Shared>,
+    journey: &crate::journey::Journey,
+    plan: &Plan,
+    timing: VisitTiming,
+) -> Page {
+    let start = journey.start().unwrap_or_default().to_string();
+    let mut tab = match pool.open_tab().await {
+        Ok(t) => t,
+        Err(e) => {
+            return Page {
+                url: start.clone(),
+                final_url: start,
+                found_via: "journey".into(),
+                error: Some(format!("journey '{}': {e}", journey.name)),
+                ..Default::default()
+            };
+        }
     };
-    for p in pages.iter_mut() {
-        for r in &mut p.requests {
-            r.third_party = !r.host.is_empty() && !crawl::same_site(site, &r.host);
-            r.vendor = engine.match_url(&r.url).map(|m| m.vendor.id.clone());
-        }
-        for s in &mut p.scripts {
-            s.third_party = s.url.as_deref().is_some_and(third);
-        }
-        for f in &mut p.frames {
-            f.third_party = third(&f.url);
-        }
-        for st in &mut p.storage {
-            st.third_party = third(&st.origin);
-        }
+    let canaries = plan.canaries.clone().unwrap_or_default();
+    let generation = tab.generation();
+    let mut visit = tab.run_journey(journey, &canaries, timing).await;
+    if visit.browser_died {
+        pool.restart(generation).await;
+    } else {
+        tab.close().await;
     }
+    let mut page = std::mem::take(&mut visit.page);
+    let mut s = lock(shared);
+    page.cookies = s.cookies.record(&page.url, &visit.cookies);
+    s.link_texts.add(&visit.link_texts);
+    page
 }
 
 /// How the browser fared during a scan.

@@ -26,7 +26,8 @@ pub struct ScanSettings {
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_per_pattern: Option<usize>,
-    /// Browser tabs working in parallel [default: 4].
+    /// Browser tabs working in parallel; a tab spends most of a page waiting for late tags, so
+    /// many tabs share 2 cores well [default: 12].
     #[arg(long, value_name = "N")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrency: Option<usize>,
@@ -77,6 +78,17 @@ pub struct ScanSettings {
     #[arg(long, value_name = "HOST")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub submit_forms: Option<String>,
+    /// Most steps of a multi-step flow (quiz, intake: option cards, radios, selects and "Next"
+    /// buttons) the form probe walks on a page, choosing the most health-revealing option at
+    /// each step; 0 walks none [default: 6].
+    #[arg(long, value_name = "N")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub funnel_steps: Option<usize>,
+    /// A scripted journey (TOML: goto, click, type, select, wait_for, submit steps) to run after
+    /// the crawl; repeatable. Findings name the journey and step. See docs/journeys.md.
+    #[arg(long = "journey", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub journeys: Option<Vec<PathBuf>>,
     /// Your own vendor rules directory (*.toml), added to the bundled rules.
     #[arg(long, value_name = "DIR")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,6 +117,8 @@ impl ScanSettings {
             consent: over.consent.or(self.consent),
             probe_forms: over.probe_forms.or(self.probe_forms),
             submit_forms: over.submit_forms.or(self.submit_forms),
+            funnel_steps: over.funnel_steps.or(self.funnel_steps),
+            journeys: over.journeys.or(self.journeys),
             rules: over.rules.or(self.rules),
             filter_lists: over.filter_lists.or(self.filter_lists),
         }
@@ -134,6 +148,8 @@ impl ScanSettings {
             consent: s.consent.unwrap_or(base.consent),
             probe_forms: s.probe_forms.unwrap_or(base.probe_forms),
             submit_forms: s.submit_forms.or(base.submit_forms),
+            funnel_steps: s.funnel_steps.unwrap_or(base.funnel_steps),
+            journeys: s.journeys.unwrap_or(base.journeys),
             rules_dir: s.rules.or(base.rules_dir),
             filter_lists: s.filter_lists.unwrap_or(base.filter_lists),
             ..base
@@ -167,6 +183,8 @@ impl ScanSettings {
             consent: Some(o.consent),
             probe_forms: Some(o.probe_forms),
             submit_forms: o.submit_forms,
+            funnel_steps: Some(o.funnel_steps),
+            journeys: Some(o.journeys),
             rules: o.rules_dir,
             filter_lists: Some(o.filter_lists),
         }

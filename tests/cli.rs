@@ -463,7 +463,7 @@ async fn rules_check_and_explain() {
     let bad = dir.path().join("mine.toml");
     std::fs::write(
         &bad,
-        "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"ads\"\nhots = [\"a.com\"]\n",
+        "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"advertising\"\nhots = [\"a.com\"]\n",
     )
     .unwrap();
     let out = run(&["rules", "check", dir.path().to_str().unwrap()]).await;

@@ -20,7 +20,7 @@ fn site() -> Site {
             page(
                 r#"<a href="/a">a</a> <a href="/items/1">1</a> <a href="/items/2">2</a>
                 <a href="/items/3">3</a> <a href="/slow">slow</a> <a href="/skip-me">skip</a>
-                <a href="/outside">outside</a> <a href="/form">form</a>
+                <a href="/outside">outside</a> <a href="/form">form</a> <a href="/quiz">quiz</a>
                 <button onclick="document.cookie='consent=yes; path=/'">Accept all</button>
                 <script src="https://cdn.mywidget.test/w.js"></script>
                 <img src="https://pixel.unknown-tracker.test/p.gif">"#,
@@ -46,6 +46,17 @@ fn site() -> Site {
             "/form",
             page(r#"<form action="/send" method="post"><input type="email" name="email"><button>Send</button></form>"#),
         )
+        .route(HOST, "/send", page("thanks"))
+        .route(
+            HOST,
+            "/quiz",
+            page(
+                r#"<div><button type=button onclick="fetch('/pick?c=anxiety')">Anxiety</button>
+                <button type=button onclick="fetch('/pick?c=none')">Something else</button></div>
+                <button type=button>Continue</button>"#,
+            ),
+        )
+        .route(HOST, "/pick", Response::status(204))
         .route("cdn.mywidget.test", "/w.js", Response::js("1;"))
         .route("pixel.unknown-tracker.test", "/p.gif", Response::status(204))
 }
@@ -270,4 +281,81 @@ fn every_flag_the_readme_shows_is_used_by_a_test() {
         })
         .collect();
     assert!(unused.is_empty(), "README flags no test uses: {unused:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_probe_flags_each_do_what_they_say() {
+    let server = FixtureServer::start(site()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = |f: &str| dir.path().join(f).display().to_string();
+    std::fs::write(
+        path("j.toml"),
+        "name = \"deeper\"\n[[step]]\ngoto = \"https://www.flags.test/a\"\n[[step]]\nclick = \"deeper\"\n",
+    )
+    .unwrap();
+    let scan = |funnel: &'static str| {
+        let mut args = s(&[
+            "scan",
+            "https://www.flags.test/",
+            "-q",
+            "--no-sitemap",
+            "--include",
+            r"^https://www\.flags\.test/($|form|quiz)",
+            "--settle-quiet",
+            "200",
+            "--settle-max",
+            "1000",
+            "--funnel-steps",
+            funnel,
+            "--submit-forms",
+            "www.flags.test",
+            "--journey",
+            &path("j.toml"),
+            "--db",
+            &path("h.db"),
+            "--json",
+            &path("r.json"),
+        ]);
+        for a in server.browser_args() {
+            args.push(format!("--browser-arg={a}"));
+        }
+        args
+    };
+    let out = run(&scan("0")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r: Value = serde_json::from_slice(&std::fs::read(path("r.json")).unwrap()).unwrap();
+    let pages = r["pages"].as_array().unwrap();
+    // --submit-forms: the form's submission reached the named host.
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|q| q.method == "POST" && q.target == "/send"),
+        "the submission was held back"
+    );
+    assert!(pages.iter().any(|p| p["found_via"] == "submission"));
+    // --journey: its page, ended where its click led.
+    let j = pages
+        .iter()
+        .find(|p| p["found_via"] == "journey")
+        .expect("journey page");
+    assert_eq!(j["final_url"], "https://www.flags.test/a/b", "{j}");
+    // --funnel-steps 0: the quiz was left alone.
+    assert!(
+        !server
+            .requests()
+            .iter()
+            .any(|q| q.target.starts_with("/pick"))
+    );
+
+    server.clear_log();
+    let out = run(&scan("2")).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|q| q.target == "/pick?c=anxiety"),
+        "--funnel-steps 2 walks the quiz, choosing the health-revealing option"
+    );
 }

@@ -362,7 +362,12 @@ async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent
     let _one = ONE_AT_A_TIME.lock().await;
     let mut m = mid_scan(Duration::from_secs(4), "3").await;
     m.worker.kill9().await;
-    let mut b = worker(&m.url, &["--lease", "3", "--config", &m.cfg]);
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut b = worker(
+        &m.url,
+        &["--lease", "3", "--config", &m.cfg, "--metrics-addr", &addr],
+    );
     wait_for(
         "the job done by worker B",
         Duration::from_secs(90),
@@ -389,6 +394,15 @@ async fn a_worker_killed_mid_scan_loses_its_job_to_another_and_one_alert_is_sent
     assert_eq!(alerts.len(), 1, "{alerts:?}");
     assert_eq!(alerts[0].status, "sent");
     assert!(b.lines("lease expired") >= 1, "{}", b.log());
+    let metrics = metrics(port).await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "pixelwatch_alert_sends_total{channel=\"email\",result=\"sent\"}"
+        ),
+        1.0,
+        "{metrics}"
+    );
     assert_eq!(b.stop().await, Some(0), "{}", b.log());
 }
 

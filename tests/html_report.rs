@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use outputs_support::{png_size, render_at};
 use pixelwatch::diff::{Baseline, diff};
-use pixelwatch::model::{Finding, Severity};
+use pixelwatch::model::{Finding, FindingKind, Severity};
 use pixelwatch::report::html::{Context, render};
 use pixelwatch::rules::Engine;
 use pixelwatch::scan::{self, Silent};
@@ -64,7 +64,7 @@ async fn the_html_report_puts_the_verdict_first_on_a_phone_and_a_desktop() {
         "very-long-path-segment/".repeat(120)
     );
     report.findings.push(Finding {
-        kind: "tracker".into(),
+        kind: FindingKind::Tracker,
         severity: Severity::Low,
         vendor: None,
         page: long.clone(),

@@ -4,7 +4,7 @@ mod relay_support;
 
 use std::time::Duration;
 
-use relay_support::{Harness, Mode, Opts, glp1_event, wait_for};
+use relay_support::{Harness, Mode, Opts, evid, evid_num, glp1_event, ttclid, wait_for};
 use serde_json::json;
 
 #[tokio::test]
@@ -14,7 +14,7 @@ async fn consented_glp1_booking_reaches_tiktok_as_one_bare_schedule() {
     let (s, v) = h
         .browser(
             "/v1/events",
-            &glp1_event("0000000000001001", "E.C.P.Cq8xYz01", Some(&token)),
+            &glp1_event(&evid(1001), &ttclid("Cq"), Some(&token)),
             false,
         )
         .await;
@@ -26,8 +26,8 @@ async fn consented_glp1_booking_reaches_tiktok_as_one_bare_schedule() {
     let expected = json!({
         "event": "Schedule",
         "event_time": sent["event_time"],
-        "event_id": "0000000000001001",
-        "user": {"ttclid": "E.C.P.Cq8xYz01"},
+        "event_id": evid(1001),
+        "user": {"ttclid": ttclid("Cq")},
         "page": {"url": "https://clinic.example/booking"},
     });
     assert_eq!(sent, &expected);
@@ -66,7 +66,7 @@ async fn without_consent_or_with_gpc_nothing_is_sent_and_decisions_are_audited()
     let (s, v) = h
         .browser(
             "/v1/events",
-            &glp1_event("nc-1", "E.C.P.noconsent", None),
+            &glp1_event("nc-1", &ttclid("noconsent"), None),
             false,
         )
         .await;
@@ -78,7 +78,7 @@ async fn without_consent_or_with_gpc_nothing_is_sent_and_decisions_are_audited()
     let (_, v) = h
         .browser(
             "/v1/events",
-            &glp1_event("nc-2", "E.C.P.gpc", Some(&token)),
+            &glp1_event("nc-2", &ttclid("gpc"), Some(&token)),
             true,
         )
         .await;
@@ -96,7 +96,7 @@ async fn without_consent_or_with_gpc_nothing_is_sent_and_decisions_are_audited()
     let (_, v) = h
         .browser(
             "/v1/events",
-            &glp1_event("nc-3", "E.C.P.refused", Some(&token)),
+            &glp1_event("nc-3", &ttclid("refused"), Some(&token)),
             false,
         )
         .await;
@@ -118,15 +118,11 @@ async fn without_consent_or_with_gpc_nothing_is_sent_and_decisions_are_audited()
     let audit = h.audit();
     assert_eq!(audit.len(), 3);
     assert!(audit.iter().all(|a| a.1 == "dropped"));
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_events_dropped_total{reason=\"no_consent\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("relay_events_dropped_total{reason=\"gpc\"} 1"),
-        "{m}"
-    );
+    h.assert_metrics(&[
+        "relay_events_dropped_total{reason=\"no_consent\"} 1",
+        "relay_events_dropped_total{reason=\"gpc\"} 1",
+    ])
+    .await;
     h.shutdown().await;
 }
 
@@ -140,7 +136,7 @@ async fn legal_basis_from_config_allows_server_events_without_consent() {
     let (s, v) = h
         .signed(
             "/v1/events",
-            &json!({"event": "BookedGLP1Consultation", "event_id": "srv-1", "ttclid": "E.C.P.srv1"}),
+            &json!({"event": "BookedGLP1Consultation", "event_id": "srv-1", "ttclid": ttclid("srv")}),
             0,
         )
         .await;
@@ -170,14 +166,7 @@ async fn transient_failures_are_retried_until_delivered_once() {
         Mode::Slow(Duration::from_millis(800)),
         Mode::Drop,
     ]);
-    let token = h.grant_consent().await;
-    let (s, _) = h
-        .browser(
-            "/v1/events",
-            &glp1_event("rt-1", "E.C.P.retry", Some(&token)),
-            false,
-        )
-        .await;
+    let (s, _) = h.send_consented("rt-1", "retry").await;
     assert_eq!(s, 202);
     let st = h.standin.clone();
     wait_for(15, "audit delivered", || h.audit()[0].1 == "delivered").await;
@@ -190,10 +179,12 @@ async fn transient_failures_are_retried_until_delivered_once() {
         .collect();
     assert_eq!(ids.len(), 1);
     assert_eq!(st.requests(), 7, "six failures then one success");
-    let (_, m) = h.get("/metrics").await;
-    assert!(m.contains("relay_events_retried_total 6"), "{m}");
-    assert!(m.contains("relay_events_delivered_total 1"), "{m}");
-    assert!(m.contains("relay_outbox_depth 0"), "{m}");
+    h.assert_metrics(&[
+        "relay_events_retried_total{destination=\"tiktok\"} 6",
+        "relay_events_delivered_total{destination=\"tiktok\"} 1",
+        "relay_outbox_depth{destination=\"tiktok\"} 0",
+    ])
+    .await;
     h.shutdown().await;
 }
 
@@ -201,20 +192,15 @@ async fn transient_failures_are_retried_until_delivered_once() {
 async fn parameter_error_dead_letters_and_replay_delivers() {
     let mut h = Harness::start(Opts::default()).await;
     h.standin.push_modes([Mode::Code(40002)]);
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event("00000000000000d1", "E.C.P.dead", Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented(&evid(0xd1), "dead").await;
     let db = h.db.clone();
     wait_for(10, "dead letter", || {
         pixelwatch::relay::audit::dead_letters(&db).is_ok_and(|d| d.len() == 1)
     })
     .await;
     let dead = pixelwatch::relay::audit::dead_letters(&db).expect("list");
-    assert_eq!(dead[0].event_id, "00000000000000d1");
+    assert_eq!(dead[0].event_id, evid(0xd1));
+    assert_eq!(dead[0].destination, "tiktok");
     assert_eq!(dead[0].last_error.as_deref(), Some("tiktok_code:40002"));
     assert_eq!(h.audit()[0].1, "dead_lettered");
     assert!(h.standin.events().is_empty());
@@ -224,7 +210,7 @@ async fn parameter_error_dead_letters_and_replay_delivers() {
     );
     let st = h.standin.clone();
     wait_for(10, "replayed delivery", || st.events().len() == 1).await;
-    assert_eq!(st.events()[0]["event_id"], "00000000000000d1");
+    assert_eq!(st.events()[0]["event_id"], evid(0xd1));
     h.shutdown().await;
 }
 
@@ -235,19 +221,13 @@ async fn wrong_token_is_dead_lettered_not_retried_forever() {
         ..Opts::default()
     })
     .await;
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event("tok-1", "E.C.P.tok", Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented("tok-1", "tok").await;
     let db = h.db.clone();
     wait_for(10, "dead letter", || {
         pixelwatch::relay::audit::dead_letters(&db).is_ok_and(|d| d.len() == 1)
     })
     .await;
-    assert_eq!(h.standin.rejections()[0].0, 40105);
+    assert_eq!(h.standin.rejections()[0].code, 40105);
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         h.standin.requests(),
@@ -265,8 +245,8 @@ async fn test_events_never_share_a_batch_with_live_events() {
     h.standin
         .push_modes([Mode::Http(503), Mode::Http(503), Mode::Http(503)]);
     let mut batch = Vec::new();
-    for i in 0..6u32 {
-        let mut e = glp1_event(&format!("{i:016x}"), "E.C.P.mix", Some(&token));
+    for i in 0..6u64 {
+        let mut e = glp1_event(&evid(i), &ttclid("mix"), Some(&token));
         if i.is_multiple_of(2) {
             e["test_event_code"] = json!("TEST42");
         }
@@ -281,7 +261,7 @@ async fn test_events_never_share_a_batch_with_live_events() {
     for acc in st.accepted() {
         let test = acc.test_event_code.is_some();
         for e in &acc.events {
-            let n = u32::from_str_radix(e["event_id"].as_str().unwrap(), 16).unwrap();
+            let n = evid_num(e["event_id"].as_str().unwrap());
             assert_eq!(n.is_multiple_of(2), test, "event {n} in the wrong batch");
         }
     }
@@ -296,9 +276,9 @@ async fn unmapped_and_phi_carrying_events_never_leave() {
         .browser(
             "/v1/events",
             &json!({"events": [
-                {"event": "OzempicRefillRequested", "ttclid": "E.C.P.x1", "consent_token": token},
-                {"event": "BookedGLP1Consultation", "ttclid": "E.C.P.semaglutide", "consent_token": token},
-                {"event": "BookedGLP1Consultation", "event_id": "00000000000000a1", "ttclid": "E.C.P.fine", "consent_token": token,
+                {"event": "OzempicRefillRequested", "ttclid": ttclid("x"), "consent_token": token},
+                {"event": "BookedGLP1Consultation", "ttclid": "E.C.P.semaglutide_CqgBaZ3xYk", "consent_token": token},
+                {"event": "BookedGLP1Consultation", "event_id": evid(0xa1), "ttclid": ttclid("fine"), "consent_token": token,
                  "notes": "type 2 diabetes", "ozempic_dose_mg": 1}
             ]}),
             false,
@@ -306,17 +286,33 @@ async fn unmapped_and_phi_carrying_events_never_leave() {
         .await;
     let r = &v["results"];
     assert_eq!(r[0]["decision"], "dropped");
-    assert_eq!(r[0]["reasons"], json!(["unmapped_event"]));
+    assert_eq!(
+        r[0]["reasons"],
+        json!(["event_id_derived", "tiktok:unmapped_event"])
+    );
     assert_eq!(r[1]["decision"], "blocked");
     assert_eq!(r[2]["decision"], "accepted");
-    let reasons = r[2]["reasons"].to_string();
-    assert!(reasons.contains("dropped_field:notes"), "{reasons}");
-    assert!(reasons.contains("dropped_field:<redacted>"), "{reasons}");
+    // Unknown fields are recorded as a keyed hash and a length, never by name.
+    let reasons: Vec<String> = serde_json::from_value(r[2]["reasons"].clone()).unwrap();
+    let unknown: Vec<&String> = reasons
+        .iter()
+        .filter(|r| r.starts_with("unknown_field:"))
+        .collect();
+    assert_eq!(unknown.len(), 2, "{reasons:?}");
+    assert!(
+        unknown.iter().any(|r| r.ends_with(":5")) && unknown.iter().any(|r| r.ends_with(":15")),
+        "{reasons:?}"
+    );
+    let joined = reasons.join(" ").to_lowercase();
+    assert!(
+        !joined.contains("notes") && !joined.contains("ozempic"),
+        "{joined}"
+    );
     let st = h.standin.clone();
     wait_for(10, "delivery", || st.events().len() == 1).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(st.events().len(), 1);
-    assert_eq!(st.events()[0]["event_id"], "00000000000000a1");
+    assert_eq!(st.events()[0]["event_id"], evid(0xa1));
     let audit = h.audit();
     let all = format!("{audit:?}").to_lowercase();
     assert!(
@@ -331,32 +327,23 @@ async fn graceful_shutdown_keeps_undelivered_events_for_the_next_start() {
     let mut h = Harness::start(Opts::default()).await;
     h.standin
         .push_modes(std::iter::repeat_n(Mode::Http(503), 1000));
-    let token = h.grant_consent().await;
-    h.browser(
-        "/v1/events",
-        &glp1_event("00000000000000c1", "E.C.P.gs", Some(&token)),
-        false,
-    )
-    .await;
+    h.send_consented(&evid(0xc1), "gs").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let standin = h.standin.clone();
     h.shutdown().await;
     // Same database, healthy TikTok.
     let standin2 = relay_support::StandIn::start().await;
-    let text = relay_support::config_text("127.0.0.1:0", &h.db, &standin2, &Opts::default());
+    let text = relay_support::config_text("127.0.0.1:0", &h.db, &standin2, None, &Opts::default());
     let cfg = pixelwatch::relay::config::RelayConfig::parse(&text, "t").expect("cfg");
     let relay = pixelwatch::relay::Relay::start(
         cfg,
-        pixelwatch::relay::config::Secrets {
-            access_token: Some(standin2.token.clone()),
-            hmac_secret: None,
-        },
+        pixelwatch::relay::secrets::Secrets::with_token("tiktok", &standin2.token),
     )
     .await
     .expect("restart");
     let st = standin2.clone();
     wait_for(10, "delivery after restart", || st.events().len() == 1).await;
-    assert_eq!(st.events()[0]["event_id"], "00000000000000c1");
+    assert_eq!(st.events()[0]["event_id"], evid(0xc1));
     assert!(standin.events().is_empty());
     relay.shutdown().await.expect("shutdown");
 }
@@ -365,10 +352,10 @@ async fn graceful_shutdown_keeps_undelivered_events_for_the_next_start() {
 async fn one_bad_event_is_isolated_and_the_rest_of_the_batch_delivered() {
     let mut h = Harness::start(Opts::default()).await;
     let token = h.grant_consent().await;
-    let poisoned = format!("{:016x}", 3);
+    let poisoned = evid(3);
     h.standin.poison(&poisoned);
-    let batch: Vec<_> = (0..8u32)
-        .map(|i| glp1_event(&format!("{i:016x}"), "E.C.P.bisect", Some(&token)))
+    let batch: Vec<_> = (0..8u64)
+        .map(|i| glp1_event(&evid(i), &ttclid("bisect"), Some(&token)))
         .collect();
     let (s, _) = h
         .browser("/v1/events", &json!({"events": batch}), false)

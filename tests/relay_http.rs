@@ -52,20 +52,103 @@ async fn bad_input_gets_a_4xx_naming_the_problem() {
             "limit of 50",
         ),
         (vec![b' '; 9000], 413, "body", "exceeds 8192 bytes"),
+        // Exact messages for the parser's hard cases; none of them echoes the input.
+        (
+            format!("{}{}", "[".repeat(20), "]".repeat(20)).into_bytes(),
+            400,
+            "body",
+            "nesting deeper than 16 levels",
+        ),
+        (
+            b"{\"event\":\"Jane \xff\"}".to_vec(),
+            400,
+            "body",
+            "invalid UTF-8 at byte 15",
+        ),
+        (
+            br#"{"event":"Jane","x":1e999}"#.to_vec(),
+            400,
+            "body",
+            "not valid JSON: number out of range (line 1, column",
+        ),
+        (
+            br#"{"event":"Jane","value":1e300}"#.to_vec(),
+            400,
+            "value",
+            "number out of range (0 to 1000000000)",
+        ),
+        (
+            br#"{"event":"Jane","event_time":1e20}"#.to_vec(),
+            400,
+            "event_time",
+            "number out of range",
+        ),
+        (
+            br#"{"event":"Jane","x":"\udc00"}"#.to_vec(),
+            400,
+            "body",
+            "invalid escape or Unicode code point",
+        ),
     ];
+    let n = cases.len();
     for (body, status, field, problem) in cases {
         let (s, v) = h.raw("/v1/events", body, &browser_headers()).await;
         assert_eq!(s, status, "{v}");
         assert_eq!(v["field"], field, "{v}");
         assert!(v["message"].as_str().unwrap_or("").contains(problem), "{v}");
+        assert!(!v.to_string().contains("Jane"), "echoed input: {v}");
     }
     // No audit rows, nothing queued: refused requests store nothing.
     assert!(h.audit().is_empty());
-    let (_, m) = h.get("/metrics").await;
-    assert!(
-        m.contains("relay_requests_rejected_total{status=\"400\"} 8"),
-        "{m}"
-    );
+    let rejected = format!("relay_requests_rejected_total{{status=\"400\"}} {}", n - 1);
+    h.assert_metrics(&[&rejected]).await;
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn content_type_must_be_json_or_a_browser_beacon() {
+    let mut h = Harness::start(Opts {
+        legal_basis: Some("contract".into()),
+        ..Opts::default()
+    })
+    .await;
+    let ev =
+        json!({"event": "BookedGLP1Consultation", "ttclid": relay_support::TTCLID}).to_string();
+    let browser = |ct: Option<&str>| {
+        let mut v = vec![("Origin", ORIGIN.to_string())];
+        if let Some(ct) = ct {
+            v.push(("Content-Type", ct.to_string()));
+        }
+        v
+    };
+    for (ct, status) in [
+        (Some("application/json"), 202),
+        (Some("application/json; charset=utf-8"), 202),
+        (Some("text/plain;charset=UTF-8"), 202),
+        (Some("application/xml"), 415),
+        (Some("application/json; charset=latin1"), 415),
+        (Some("multipart/form-data; boundary=x"), 415),
+        (None, 415),
+    ] {
+        for path in ["/v1/events", "/v1/consent"] {
+            let (s, v) = h.raw(path, ev.clone().into_bytes(), &browser(ct)).await;
+            if status == 415 {
+                assert_eq!(s, 415, "{path} {ct:?}: {v}");
+                assert_eq!(v["field"], "Content-Type", "{v}");
+                assert_eq!(v["error"], "unsupported_media_type", "{v}");
+            } else if path == "/v1/events" {
+                assert_eq!(s, status, "{path} {ct:?}: {v}");
+            }
+        }
+    }
+    // Signed back-end callers must say application/json; text/plain is the beacon's.
+    let bytes = ev.clone().into_bytes();
+    let mut headers = Harness::signed_headers(&bytes, 0);
+    headers[0].1 = "text/plain".into();
+    let (s, v) = h.raw("/v1/events", bytes, &headers).await;
+    assert_eq!((s, v["field"].as_str()), (415, Some("Content-Type")), "{v}");
+    // Only the three accepted requests were recorded.
+    assert_eq!(h.audit().len(), 3);
     h.shutdown().await;
 }
 
@@ -98,7 +181,8 @@ async fn chunked_oversized_body_is_refused() {
 #[tokio::test]
 async fn unsigned_calls_from_unknown_origins_are_refused() {
     let mut h = Harness::start(Opts::default()).await;
-    let body = br#"{"event":"BookedGLP1Consultation","ttclid":"E.C.P.x"}"#.to_vec();
+    let body =
+        br#"{"event":"BookedGLP1Consultation","ttclid":"E.C.P.CqgBaZ3xYk7LmQp2RtUv"}"#.to_vec();
     let (s, v) = h.raw("/v1/events", body.clone(), &[]).await;
     assert_eq!((s, v["error"].as_str()), (403, Some("origin_not_allowed")));
     let (s, _) = h
@@ -119,7 +203,7 @@ async fn signatures_are_checked_over_body_and_timestamp() {
         ..Opts::default()
     })
     .await;
-    let ev = json!({"event": "BookedGLP1Consultation", "event_id": "sig-1", "ttclid": "E.C.P.sig"});
+    let ev = json!({"event": "BookedGLP1Consultation", "event_id": "sig-1", "ttclid": relay_support::ttclid("sig")});
     let (s, v) = h.signed("/v1/events", &ev, 0).await;
     assert_eq!(s, 202, "{v}");
     let (s, v) = h.signed("/v1/events", &ev, -301).await;
@@ -171,7 +255,8 @@ async fn signatures_are_checked_over_body_and_timestamp() {
             "bad_signature",
         ),
     ];
-    for (body, headers, code) in cases {
+    for (body, mut headers, code) in cases {
+        headers.push(("Content-Type", "application/json".into()));
         let (s, v) = h.raw("/v1/events", body, &headers).await;
         assert_eq!((s, v["error"].as_str()), (401, Some(code)), "{headers:?}");
     }
@@ -199,7 +284,8 @@ async fn cors_is_limited_to_configured_origins() {
         .http
         .post(format!("{}/v1/events", h.base))
         .header("Origin", ORIGIN)
-        .body(r#"{"event":"X","ttclid":"E.C.P.a"}"#)
+        .header("Content-Type", "text/plain")
+        .body(r#"{"event":"X"}"#)
         .send()
         .await
         .expect("post");
@@ -236,12 +322,17 @@ async fn consent_input_is_validated() {
         let (s, v) = h.browser("/v1/consent", &body, false).await;
         assert_eq!(s, status, "{body} -> {v}");
         assert!(v["message"].is_string(), "{v}");
+        assert!(v["field"].is_string(), "errors name the field: {v}");
+        assert!(
+            !v.to_string().contains("yes") && !v.to_string().contains("extra"),
+            "echo: {v}"
+        );
     }
     // A signed back-end caller may record consent for a subject id; it is stored hashed.
     let (s, v) = h
         .signed(
             "/v1/consent",
-            &json!({"subject": "patient-77", "granted": true, "purposes": ["advertising"], "source": "intake", "policy_version": "1"}),
+            &json!({"subject": "patient-77", "granted": true, "purposes": ["advertising"], "source": "intake_form", "policy_version": "1"}),
             0,
         )
         .await;
@@ -249,7 +340,7 @@ async fn consent_input_is_validated() {
     let (s, v) = h
         .signed(
             "/v1/events",
-            &json!({"event": "BookedGLP1Consultation", "subject": "patient-77", "ttclid": "E.C.P.sub"}),
+            &json!({"event": "BookedGLP1Consultation", "subject": "patient-77", "ttclid": relay_support::ttclid("sub")}),
             0,
         )
         .await;
@@ -262,7 +353,7 @@ async fn consent_input_is_validated() {
     let (_, v) = h
         .browser(
             "/v1/events",
-            &json!({"event": "BookedGLP1Consultation", "subject": "patient-77", "ttclid": "E.C.P.sub"}),
+            &json!({"event": "BookedGLP1Consultation", "subject": "patient-77", "ttclid": relay_support::ttclid("sub")}),
             false,
         )
         .await;
@@ -311,18 +402,14 @@ async fn readyz_fails_without_a_destination() {
         "127.0.0.1:0",
         &dir.path().join("r.db"),
         &standin,
+        None,
         &Opts::default(),
     );
     let cfg = pixelwatch::relay::config::RelayConfig::parse(&text, "t").expect("cfg");
-    let relay = pixelwatch::relay::Relay::start(
-        cfg,
-        pixelwatch::relay::config::Secrets {
-            access_token: None,
-            hmac_secret: None,
-        },
-    )
-    .await
-    .expect("start");
+    let relay =
+        pixelwatch::relay::Relay::start(cfg, pixelwatch::relay::secrets::Secrets::default())
+            .await
+            .expect("start");
     let r = reqwest::get(format!("http://{}/readyz", relay.addr()))
         .await
         .expect("get");
@@ -410,4 +497,9 @@ async fn standin_rejects_what_tiktok_rejects() {
     extra["partner_name"] = json!("x");
     assert_eq!(code(send(extra, &st.token).await.unwrap()).await, 40002);
     assert_eq!(st.accepted().len(), 1);
+    let codes: Vec<i64> = st.rejections().iter().map(|r| r.code).collect();
+    assert!(
+        codes.contains(&40105) && codes.contains(&40001),
+        "{codes:?}"
+    );
 }

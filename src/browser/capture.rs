@@ -13,7 +13,7 @@ use super::cdp::{Connection, Event};
 use super::guard::{Guard, Verdict};
 use super::protocol::{self, Event as Ev, RequestData, header};
 use super::settle::{Hold, Settle};
-use crate::model::Request;
+use crate::model::{Phase, Request};
 
 /// Longest request body kept in the report.
 pub const MAX_POST_DATA: usize = 64 * 1024;
@@ -56,10 +56,15 @@ pub(super) struct PageState {
     /// What holds the page, and when it is settled.
     pub(super) settle: Settle,
     /// Phase stamped on new requests: "load", "consent", "probe".
-    pub(super) phase: String,
+    pub(super) phase: Phase,
+    /// Step of a walked flow or journey stamped on new requests.
+    pub(super) step: Option<String>,
     /// The probe's guard while the tab probes (requests are paused and judged).
     pub(super) guard: Option<std::sync::Arc<Guard>>,
-    /// WebSockets are offline in this tab (during and since a probe).
+    /// The guard judges as for a scripted journey (canaries only), not the form probe.
+    pub(super) journey: bool,
+    /// Every WebSocket of this tab is offline (during a probe or a journey, or for good since
+    /// a probe queued frames on an open socket).
     pub(super) sockets_offline: bool,
     /// Requests the probe stopped: "METHOD url (why)".
     pub(super) blocked: Vec<String>,
@@ -67,6 +72,8 @@ pub(super) struct PageState {
     pub(super) open_sockets: HashSet<Key>,
     /// The tab is leaving the page: an abort of a request that was answered is not an error.
     pub(super) leaving: bool,
+    /// A navigation of the main frame started (a click or a submit that leaves the page).
+    pub(super) main_navigating: bool,
     /// Where a submission let through by `--submit-forms` landed (a confirmation page).
     pub(super) landing: Option<Landing>,
     pub(super) probe_frames: usize,
@@ -96,16 +103,22 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
         Ev::WebSocketCreated(e) => {
             let key = (session.clone(), e.request_id);
             st.settle.request(key.clone(), &e.url, Hold::Never, now);
-            let error = st
-                .sockets_offline
-                .then(|| "blocked: WebSockets are offline during the form probe".to_string());
-            if error.is_some() {
+            let error = match (st.sockets_offline, st.guard.is_some()) {
+                (true, true) => Some("blocked: WebSockets are offline during the form probe".into()),
+                (true, false) => Some(
+                    "blocked: WebSockets stay offline in this tab since a form probe queued frames \
+                     on an open socket (any change to the rule would release them)"
+                        .to_string(),
+                ),
+                _ => None,
+            };
+            if error.is_none() {
+                st.open_sockets.insert(key.clone());
+            } else if st.guard.is_some() {
                 st.blocked.push(format!(
                     "WebSocket {} (opened during the form probe)",
                     e.url
                 ));
-            } else {
-                st.open_sockets.insert(key.clone());
             }
             st.order.push(key.clone());
             st.reqs.insert(
@@ -118,7 +131,8 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                         resource_type: "WebSocket".into(),
                         initiator: initiator_url(&e.initiator),
                         target: target_kind(st, &session),
-                        phase: st.phase.clone(),
+                        phase: st.phase,
+                        step: st.step.clone(),
                         error,
                         ..Default::default()
                     },
@@ -147,7 +161,8 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
                 method: "SEND".into(),
                 post_data: Some(String::from_utf8_lossy(&payload).into_owned()),
                 post_data_truncated: truncated,
-                phase: st.phase.clone(),
+                phase: st.phase,
+                step: st.step.clone(),
                 error: Some(
                     "held: WebSockets are offline during the form probe; this frame never left \
                      the browser"
@@ -217,9 +232,12 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
         }
         Ev::LoadEventFired if session == main_session => st.load_fired = true,
         Ev::RequestPaused(e) => {
-            if let Some(guard) = &st.guard
-                && let Verdict::Block(why) = guard.judge_probe(&e, st.main_frame.as_deref())
-            {
+            let verdict = match &st.guard {
+                Some(g) if st.journey => g.judge_worker(&e),
+                Some(g) => g.judge_probe(&e, st.main_frame.as_deref()),
+                None => Verdict::Continue,
+            };
+            if let Verdict::Block(why) = verdict {
                 st.blocked
                     .push(format!("{} {} ({why})", e.request.method, e.request.url));
             }
@@ -288,6 +306,12 @@ fn on_request(st: &mut PageState, session: &str, e: protocol::RequestWillBeSent,
     let (post_data, truncated) = post_data(&e.request);
     let referer = header(&e.request.headers, "referer").or_else(|| st.early_referer.remove(&key));
     let resource_type = e.resource_type.unwrap_or_else(|| "Other".into());
+    if resource_type == "Document"
+        && e.frame_id.is_some()
+        && e.frame_id.as_deref() == st.main_frame.as_deref()
+    {
+        st.main_navigating = true;
+    }
     let method = if e.request.method.is_empty() {
         "GET".to_string()
     } else {
@@ -311,7 +335,8 @@ fn on_request(st: &mut PageState, session: &str, e: protocol::RequestWillBeSent,
         target: target_kind(st, session),
         redirect_chain: chain,
         error: None,
-        phase: st.phase.clone(),
+        phase: st.phase,
+        step: st.step.clone(),
     };
     st.order.push(key.clone());
     st.reqs.insert(

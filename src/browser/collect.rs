@@ -1,6 +1,7 @@
 //! What a settled page leaves to read: its links, title and what a visitor sees (for the health
-//! context), inline and loaded scripts by hash, and the keys of every frame's storage. Everything
-//! is read from an isolated world or the protocol, bounded in count and time.
+//! context), inline and loaded scripts by hash, and the keys of every frame's storage — and the
+//! visit built from it all once the tab has left the page. Everything is read from an isolated
+//! world or the protocol, bounded in count and time.
 
 use std::collections::BTreeSet;
 use std::time::Instant;
@@ -8,10 +9,115 @@ use std::time::Instant;
 use serde_json::{Value, json};
 
 use super::capture::{PageState, sha256_hex, storage_origin, strip_fragment};
+use super::cookies;
 use super::tab::{COLLECT_BUDGET, COLLECT_TIMEOUT, Tab, Visit};
-use crate::model::{PageText, Script, StorageEntry};
+use crate::model::{Frame, PageText, Phase, Script, SettleReason, StorageEntry};
 
 impl Tab {
+    /// Collects what a settled page leaves (scripts, storage), leaves it, and builds the visit:
+    /// requests split from a landing page, worker requests merged in, cookies diffed.
+    pub(super) async fn finish(
+        &mut self,
+        mut st: PageState,
+        mut visit: Visit,
+        jar_before: &[cookies::JarCookie],
+        end: Ending,
+    ) -> Visit {
+        if !st.crashed {
+            visit.page.scripts.extend(self.hash_scripts(&st).await);
+            visit.page.storage = self.collect_storage(&st).await;
+            self.leave(&mut st).await;
+        }
+        let mut error = end.error;
+        if st.crashed {
+            error = Some("the renderer crashed (the tab was replaced)".to_string());
+        }
+        visit.browser_died = self.conn.is_closed();
+        if !visit.browser_died
+            && let Some(jar) = cookies::read_jar(&self.conn).await
+        {
+            visit.cookies = cookies::visit_cookies(jar_before, jar, &st);
+        }
+        visit.crashed = st.crashed || st.tab_broken;
+        visit.not_html = end.not_html;
+        let reason = end.reason;
+        let page = &mut visit.page;
+        page.url = end.url.clone();
+        page.final_url = st.main_url.clone().unwrap_or(end.url);
+        page.status = st.main_status;
+        page.error = error;
+        page.load_ms = end.load_ms;
+        page.settle_ms = end.settle_ms;
+        page.settle_reason = reason;
+        page.blocked_submissions = std::mem::take(&mut st.blocked);
+        page.frames = st
+            .frames
+            .iter()
+            .map(|u| Frame {
+                url: u.clone(),
+                third_party: false,
+            })
+            .collect();
+        visit.routes = std::mem::take(&mut st.routes);
+        let mut requests = std::mem::take(&mut st.hops);
+        let mut rest = Vec::new();
+        let split = st
+            .landing
+            .as_ref()
+            .map(|l| (l.hops_at.min(requests.len()), l.order_at));
+        if let Some((hops_at, _)) = split {
+            rest = requests.split_off(hops_at);
+        }
+        for (i, key) in st.order.iter().enumerate() {
+            if let Some(r) = st.reqs.remove(key) {
+                match split {
+                    Some((_, order_at)) if i >= order_at => rest.push(r.request),
+                    _ => requests.push(r.request),
+                }
+            }
+        }
+        if let Some(l) = st.landing.take() {
+            let mut landing = l.dom.unwrap_or_default();
+            let p = &mut landing.page;
+            p.url = l.url.clone();
+            p.final_url = l.url;
+            p.status = l.status;
+            p.found_via = "submission".into();
+            p.settle_reason = reason;
+            p.requests = rest;
+            visit.landing = Some(Box::new(landing));
+        }
+        // Service and shared workers' requests, judged by the browser session. A page's own
+        // service worker is also attached to the tab: one record each, with the guard's reason.
+        let mut matched = vec![false; requests.len()];
+        for mut w in self.ctx.take_worker_requests() {
+            if let Some(why) = &w.error {
+                w.phase = Phase::Probe;
+                visit.page.blocked_submissions.push(format!(
+                    "{} {} ({why}, in a {})",
+                    w.method,
+                    w.url,
+                    w.target.replace('_', " ")
+                ));
+            }
+            let same = requests.iter().enumerate().position(|(i, r)| {
+                !matched[i] && r.url == w.url && r.method == w.method && r.target == w.target
+            });
+            match same {
+                Some(i) => {
+                    matched[i] = true;
+                    if w.error.is_some() {
+                        requests[i].error = w.error;
+                        requests[i].phase = w.phase;
+                    }
+                }
+                None => requests.push(w),
+            }
+        }
+        visit.page.requests = requests;
+        visit
+    }
+
     /// Links, title and inline scripts of every frame, read from an isolated world so page
     /// scripts cannot tamper with the reader.
     pub(super) async fn collect_dom(&self, st: &mut PageState, visit: &mut Visit) {
@@ -187,6 +293,16 @@ impl Tab {
         }
         out.into_iter().collect()
     }
+}
+
+/// How a page visit ended, for [`Tab::finish`].
+pub(super) struct Ending {
+    pub(super) url: String,
+    pub(super) error: Option<String>,
+    pub(super) load_ms: u64,
+    pub(super) settle_ms: u64,
+    pub(super) reason: SettleReason,
+    pub(super) not_html: bool,
 }
 
 /// Reads what a visitor sees for the page's health context (isolated world, bounded).

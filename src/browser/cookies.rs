@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use super::capture::{PageState, host_of};
 use super::cdp::Connection;
-use crate::model::{Cookie, CookieSeen};
+use crate::model::{Cookie, CookieSeen, SetBy};
 
 /// (name, domain, path, partition key): one cookie in the jar.
 pub type CookieKey = (String, String, String, String);
@@ -109,7 +109,7 @@ fn jar_cookie(c: &Value) -> JarCookie {
             secure: c["secure"].as_bool().unwrap_or(false),
             same_site: c["sameSite"].as_str().map(str::to_string),
             third_party: false,
-            set_by: String::new(),
+            set_by: SetBy::Script,
             partition_key,
             value_len: value.len(),
         },
@@ -196,13 +196,12 @@ impl CookieLedger {
                 Claim::Seen
             };
             cookie.set_by = match claim {
-                Claim::Http => "http",
-                Claim::Script => "script",
+                Claim::Http => SetBy::Http,
+                Claim::Script => SetBy::Script,
                 // Not set by this page: the best guess until a page claims it.
-                Claim::Seen if cookie.http_only => "http",
-                Claim::Seen => "script",
-            }
-            .to_string();
+                Claim::Seen if cookie.http_only => SetBy::Http,
+                Claim::Seen => SetBy::Script,
+            };
             if claim != Claim::Seen {
                 set_here.push(cookie.clone());
             }

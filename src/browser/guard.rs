@@ -15,7 +15,7 @@
 //! WebSockets bypass `Fetch`: the tab takes them offline for the probe (see `interact.rs`).
 
 use super::protocol::{RequestPaused, header};
-use crate::probe::Needles;
+use crate::analyze::canary::Needles;
 
 /// What happens to a paused request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

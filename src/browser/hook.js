@@ -29,6 +29,7 @@ const __PIXELWATCH_HOOK__ = (() => {
   const fakes = new WeakMap(); // our own functions -> the native-looking source they report
   const pending = new Map(); // key -> due (ms, performance time)
   let nextKey = 1;
+  let ran = 0;          // tracked callbacks that have run
   let windowStart = -1; // -1: not armed yet, everything scheduled during load counts
   let gen = 0;          // generation of the tracked callback now running (0 outside)
   let running = null;   // the tracked callback now running
@@ -52,7 +53,6 @@ const __PIXELWATCH_HOOK__ = (() => {
     const myGen = gen + 1;
     R(mapSet, pending, [key, due]);
     const wrapped = function () {
-      R(mapDelete, pending, [key]);
       const prev = [gen, running];
       gen = myGen;
       running = cb;
@@ -61,6 +61,8 @@ const __PIXELWATCH_HOOK__ = (() => {
       } finally {
         gen = prev[0];
         running = prev[1];
+        R(mapDelete, pending, [key]);
+        ran++;
       }
     };
     return { key, wrapped };
@@ -83,12 +85,11 @@ const __PIXELWATCH_HOOK__ = (() => {
       },
     });
     Function.prototype.toString = toStringProxy;
-    const nativeSetTimeout = window.setTimeout;
-    window.setTimeout = disguise(nativeSetTimeout, nativeSetTimeout, {
+    // A scheduling native wrapped so that an eligible callback is tracked until it has run;
+    // `dueIn(args)` says when it is due, or Infinity when it is not one we wait for.
+    const tracked = (native, dueIn) => disguise(native, native, {
       apply(target, self, args) {
-        // Only plain numbers: converting anything else would run page code twice.
-        const d = args[1];
-        const delay = typeof d === 'number' ? max(0, d || 0) : d === undefined ? 0 : Infinity;
+        const delay = dueIn(args);
         if (!eligible(args[0], delay)) {
           try { return R(target, self, args); } catch (e) { throw clean(e); }
         }
@@ -103,26 +104,15 @@ const __PIXELWATCH_HOOK__ = (() => {
         }
       },
     });
+    // Only plain numbers: converting anything else would run page code twice.
+    window.setTimeout = tracked(window.setTimeout, (args) => {
+      const d = args[1];
+      return typeof d === 'number' ? max(0, d || 0) : d === undefined ? 0 : Infinity;
+    });
+    // Idle callbacks' options are not read (a getter would see a second read): they run within
+    // a second on a settling page, or stop holding it.
     if (typeof window.requestIdleCallback === 'function') {
-      const nativeIdle = window.requestIdleCallback;
-      window.requestIdleCallback = disguise(nativeIdle, nativeIdle, {
-        apply(target, self, args) {
-          // Its options are not read (a getter would see a second read): idle callbacks run
-          // within a second on a settling page, or stop holding it.
-          if (!eligible(args[0], 0)) {
-            try { return R(target, self, args); } catch (e) { throw clean(e); }
-          }
-          const { key, wrapped } = track(args[0], now() + 1000);
-          const copy = R(slice, args, []);
-          copy[0] = wrapped;
-          try {
-            return R(target, self, copy);
-          } catch (e) {
-            R(mapDelete, pending, [key]);
-            throw clean(e);
-          }
-        },
-      });
+      window.requestIdleCallback = tracked(window.requestIdleCallback, () => 1000);
     }
     // A new document of a headless window can read outerWidth/outerHeight as 0 for its first
     // few milliseconds (the window's size arrives after the parser starts); a real window never
@@ -155,13 +145,14 @@ const __PIXELWATCH_HOOK__ = (() => {
     }
   } catch (_) { /* a frame that forbids it keeps its natives */ }
   return Object.freeze({
-    // Milliseconds until each pending short timer is due (negative: overdue).
+    // Milliseconds until each pending short timer is due (negative: overdue), and how many
+    // tracked timers have run.
     pending() {
       const t = now();
-      const out = [];
+      const due = [];
       let i = 0;
-      R(mapForEach, pending, [(due) => { out[i++] = round(due - t); }]);
-      return out;
+      R(mapForEach, pending, [(d) => { due[i++] = round(d - t); }]);
+      return { due, ran };
     },
     // Starts a new window for awaited timers (after load, a click or a submit).
     arm() {

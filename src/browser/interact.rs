@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::capture::PageState;
-use super::tab::{Tab, Visit, VisitTiming};
-use crate::model::{Canary, SettleReason};
+use super::tab::{GuardMode, Tab, Visit, VisitTiming};
+use crate::model::{Canary, Phase, SettleReason};
 use crate::rules::consent::ConsentMode;
 
 /// What to do on each page besides recording.
@@ -32,6 +32,8 @@ pub struct Plan {
     pub consent_given: Arc<AtomicBool>,
     /// Values to type into forms; `None` turns the probe off.
     pub canaries: Option<Vec<Canary>>,
+    /// Most steps of a multi-step flow (quiz, intake) the probe walks; 0 walks none.
+    pub funnel_steps: usize,
     /// The registrable domain being scanned (its submissions are held back).
     pub site: String,
 }
@@ -61,12 +63,18 @@ const CLICK_CONSENT: &str = r#"(args) => {
   return null;
 }"#;
 
-const MARK_FIELDS: &str = r#"() => {
+/// Finds fields to type into: in the first 3 forms (`scope: "forms"`), or every visible empty
+/// field of the page (`"visible"`, a funnel step).
+const MARK_FIELDS: &str = r#"(a) => {
   const fields = [];
   const marked = [];
-  Array.from(document.forms).slice(0, 3).forEach((f, fi) => {
+  const visible = (el) => { const r = el.getBoundingClientRect(); const cs = getComputedStyle(el);
+    return r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && cs.display !== 'none'; };
+  const groups = a.scope === 'forms' ? Array.from(document.forms).slice(0, 3) : [document];
+  groups.forEach((f, fi) => {
     for (const el of f.querySelectorAll('input, textarea')) {
       if (fields.length >= 20) break;
+      if (a.scope !== 'forms' && (el.value || !visible(el))) continue;
       const type = (el.type || 'text').toLowerCase();
       if (['hidden','submit','button','checkbox','radio','file','image','reset','password','range','color'].includes(type)) continue;
       if (el.disabled || el.readOnly) continue;
@@ -85,8 +93,9 @@ const MARK_FIELDS: &str = r#"() => {
       fields.push({idx: fields.length, kind, type, form: fi});
     }
   });
-  globalThis.probeFields = marked;
-  return fields;
+  globalThis.probeFields = (a.scope === 'forms' ? [] : (globalThis.probeFields || [])).concat(marked);
+  const base = globalThis.probeFields.length - marked.length;
+  return fields.map((f) => ({...f, idx: f.idx + base}));
 }"#;
 
 /// Acts on field `idx` found by MARK_FIELDS (in the same isolated world).
@@ -135,13 +144,14 @@ impl Tab {
             && let Some(action) = self.press_consent(plan).await
         {
             tracing::debug!(%action, mode = plan.consent.as_str(), "pressed the consent button");
-            st.phase = "consent".into();
+            st.phase = Phase::Consent;
             plan.consent_given.store(true, Ordering::SeqCst);
             visit.page.consent_action = Some(format!("{}: {action}", plan.consent.as_str()));
             reason = reason.max(self.settle(st, timing).await);
         }
-        if let (Some(canaries), true) = (&plan.canaries, visit.page.forms > 0) {
-            let (typed, r) = self.probe(st, canaries, timing).await;
+        let funnel = plan.funnel_steps > 0 && super::funnel::looks_like_one(&visit.page.text);
+        if let (Some(canaries), true) = (&plan.canaries, visit.page.forms > 0 || funnel) {
+            let (typed, r) = self.probe(st, plan, canaries, timing).await;
             visit.page.probed_fields = typed;
             reason = reason.max(r);
         }
@@ -149,7 +159,7 @@ impl Tab {
     }
 
     /// Calls `function(arg)` in an isolated world of the main frame.
-    async fn eval_isolated(&self, function: &str, arg: Value) -> Option<Value> {
+    pub(super) async fn eval_isolated(&self, function: &str, arg: Value) -> Option<Value> {
         let tree = self
             .conn
             .call("Page.getFrameTree", json!({}), Some(&self.session))
@@ -168,79 +178,39 @@ impl Tab {
             .map(str::to_string)
     }
 
-    /// Types canaries into the page's forms and submits them, with every request judged by the
-    /// guard. Returns the number of fields typed into and how the settle after submit ended.
+    /// The probe phase, with every request judged by the guard: walks a multi-step flow if the
+    /// page has one, then types canaries into its forms and submits them. Returns the number of
+    /// fields typed into and the worst reason a settle ended for.
     async fn probe(
         &mut self,
         st: &mut PageState,
+        plan: &Plan,
         canaries: &[Canary],
         timing: VisitTiming,
     ) -> (usize, SettleReason) {
-        let session = self.session.clone();
-        let s = Some(session.as_str());
-        // WebSockets first: they bypass Fetch, so they go offline before anything is typed.
-        if !self.sockets_offline && !self.sockets_offline_rule(true).await {
-            tracing::debug!("WebSockets could not be taken offline; the form probe is skipped");
-            return (0, SettleReason::Quiet);
-        }
         let sockets_were_open = !st.open_sockets.is_empty();
-        st.sockets_offline = true;
-        self.probing.store(true, Ordering::SeqCst);
-        self.ctx.probe_started().await;
-        st.guard = Some(self.ctx.guard.clone());
-        let enabled = self
-            .conn
-            .call(
-                "Fetch.enable",
-                json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
-                s,
-            )
-            .await
-            .is_ok();
+        let Some(enabled) = self.start_guard(st, GuardMode::Probe).await else {
+            return (0, SettleReason::Quiet);
+        };
         let mut typed = 0;
         let mut reason = SettleReason::Quiet;
         // The probed page's own record, in case a submission let through lands elsewhere.
         let before = (st.main_url.clone(), st.main_status, st.main_mime.clone());
         if enabled {
-            st.phase = "probe".into();
-            let fields = self
-                .eval_isolated(MARK_FIELDS, json!(null))
-                .await
-                .and_then(|v| v.as_array().cloned())
-                .unwrap_or_default();
-            for f in &fields {
-                let kind = f["kind"].as_str().unwrap_or("text");
-                let idx = f["idx"].as_u64().unwrap_or(0);
-                let Some(value) = canaries
-                    .iter()
-                    .find(|c| c.kind == kind)
-                    .or_else(|| canaries.iter().find(|c| c.kind == "text"))
-                    .map(|c| c.value.clone())
-                else {
-                    continue;
-                };
-                let field = |op: &str| json!({"idx": idx, "op": op, "value": "1984-07-19"});
-                if f["type"].as_str() == Some("date") {
-                    self.eval_isolated(FIELD, field("date")).await;
-                } else {
-                    if self.eval_isolated(FIELD, field("focus")).await != Some(json!(true)) {
-                        continue;
-                    }
-                    if self
-                        .conn
-                        .call("Input.insertText", json!({"text": value}), s)
-                        .await
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    self.eval_isolated(FIELD, field("blur")).await;
-                }
-                typed += 1;
+            st.phase = Phase::Probe;
+            if plan.funnel_steps > 0 {
+                let (n, r) = self
+                    .walk_funnel(st, canaries, timing, plan.funnel_steps)
+                    .await;
+                typed += n;
+                reason = reason.max(r);
             }
-            if typed > 0 {
+            st.step = None;
+            let n = self.type_canaries(canaries, "forms").await;
+            typed += n;
+            if n > 0 {
                 self.eval_isolated(SUBMIT, json!(null)).await;
-                reason = self.settle(st, timing).await;
+                reason = reason.max(self.settle(st, timing).await);
             }
             // Let the held-back requests' events arrive before interception ends.
             let until = Instant::now() + Duration::from_millis(100);
@@ -258,26 +228,104 @@ impl Tab {
         }
         // Interception stays on until the page is left: a timer of the page may still send
         // what was typed. The tab leaves through about:blank right after this.
+        // Frames queued on a socket that was open during the probe are released by *any* change
+        // of the offline rule (measured: narrowing it to that socket's host released them), so
+        // the rule of this tab never changes again, and the browser is killed, never closed, at
+        // the end. The scan parks this tab and goes on in a fresh one.
         if sockets_were_open || !st.open_sockets.is_empty() {
-            // Frames queued on an open socket would leave the moment the tab went online.
             self.sockets_offline = true;
             self.ctx.quarantined.store(true, Ordering::SeqCst);
         }
         (typed, reason)
     }
 
-    /// Takes WebSockets of this tab offline (`true`) or back online.
-    pub(super) async fn sockets_offline_rule(&self, offline: bool) -> bool {
-        let rules = if offline {
-            json!([
-                {"urlPattern": "ws://*", "offline": true, "latency": 0,
-                 "downloadThroughput": -1, "uploadThroughput": -1},
-                {"urlPattern": "wss://*", "offline": true, "latency": 0,
-                 "downloadThroughput": -1, "uploadThroughput": -1},
-            ])
+    /// Turns the guard on: WebSockets offline first (they bypass Fetch), then every request
+    /// paused and judged by `mode`. `None` when sockets could not be taken offline (nothing may
+    /// be typed then); `Some(false)` when interception could not be turned on.
+    pub(super) async fn start_guard(
+        &mut self,
+        st: &mut PageState,
+        mode: GuardMode,
+    ) -> Option<bool> {
+        if !self.sockets_offline && !self.socket_rules(true).await {
+            tracing::debug!("WebSockets could not be taken offline; nothing is typed");
+            return None;
+        }
+        st.sockets_offline = true;
+        self.guard_mode.store(mode as u8, Ordering::SeqCst);
+        self.ctx.probe_started().await;
+        st.guard = Some(self.ctx.guard.clone());
+        st.journey = mode == GuardMode::Journey;
+        let enabled = self
+            .conn
+            .call(
+                "Fetch.enable",
+                json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
+                Some(&self.session),
+            )
+            .await
+            .is_ok();
+        Some(enabled)
+    }
+
+    /// Types canaries into the fields MARK_FIELDS finds in `scope` ("forms" or "visible"), with
+    /// real keyboard input so input, change and blur listeners see it. Returns how many.
+    pub(super) async fn type_canaries(&mut self, canaries: &[Canary], scope: &str) -> usize {
+        let session = self.session.clone();
+        let s = Some(session.as_str());
+        let fields = self
+            .eval_isolated(MARK_FIELDS, json!({"scope": scope}))
+            .await
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default();
+        let mut typed = 0;
+        for f in &fields {
+            let kind = f["kind"].as_str().unwrap_or("text");
+            let idx = f["idx"].as_u64().unwrap_or(0);
+            let Some(value) = canaries
+                .iter()
+                .find(|c| c.kind == kind)
+                .or_else(|| canaries.iter().find(|c| c.kind == "text"))
+                .map(|c| c.value.clone())
+            else {
+                continue;
+            };
+            let field = |op: &str| json!({"idx": idx, "op": op, "value": "1984-07-19"});
+            if f["type"].as_str() == Some("date") {
+                self.eval_isolated(FIELD, field("date")).await;
+            } else {
+                if self.eval_isolated(FIELD, field("focus")).await != Some(json!(true)) {
+                    continue;
+                }
+                if self
+                    .conn
+                    .call("Input.insertText", json!({"text": value}), s)
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                self.eval_isolated(FIELD, field("blur")).await;
+            }
+            typed += 1;
+        }
+        typed
+    }
+
+    /// Takes every WebSocket of this tab offline (`true`) or back online.
+    pub(super) async fn socket_rules(&self, offline: bool) -> bool {
+        let patterns: Vec<&str> = if offline {
+            vec!["ws://*", "wss://*"]
         } else {
-            json!([])
+            Vec::new()
         };
+        let rules: Vec<serde_json::Value> = patterns
+            .iter()
+            .map(|p| {
+                json!({"urlPattern": p, "offline": true, "latency": 0,
+                       "downloadThroughput": -1, "uploadThroughput": -1})
+            })
+            .collect();
         self.conn
             .call(
                 "Network.emulateNetworkConditionsByRule",

@@ -19,7 +19,7 @@ use super::launch::{Browser, LaunchError, LaunchOptions};
 use super::protocol::{self, Event as Ev, header};
 use super::stealth::Disguise;
 use super::tab::Tab;
-use crate::model::Request;
+use crate::model::{Phase, Request};
 
 /// What every tab of one browser shares.
 pub(super) struct Context {
@@ -97,9 +97,16 @@ struct Live {
     ctx: Arc<Context>,
 }
 
+/// Tabs parked at most per browser; beyond that a tab holding queued frames stays in use (with
+/// WebSockets offline).
+const MAX_PARKED: usize = 8;
+
 /// The browser of one scan.
 pub struct Pool {
     current: tokio::sync::Mutex<(Option<Live>, u64)>,
+    /// Tabs that hold WebSocket frames queued during a probe: never closed, never used again;
+    /// they end with the browser (killed).
+    parked: Mutex<Vec<Tab>>,
     opts: LaunchOptions,
     guard: Arc<Guard>,
     restarts: AtomicU32,
@@ -113,6 +120,7 @@ impl Pool {
     pub fn new(opts: LaunchOptions, guard: Guard) -> Pool {
         Pool {
             current: tokio::sync::Mutex::new((None, 0)),
+            parked: Mutex::new(Vec::new()),
             opts,
             guard: Arc::new(guard),
             restarts: AtomicU32::new(0),
@@ -162,6 +170,18 @@ impl Pool {
         }
     }
 
+    /// Takes a tab that holds queued WebSocket frames out of service, so its worker goes on in
+    /// a fresh tab whose WebSockets work. Gives the tab back when enough tabs are parked
+    /// already: keep using it.
+    pub fn park(&self, tab: Tab) -> Option<Tab> {
+        let mut parked = lock(&self.parked);
+        if parked.len() >= MAX_PARKED {
+            return Some(tab);
+        }
+        parked.push(tab);
+        None
+    }
+
     /// Replaces the browser of generation `generation` (if nobody did already).
     pub async fn restart(&self, generation: u64) {
         let mut cur = self.current.lock().await;
@@ -183,6 +203,8 @@ impl Pool {
     }
 
     async fn retire(&self, live: Live) {
+        // Parked tabs go with the browser (dropping a Tab never closes its target).
+        let parked: Vec<Tab> = std::mem::take(&mut *lock(&self.parked));
         let conn = &live.ctx.conn;
         self.past_decode_failures
             .fetch_add(conn.decode_failures(), Ordering::Relaxed);
@@ -193,6 +215,7 @@ impl Pool {
         } else {
             live.browser.close().await;
         }
+        drop(parked);
     }
 
     /// Times the browser had to be restarted.
@@ -352,7 +375,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                     error: ctx.probing_now().then(|| {
                         "held back by the form probe: shared workers are offline during it".into()
                     }),
-                    phase: "load".into(),
+                    phase: Phase::Load,
                     ..Default::default()
                 };
                 ctx.record_worker_request(request);
@@ -379,7 +402,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                         Verdict::Block(why) => Some(format!("held back by the form probe: {why}")),
                         Verdict::Continue => None,
                     },
-                    phase: "load".into(),
+                    phase: Phase::Load,
                     ..Default::default()
                 };
                 {

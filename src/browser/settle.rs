@@ -60,11 +60,13 @@ struct Tracked {
     done: bool,
 }
 
-/// What the page's timer hook reported: due times of pending short timers.
+/// What the page's timer hook reported.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Timers {
     /// When each pending short timer is due.
     pub due: Vec<Instant>,
+    /// How many tracked timers have run so far.
+    pub ran: u64,
 }
 
 /// Quiet window and cap of one settle.
@@ -116,8 +118,12 @@ impl Settle {
         }
     }
 
-    /// The latest timer report.
-    pub fn timers(&mut self, timers: Timers) {
+    /// The latest timer report. A timer that ran is news: what it started (a tag it injected)
+    /// may not have reached us yet, so the quiet window starts again.
+    pub fn timers(&mut self, timers: Timers, now: Instant) {
+        if timers.ran > self.timers.ran {
+            self.last_news = Some(now);
+        }
         self.timers = timers;
     }
 
@@ -295,12 +301,27 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settle::default();
         s.begin(W, t0);
-        s.timers(Timers {
-            due: vec![ms(t0, 2500)],
-        });
+        s.timers(
+            Timers {
+                due: vec![ms(t0, 2500)],
+                ran: 0,
+            },
+            t0,
+        );
         assert_eq!(s.verdict(ms(t0, 2000)), None);
-        // The timer ran and injected a tag.
-        s.timers(Timers::default());
+        // The timer ran and injected a tag, whose request we have not seen yet: still news.
+        s.timers(
+            Timers {
+                due: vec![],
+                ran: 1,
+            },
+            ms(t0, 2505),
+        );
+        assert_eq!(
+            s.verdict(ms(t0, 2600)),
+            None,
+            "a timer that ran restarts the window"
+        );
         s.request(
             key("t"),
             "https://late.test/tag.js",
@@ -314,9 +335,13 @@ mod tests {
         // A timer beyond the cap is not awaited; a cleared one stops holding once overdue.
         let mut s = Settle::default();
         s.begin(W, t0);
-        s.timers(Timers {
-            due: vec![ms(t0, 9000), ms(t0, 100)],
-        });
+        s.timers(
+            Timers {
+                due: vec![ms(t0, 9000), ms(t0, 100)],
+                ran: 0,
+            },
+            t0,
+        );
         assert_eq!(s.verdict(ms(t0, 600)), None);
         assert_eq!(s.verdict(ms(t0, 900)), Some(SettleReason::Quiet));
     }
@@ -326,9 +351,13 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Settle::default();
         s.begin(W, t0);
-        s.timers(Timers {
-            due: vec![ms(t0, 4900)],
-        });
+        s.timers(
+            Timers {
+                due: vec![ms(t0, 4900)],
+                ran: 0,
+            },
+            t0,
+        );
         assert_eq!(s.verdict(ms(t0, 5000)), Some(SettleReason::Max));
     }
 }

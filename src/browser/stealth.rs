@@ -88,7 +88,7 @@ impl Disguise {
     /// An expression that returns the ms until each pending short timer is due.
     pub fn pending_timers_expression(&self) -> String {
         format!(
-            "typeof {0} === 'object' ? {0}.pending() : []",
+            "typeof {0} === 'object' ? {0}.pending() : null",
             self.hook_name
         )
     }

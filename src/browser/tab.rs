@@ -9,7 +9,7 @@
 //! by the settle rules (`settle.rs`), not a sleep.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -24,7 +24,7 @@ use super::interact::Plan;
 use super::pool::Context;
 use super::protocol::{self, Event as Ev};
 use super::settle::{Timers, Window};
-use crate::model::{Frame, Page, SettleReason};
+use crate::model::{Page, Phase, SettleReason};
 
 /// Short bound for calls made while collecting; a crashed renderer must not stall the tab long.
 pub(super) const COLLECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -52,6 +52,17 @@ impl VisitTiming {
             max: self.settle_max,
         }
     }
+}
+
+/// What paused requests are judged by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum GuardMode {
+    /// Interception is off.
+    Off = 0,
+    /// The form probe: canaries, navigations and submissions to the site are held back.
+    Probe = 1,
+    /// A scripted journey: it navigates and submits on purpose; canaries are held back.
+    Journey = 2,
 }
 
 /// What one visit produced, before the crawler judges scope and vendors.
@@ -83,10 +94,10 @@ pub struct Tab {
     target_id: String,
     pub(super) session: String,
     events: mpsc::Receiver<Event>,
-    /// Set while the tab probes a form: the responder judges paused requests.
-    pub(super) probing: Arc<AtomicBool>,
-    /// WebSockets stay offline in this tab: a probe ran while a socket was open, and frames the
-    /// page queued then must never be released.
+    /// What the responder judges paused requests by ([`GuardMode`] as u8).
+    pub(super) guard_mode: Arc<AtomicU8>,
+    /// WebSockets stay offline in this tab for good: a probe ran while a socket was open, and
+    /// frames the page queued then must never be released.
     pub(super) sockets_offline: bool,
     /// Our isolated world's execution context per frame, for the current document.
     worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
@@ -121,15 +132,15 @@ impl Tab {
             .to_string();
         let (raw_tx, raw_rx) = mpsc::channel(EVENT_QUEUE);
         conn.subscribe(&session, raw_tx);
-        let probing = Arc::new(AtomicBool::new(false));
-        let events = spawn_responder(ctx.clone(), target_id.clone(), raw_rx, probing.clone());
+        let guard_mode = Arc::new(AtomicU8::new(GuardMode::Off as u8));
+        let events = spawn_responder(ctx.clone(), target_id.clone(), raw_rx, guard_mode.clone());
         let tab = Tab {
             ctx: ctx.clone(),
             conn,
             target_id,
             session,
             events,
-            probing,
+            guard_mode,
             sockets_offline: false,
             worlds: Default::default(),
         };
@@ -149,6 +160,12 @@ impl Tab {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         tracing::debug!("the new window did not report its size");
+    }
+
+    /// Whether this tab holds WebSocket frames queued during a probe: it must never be closed
+    /// or reused for pages whose sockets matter; park it (see [`super::Pool::park`]).
+    pub fn holds_queued_frames(&self) -> bool {
+        self.sockets_offline
     }
 
     /// The browser generation this tab belongs to.
@@ -181,15 +198,12 @@ impl Tab {
 
     /// Visits `url` and returns what happened. Never fails: problems are recorded on the page.
     pub async fn visit(&mut self, url: &str, timing: VisitTiming, plan: &Plan) -> Visit {
-        // Anything still queued belongs to the previous page.
-        while self.events.try_recv().is_ok() {}
-        lock(&self.worlds).clear();
         let consented = plan.consent_given.load(Ordering::SeqCst);
-        let mut st = PageState {
-            phase: if consented { "consent" } else { "load" }.into(),
-            sockets_offline: self.sockets_offline,
-            ..Default::default()
-        };
+        let mut st = self.fresh_state(if consented {
+            Phase::Consent
+        } else {
+            Phase::Load
+        });
         let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
         let started = Instant::now();
         let deadline = started + timing.page_timeout;
@@ -197,15 +211,7 @@ impl Tab {
         let mut reason = SettleReason::Quiet;
         let mut settle_ms = 0;
 
-        let nav = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": url}),
-                Some(&self.session),
-                timing.page_timeout,
-            )
-            .await;
+        let nav = self.navigate(url, timing.page_timeout).await;
         match nav {
             Ok(v) => {
                 st.main_frame = v["frameId"].as_str().map(str::to_string);
@@ -264,113 +270,56 @@ impl Tab {
             settle_ms += t.elapsed().as_millis() as u64;
             reason = reason.max(interaction);
         }
-        if !st.crashed {
-            visit.page.scripts.extend(self.hash_scripts(&st).await);
-            visit.page.storage = self.collect_storage(&st).await;
-            self.leave(&mut st).await;
+        self.finish(
+            st,
+            visit,
+            &jar_before,
+            super::collect::Ending {
+                url: url.to_string(),
+                error,
+                load_ms,
+                settle_ms,
+                reason,
+                not_html,
+            },
+        )
+        .await
+    }
+
+    /// `Page.navigate` in this tab, bounded by `limit`.
+    pub(super) async fn navigate(&self, url: &str, limit: Duration) -> Result<Value, CdpError> {
+        self.conn
+            .call_with_timeout(
+                "Page.navigate",
+                json!({"url": url}),
+                Some(&self.session),
+                limit,
+            )
+            .await
+    }
+
+    /// A clean record for a new page; anything still queued belongs to the previous one.
+    pub(super) fn fresh_state(&mut self, phase: Phase) -> PageState {
+        while self.events.try_recv().is_ok() {}
+        self.lock_worlds_clear();
+        PageState {
+            phase,
+            sockets_offline: self.sockets_offline,
+            ..Default::default()
         }
-        if st.crashed {
-            error = Some("the renderer crashed (the tab was replaced)".to_string());
-        }
-        visit.browser_died = self.conn.is_closed();
-        if !visit.browser_died
-            && let Some(jar) = cookies::read_jar(&self.conn).await
-        {
-            visit.cookies = cookies::visit_cookies(&jar_before, jar, &st);
-        }
-        visit.crashed = st.crashed || st.tab_broken;
-        visit.not_html = not_html;
-        let page = &mut visit.page;
-        page.url = url.to_string();
-        page.final_url = st.main_url.clone().unwrap_or_else(|| url.to_string());
-        page.status = st.main_status;
-        page.error = error;
-        page.load_ms = load_ms;
-        page.settle_ms = settle_ms;
-        page.settle_reason = reason;
-        page.blocked_submissions = std::mem::take(&mut st.blocked);
-        page.frames = st
-            .frames
-            .iter()
-            .map(|u| Frame {
-                url: u.clone(),
-                third_party: false,
-            })
-            .collect();
-        visit.routes = std::mem::take(&mut st.routes);
-        let mut requests = std::mem::take(&mut st.hops);
-        let mut rest = Vec::new();
-        let split = st
-            .landing
-            .as_ref()
-            .map(|l| (l.hops_at.min(requests.len()), l.order_at));
-        if let Some((hops_at, _)) = split {
-            rest = requests.split_off(hops_at);
-        }
-        for (i, key) in st.order.iter().enumerate() {
-            if let Some(r) = st.reqs.remove(key) {
-                match split {
-                    Some((_, order_at)) if i >= order_at => rest.push(r.request),
-                    _ => requests.push(r.request),
-                }
-            }
-        }
-        if let Some(l) = st.landing.take() {
-            let mut landing = l.dom.unwrap_or_default();
-            let p = &mut landing.page;
-            p.url = l.url.clone();
-            p.final_url = l.url;
-            p.status = l.status;
-            p.found_via = "submission".into();
-            p.settle_reason = reason;
-            p.requests = rest;
-            visit.landing = Some(Box::new(landing));
-        }
-        // Service and shared workers' requests, judged by the browser session. A page's own
-        // service worker is also attached to the tab: one record each, with the guard's reason.
-        let mut matched = vec![false; requests.len()];
-        for mut w in self.ctx.take_worker_requests() {
-            if let Some(why) = &w.error {
-                w.phase = "probe".into();
-                visit.page.blocked_submissions.push(format!(
-                    "{} {} ({why}, in a {})",
-                    w.method,
-                    w.url,
-                    w.target.replace('_', " ")
-                ));
-            }
-            let same = requests.iter().enumerate().position(|(i, r)| {
-                !matched[i] && r.url == w.url && r.method == w.method && r.target == w.target
-            });
-            match same {
-                Some(i) => {
-                    matched[i] = true;
-                    if w.error.is_some() {
-                        requests[i].error = w.error;
-                        requests[i].phase = w.phase;
-                    }
-                }
-                None => requests.push(w),
-            }
-        }
-        visit.page.requests = requests;
-        visit
+    }
+
+    /// Forgets our isolated worlds: the document they lived in is gone.
+    pub(super) fn lock_worlds_clear(&self) {
+        lock(&self.worlds).clear();
     }
 
     /// Leaves through about:blank so unload beacons are captured for this page. What was
     /// already answered is not counted as aborted.
-    async fn leave(&mut self, st: &mut PageState) {
+    pub(super) async fn leave(&mut self, st: &mut PageState) {
         st.load_fired = false;
         st.leaving = true;
-        let left = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": "about:blank"}),
-                Some(&self.session),
-                COLLECT_TIMEOUT,
-            )
-            .await;
+        let left = self.navigate("about:blank", COLLECT_TIMEOUT).await;
         if left.is_ok() {
             let until = Instant::now() + Duration::from_secs(2);
             self.pump_until(st, until, |s| s.load_fired || s.crashed)
@@ -382,7 +331,7 @@ impl Tab {
             // is stuck) must not be reused for the next page.
             st.tab_broken = true;
         }
-        if self.probing.swap(false, Ordering::SeqCst) {
+        if self.guard_mode.swap(GuardMode::Off as u8, Ordering::SeqCst) != GuardMode::Off as u8 {
             self.ctx.probe_ended().await;
             // The probed page is gone: interception ends, and WebSockets come back online
             // unless frames were queued on a socket that was open during the probe.
@@ -390,8 +339,8 @@ impl Tab {
                 .conn
                 .call("Fetch.disable", json!({}), Some(&self.session))
                 .await;
-            if !self.sockets_offline && !self.sockets_offline_rule(false).await {
-                self.sockets_offline = true;
+            if !self.sockets_offline && !self.socket_rules(false).await {
+                self.sockets_offline = true; // still offline: treat it as for good
             }
         }
     }
@@ -406,16 +355,7 @@ impl Tab {
     async fn load(&mut self, url: &str, limit: Duration) -> Option<PageState> {
         while self.events.try_recv().is_ok() {}
         lock(&self.worlds).clear();
-        let nav = self
-            .conn
-            .call_with_timeout(
-                "Page.navigate",
-                json!({"url": url}),
-                Some(&self.session),
-                limit,
-            )
-            .await
-            .ok()?;
+        let nav = self.navigate(url, limit).await.ok()?;
         if nav["errorText"].as_str().is_some_and(|e| !e.is_empty()) {
             return None;
         }
@@ -482,7 +422,8 @@ impl Tab {
             let now = Instant::now();
             if now >= next_poll {
                 if let Some(v) = self.eval_main(&query, Duration::from_secs(1)).await {
-                    st.settle.timers(timers_from(&v, Instant::now()));
+                    let now = Instant::now();
+                    st.settle.timers(timers_from(&v, now), now);
                 }
                 next_poll = Instant::now() + TIMER_POLL;
             }
@@ -642,7 +583,7 @@ impl Tab {
 
 /// Due times from the hook's answer (ms until due, negative when overdue).
 fn timers_from(v: &Value, now: Instant) -> Timers {
-    let due = v
+    let due = v["due"]
         .as_array()
         .into_iter()
         .flatten()
@@ -656,7 +597,10 @@ fn timers_from(v: &Value, now: Instant) -> Timers {
             }
         })
         .collect();
-    Timers { due }
+    Timers {
+        due,
+        ran: v["ran"].as_u64().unwrap_or(0),
+    }
 }
 
 /// Enables capture on one session: the page, an out-of-process iframe, or a worker. Never
@@ -725,7 +669,7 @@ fn spawn_responder(
     ctx: Arc<Context>,
     target_id: String,
     mut raw: mpsc::Receiver<Event>,
-    probing: Arc<AtomicBool>,
+    guard_mode: Arc<AtomicU8>,
 ) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(async move {
@@ -769,8 +713,11 @@ fn spawn_responder(
                     });
                 }
                 Some(Ev::RequestPaused(e)) => {
-                    let verdict = if probing.load(Ordering::SeqCst) {
+                    let mode = guard_mode.load(Ordering::SeqCst);
+                    let verdict = if mode == GuardMode::Probe as u8 {
                         ctx.guard.judge_probe(&e, Some(&target_id))
+                    } else if mode == GuardMode::Journey as u8 {
+                        ctx.guard.judge_worker(&e)
                     } else {
                         Verdict::Continue
                     };

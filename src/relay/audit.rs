@@ -6,7 +6,8 @@ use rusqlite::{Connection, params};
 use serde::Serialize;
 
 use super::db;
-use super::error::StoreError;
+use super::error::{AdminError, StoreError};
+use super::outbox::Decision;
 
 /// One audit record as shown to operators. Holds no event values, only decisions and names.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -23,13 +24,16 @@ pub struct AuditRecord {
     pub event: Option<String>,
     /// Decision.
     pub decision: String,
-    /// Reason codes and dropped field names.
+    /// Reason codes (destination-specific ones prefixed `name:`), keyed hashes of unknown
+    /// field names.
     pub reasons: Vec<String>,
+    /// Per destination: state, mapped event, request id, counted/sent on a shortfall.
+    pub destinations: serde_json::Value,
     /// Consent record id.
     pub consent_id: Option<i64>,
     /// Legal basis used instead of consent.
     pub legal_basis: Option<String>,
-    /// TikTok request id.
+    /// Last destination request id.
     pub request_id: Option<String>,
 }
 
@@ -38,6 +42,8 @@ pub struct AuditRecord {
 pub struct DeadLetter {
     /// Outbox row id.
     pub id: i64,
+    /// Destination name.
+    pub destination: String,
     /// Outgoing event id.
     pub event_id: String,
     /// Attempts made.
@@ -65,10 +71,10 @@ fn ms_to_rfc3339(ms: i64) -> String {
 pub fn recent(
     path: &Path,
     limit: usize,
-    decision: Option<&str>,
+    decision: Option<Decision>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let conn = db::open_existing(path)?;
-    query_recent(&conn, limit, decision).map_err(err(path))
+    query_recent(&conn, limit, decision.map(Decision::as_str)).map_err(err(path))
 }
 
 fn query_recent(
@@ -77,11 +83,13 @@ fn query_recent(
     decision: Option<&str>,
 ) -> rusqlite::Result<Vec<AuditRecord>> {
     let mut stmt = conn.prepare(
-        "SELECT id, received_ms, source, event_id, event, decision, reasons, consent_id, legal_basis, request_id
+        "SELECT id, received_ms, source, event_id, event, decision, reasons, consent_id, legal_basis,
+                request_id, destinations
          FROM audit WHERE (?1 IS NULL OR decision = ?1) ORDER BY id DESC LIMIT ?2",
     )?;
     stmt.query_map(params![decision, limit as i64], |r| {
         let reasons: String = r.get(6)?;
+        let destinations: String = r.get(10)?;
         Ok(AuditRecord {
             id: r.get(0)?,
             received_at: ms_to_rfc3339(r.get(1)?),
@@ -93,6 +101,7 @@ fn query_recent(
             consent_id: r.get(7)?,
             legal_basis: r.get(8)?,
             request_id: r.get(9)?,
+            destinations: serde_json::from_str(&destinations).unwrap_or_default(),
         })
     })?
     .collect()
@@ -103,62 +112,89 @@ pub fn dead_letters(path: &Path) -> Result<Vec<DeadLetter>, StoreError> {
     let conn = db::open_existing(path)?;
     let mut stmt = conn
         .prepare(
-            "SELECT id, event_id, attempts, last_error, test_event_code FROM outbox
+            "SELECT id, destination, event_id, attempts, last_error, test_event_code FROM outbox
              WHERE state = 'dead' ORDER BY id",
         )
         .map_err(err(path))?;
     stmt.query_map([], |r| {
         Ok(DeadLetter {
             id: r.get(0)?,
-            event_id: r.get(1)?,
-            attempts: r.get(2)?,
-            last_error: r.get(3)?,
-            test_event_code: r.get(4)?,
+            destination: r.get(1)?,
+            event_id: r.get(2)?,
+            attempts: r.get(3)?,
+            last_error: r.get(4)?,
+            test_event_code: r.get(5)?,
         })
     })
     .and_then(|rows| rows.collect())
     .map_err(err(path))
 }
 
-/// Move dead letters back to pending (all, or the given ids) with attempts reset; their
-/// audit rows go back to `queued`. Safe while the relay runs (SQLite locking, WAL).
-pub fn replay(path: &Path, ids: Option<&[i64]>) -> Result<usize, StoreError> {
+/// Move dead letters back to pending (all, or the given outbox ids) with attempts reset; their
+/// audit rows go back to `queued` for that destination. Every given id must be a dead letter:
+/// otherwise nothing is changed and the error names the ids. Safe while the relay runs
+/// (SQLite locking, WAL).
+pub fn replay(path: &Path, ids: Option<&[i64]>) -> Result<usize, AdminError> {
     let mut conn = db::open_existing(path)?;
     let now = chrono::Utc::now().timestamp_millis();
-    let tx = conn.transaction().map_err(err(path))?;
+    let e = err(path);
+    let tx = conn.transaction().map_err(&e)?;
+    let dead: Vec<i64> = {
+        let mut s = tx
+            .prepare("SELECT id FROM outbox WHERE state = 'dead' ORDER BY id")
+            .map_err(&e)?;
+        s.query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect::<rusqlite::Result<Vec<i64>>>())
+            .map_err(&e)?
+    };
+    let targets: Vec<i64> = match ids {
+        Some(ids) => {
+            let unknown: Vec<i64> = ids.iter().copied().filter(|i| !dead.contains(i)).collect();
+            if !unknown.is_empty() {
+                return Err(AdminError::NotDeadLetters { ids: unknown });
+            }
+            ids.to_vec()
+        }
+        None => dead,
+    };
     let mut n = 0;
-    {
-        let targets: Vec<i64> = match ids {
-            Some(ids) => ids.to_vec(),
-            None => {
-                let mut s = tx
-                    .prepare("SELECT id FROM outbox WHERE state = 'dead'")
-                    .map_err(err(path))?;
-                s.query_map([], |r| r.get(0))
-                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<i64>>>())
-                    .map_err(err(path))?
-            }
-        };
-        for id in targets {
-            let changed = tx
-                .execute(
-                    "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
-                     WHERE id = ?1 AND state = 'dead'",
-                    params![id, now],
-                )
-                .map_err(err(path))?;
-            if changed == 1 {
-                tx.execute(
-                    "UPDATE audit SET decision = 'queued', updated_ms = ?2,
-                        reasons = json_insert(reasons, '$[#]', 'replayed')
-                     WHERE id = (SELECT audit_id FROM outbox WHERE id = ?1)",
-                    params![id, now],
-                )
-                .map_err(err(path))?;
-                n += 1;
-            }
+    for id in targets {
+        let changed = tx
+            .execute(
+                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
+                 WHERE id = ?1 AND state = 'dead'",
+                params![id, now],
+            )
+            .map_err(&e)?;
+        if changed == 1 {
+            tx.execute(
+                "UPDATE audit SET decision = 'queued', updated_ms = ?2, pending = pending + 1,
+                    destinations = json_set(destinations,
+                        '$.\"' || (SELECT destination FROM outbox WHERE id = ?1) || '\".state', 'queued'),
+                    reasons = json_insert(reasons, '$[#]',
+                        (SELECT destination FROM outbox WHERE id = ?1) || ':replayed')
+                 WHERE id = (SELECT audit_id FROM outbox WHERE id = ?1)",
+                params![id, now],
+            )
+            .map_err(&e)?;
+            n += 1;
         }
     }
-    tx.commit().map_err(err(path))?;
+    tx.commit().map_err(&e)?;
     Ok(n)
+}
+
+/// The audit reason an unknown field name gets in this database (`unknown_field:<hash>:<len>`),
+/// so an operator can check a guess without the relay ever storing the name.
+pub fn unknown_field_reason(path: &Path, name: &str) -> Result<String, StoreError> {
+    let conn = db::open_existing(path)?;
+    let salt: Vec<u8> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'id_salt'", [], |r| {
+            r.get(0)
+        })
+        .map_err(err(path))?;
+    Ok(super::sanitize::unknown_field_reason(
+        &super::sanitize::field_key(&salt),
+        name,
+    ))
 }

@@ -8,7 +8,11 @@ use super::config::Synchronous;
 use super::error::StoreError;
 
 /// Migrations in order; the database's `PRAGMA user_version` is the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/relay/0001_init.sql")];
+/// Never edit one that has shipped; add a new file.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/relay/0001_init.sql"),
+    include_str!("../../migrations/relay/0002_destinations_nonces.sql"),
+];
 
 /// Schema version this relay writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -34,6 +38,9 @@ pub fn open(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "synchronous", level)
         .map_err(err(path))?;
     conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(err(path))?;
+    // Savepoint journals (one per group-committed command) in memory, not in a temp file.
+    conn.pragma_update(None, "temp_store", "MEMORY")
         .map_err(err(path))?;
     migrate(&conn, path)?;
     Ok(conn)
@@ -92,6 +99,43 @@ mod tests {
             .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
             .expect("table exists");
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn v1_rows_migrate_to_destinations_and_lose_field_names() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("r.db");
+        let c = Connection::open(&p).expect("open");
+        c.execute_batch(MIGRATIONS[0]).expect("v1");
+        c.pragma_update(None, "user_version", 1).expect("version");
+        c.execute_batch(
+            r#"INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, updated_ms)
+               VALUES (1, 'browser', 'e1', 'Schedule', 'queued',
+                       '["dropped_field:diagnosis","dropped_field:email","page_url_generalized"]', 1),
+                      (2, 'browser', NULL, NULL, 'dropped', '["no_consent"]', 2);"#,
+        )
+        .expect("v1 rows");
+        drop(c);
+        let c = open(&p, Synchronous::Full).expect("migrate");
+        let (reasons, dests, pending): (String, String, i64) = c
+            .query_row(
+                "SELECT reasons, destinations, pending FROM audit WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .expect("row");
+        assert_eq!(
+            reasons,
+            r#"["unknown_field:legacy:9","dropped_field:email","page_url_generalized"]"#
+        );
+        assert_eq!(dests, r#"{"tiktok":{"state":"queued","event":"Schedule"}}"#);
+        assert_eq!(pending, 1);
+        let dests: String = c
+            .query_row("SELECT destinations FROM audit WHERE id = 2", [], |r| {
+                r.get(0)
+            })
+            .expect("row");
+        assert_eq!(dests, "{}");
     }
 
     #[test]

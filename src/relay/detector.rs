@@ -30,7 +30,7 @@ static SSN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static HEX64: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9a-f]{64}$").expect("hex regex"));
 
-/// Keys of the outgoing schema; any other key is scanned like a value.
+/// Keys of the outgoing schemas (TikTok and Meta); any other key is scanned like a value.
 const SCHEMA_KEYS: &[&str] = &[
     "event",
     "event_time",
@@ -45,6 +45,17 @@ const SCHEMA_KEYS: &[&str] = &[
     "currency",
     "page",
     "url",
+    "event_name",
+    "action_source",
+    "event_source_url",
+    "user_data",
+    "fbc",
+    "fbp",
+    "em",
+    "ph",
+    "client_ip_address",
+    "client_user_agent",
+    "custom_data",
 ];
 
 /// Scan text for PHI-like content; returns reason codes such as `health_term:glp1_drug`.
@@ -53,7 +64,7 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
     let lex = Lexicon::bundled();
     let mut out = Vec::new();
     let decoded = percent_decode(text);
-    for t in [text, decoded.as_str()] {
+    for t in [text, decoded.as_ref()] {
         let hit = if opaque {
             lex.find_plain(t)
         } else {
@@ -74,7 +85,7 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
         if SSN.is_match(t) {
             out.push("ssn".into());
         }
-        if decoded == text {
+        if decoded.as_ref() == text {
             break;
         }
     }
@@ -83,22 +94,31 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
     out
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.bytes().any(|b| b == b'%' || b == b'+') {
+        return std::borrow::Cow::Borrowed(s);
+    }
     url::form_urlencoded::parse(format!("x={s}").as_bytes())
         .next()
-        .map(|(_, v)| v.into_owned())
+        .map(|(_, v)| std::borrow::Cow::Owned(v.into_owned()))
         .unwrap_or_default()
 }
 
-/// Scan an outgoing TikTok event (one `data[]` element). Returns `detector:<field>:<kind>`
+/// Scan an outgoing event (one `data[]` element of either destination). Returns `detector:<field>:<kind>`
 /// reasons; an empty list means the payload may leave.
 pub fn scan_payload(event: &Value) -> Vec<String> {
+    scan_payload_vetted(event, &|_| false)
+}
+
+/// [`scan_payload`], skipping string values for which `vetted` holds: strings that already
+/// passed this detector (configured category URLs and event names, an id scanned once).
+pub fn scan_payload_vetted(event: &Value, vetted: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
-    walk(event, "", &mut out);
+    walk(event, "", vetted, &mut out);
     out
 }
 
-fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+fn walk(v: &Value, path: &str, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
@@ -107,23 +127,40 @@ fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
                         out.push(format!("detector:{path}{k}(key):{r}"));
                     }
                 }
-                walk(child, &format!("{path}{k}."), out);
+                walk(child, &format!("{path}{k}."), vetted, out);
             }
         }
         Value::Array(a) => {
             for child in a {
-                walk(child, path, out);
+                walk(child, path, vetted, out);
             }
         }
         Value::String(s) => {
             let field = path.trim_end_matches('.');
-            if matches!(field, "user.email" | "user.phone") {
+            if matches!(
+                field,
+                "user.email" | "user.phone" | "user_data.em" | "user_data.ph"
+            ) {
                 if !HEX64.is_match(s) {
                     out.push(format!("detector:{field}:not_hashed"));
                 }
                 return;
             }
-            let opaque = matches!(field, "user.ttclid" | "user.ttp" | "event_id");
+            if field == "user_data.client_ip_address" {
+                // Serialised by the relay from a parsed address; digits and dots would read
+                // as a date.
+                if s.parse::<std::net::IpAddr>().is_err() {
+                    out.push(format!("detector:{field}:not_an_address"));
+                }
+                return;
+            }
+            if vetted(s) {
+                return;
+            }
+            let opaque = matches!(
+                field,
+                "user.ttclid" | "user.ttp" | "event_id" | "user_data.fbc" | "user_data.fbp"
+            );
             for r in scan_text(s, opaque) {
                 out.push(format!("detector:{field}:{r}"));
             }

@@ -58,6 +58,20 @@ pub enum StoreError {
     WriterGone,
 }
 
+/// Errors of the operator commands (`audit`, `dead-letters`, `replay`).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// Database failure.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `replay --id` named rows that are not dead letters; nothing was changed.
+    #[error("not dead letters: {} (see `dead-letters`); nothing was replayed", ids.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", "))]
+    NotDeadLetters {
+        /// The ids that are unknown or not dead-lettered.
+        ids: Vec<i64>,
+    },
+}
+
 /// Errors that stop the relay.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -78,12 +92,14 @@ pub enum RelayError {
     /// Server failure.
     #[error("server error: {0}")]
     Serve(std::io::Error),
-    /// The destination is not configured (no access token).
+    /// A destination has no access token.
     #[error(
-        "no TikTok access token: set the environment variable {env} or tiktok.access_token_file"
+        "no access token for destination '{destination}': set the environment variable {env} or its access_token_file"
     )]
     NoToken {
-        /// Variable name.
+        /// Destination name.
+        destination: String,
+        /// Variable name (validated to be a variable name, never a value).
         env: String,
     },
 }

@@ -1,6 +1,14 @@
-//! Incoming event model: parse one event or a batch from JSON with errors that name the field.
+//! Incoming event model: strict JSON reading and parsing one event or a batch, with errors that
+//! name the field and the rule, never the value.
+
+use std::net::IpAddr;
 
 use serde_json::{Map, Value};
+
+/// Deepest nesting of arrays and objects accepted in a request body.
+pub const MAX_DEPTH: usize = 16;
+/// Largest accepted `value`.
+pub const MAX_VALUE: f64 = 1_000_000_000.0;
 
 /// An event as a caller sent it, after type checks. Holds PHI-capable values: it lives only in
 /// memory for the duration of one request and is never logged or written.
@@ -16,6 +24,16 @@ pub struct IncomingEvent {
     pub ttclid: Option<String>,
     /// TikTok `_ttp` cookie.
     pub ttp: Option<String>,
+    /// Meta click id from the landing URL.
+    pub fbclid: Option<String>,
+    /// Meta `_fbc` cookie.
+    pub fbc: Option<String>,
+    /// Meta `_fbp` cookie.
+    pub fbp: Option<String>,
+    /// Client address (signed callers only; browsers' comes from the connection).
+    pub client_ip: Option<IpAddr>,
+    /// Client user agent (signed callers only; browsers' comes from the header).
+    pub client_user_agent: Option<String>,
     /// Page URL the event happened on.
     pub url: Option<String>,
     /// Monetary value.
@@ -32,7 +50,8 @@ pub struct IncomingEvent {
     pub subject: Option<String>,
     /// TikTok test event code for this event.
     pub test_event_code: Option<String>,
-    /// Names of other fields present; they are dropped.
+    /// Names of other fields present; they are dropped, and only a keyed hash of each name is
+    /// recorded.
     pub other_fields: Vec<String>,
 }
 
@@ -46,14 +65,16 @@ pub struct InputError {
     pub problem: String,
 }
 
-fn bad(field: String, problem: impl Into<String>) -> InputError {
+/// An input error for `field` (a JSON path) breaking `problem` (a rule, never a value).
+pub(crate) fn bad(field: impl Into<String>, problem: impl Into<String>) -> InputError {
     InputError {
-        field,
+        field: field.into(),
         problem: problem.into(),
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// The JSON type of a value, for "expected X, got Y" messages.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "boolean",
@@ -64,30 +85,83 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-/// Parse a body holding one event object, `{"events": [...]}`, or a bare array of events.
-pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, InputError> {
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
+/// Read a request body as JSON: valid UTF-8, nesting at most [`MAX_DEPTH`], numbers in range.
+/// Errors say what rule broke and where (line, column or byte offset), never the input.
+pub fn parse_json(body: &[u8]) -> Result<Value, InputError> {
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(bad(
+            "body",
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        ));
+    }
+    check_depth(body)?;
+    serde_json::from_slice(body).map_err(|e| {
+        let msg = e.to_string();
+        let what = if msg.contains("number out of range") {
+            "number out of range"
+        } else if msg.contains("recursion limit") {
+            "nesting too deep"
+        } else if msg.contains("surrogate") || msg.contains("unicode") || msg.contains("escape") {
+            "invalid escape or Unicode code point in a string"
+        } else if msg.contains("control character") {
+            "control character in a string"
+        } else {
+            match e.classify() {
+                serde_json::error::Category::Eof => "unexpected end of input",
+                _ => "syntax error",
+            }
+        };
         bad(
-            "body".into(),
+            "body",
             format!(
-                "not valid JSON (line {}, column {}: {})",
+                "not valid JSON: {what} (line {}, column {})",
                 e.line(),
-                e.column(),
-                match e.classify() {
-                    serde_json::error::Category::Eof => "unexpected end of input",
-                    serde_json::error::Category::Syntax => "syntax error",
-                    serde_json::error::Category::Data => "wrong data",
-                    serde_json::error::Category::Io => "read error",
-                }
+                e.column()
             ),
         )
-    })?;
+    })
+}
+
+/// Refuse bodies nested deeper than [`MAX_DEPTH`] before the parser recurses into them.
+fn check_depth(body: &[u8]) -> Result<(), InputError> {
+    let (mut depth, mut in_str, mut esc) = (0usize, false, false);
+    for (i, &b) in body.iter().enumerate() {
+        if in_str {
+            match (esc, b) {
+                (true, _) => esc = false,
+                (false, b'\\') => esc = true,
+                (false, b'"') => in_str = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_str = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(bad(
+                        "body",
+                        format!("nesting deeper than {MAX_DEPTH} levels (at byte {i})"),
+                    ));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Parse a body holding one event object, `{"events": [...]}`, or a bare array of events.
+pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, InputError> {
+    let v = parse_json(body)?;
     let (items, prefix): (Vec<Value>, &str) = match v {
         Value::Array(a) => (a, ""),
         Value::Object(mut o) if o.contains_key("events") => {
             if o.len() > 1 {
                 return Err(bad(
-                    "body".into(),
+                    "body",
                     "a batch object may hold only the key \"events\"",
                 ));
             }
@@ -95,7 +169,7 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
                 Value::Array(a) => (a, "events"),
                 other => {
                     return Err(bad(
-                        "events".into(),
+                        "events",
                         format!("expected an array, got {}", type_name(&other)),
                     ));
                 }
@@ -104,7 +178,7 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
         Value::Object(o) => (vec![Value::Object(o)], ""),
         other => {
             return Err(bad(
-                "body".into(),
+                "body",
                 format!(
                     "expected an event object or an array, got {}",
                     type_name(&other)
@@ -113,11 +187,11 @@ pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, 
         }
     };
     if items.is_empty() {
-        return Err(bad("events".into(), "the batch is empty"));
+        return Err(bad("events", "the batch is empty"));
     }
     if items.len() > max_events {
         return Err(bad(
-            "events".into(),
+            "events",
             format!("{} events exceed the limit of {max_events}", items.len()),
         ));
     }
@@ -158,12 +232,21 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
     let event_time = match o.remove("event_time") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
-            let t = n.as_i64().ok_or_else(|| {
-                bad(
-                    f("event_time"),
-                    "expected integer Unix seconds, got a fraction",
-                )
-            })?;
+            let t = match (n.as_i64(), n.as_f64()) {
+                (Some(t), _) => t,
+                (None, Some(x)) if x.fract() == 0.0 || x.abs() > 9.0e15 => {
+                    return Err(bad(
+                        f("event_time"),
+                        "number out of range (integer Unix seconds, 0 to 100000000000)",
+                    ));
+                }
+                _ => {
+                    return Err(bad(
+                        f("event_time"),
+                        "expected integer Unix seconds, got a fraction",
+                    ));
+                }
+            };
             if t > 100_000_000_000 {
                 return Err(bad(
                     f("event_time"),
@@ -185,8 +268,11 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
     let value = match o.remove("value") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => {
-            let x = n.as_f64().filter(|x| x.is_finite() && *x >= 0.0);
-            Some(x.ok_or_else(|| bad(f("value"), "expected a non-negative number"))?)
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if !(0.0..=MAX_VALUE).contains(&x) {
+                return Err(bad(f("value"), "number out of range (0 to 1000000000)"));
+            }
+            Some(x)
         }
         Some(other) => {
             return Err(bad(
@@ -201,6 +287,17 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
         event_time,
         ttclid: take_str(&mut o, "ttclid", path)?,
         ttp: take_str(&mut o, "ttp", path)?,
+        fbclid: take_str(&mut o, "fbclid", path)?,
+        fbc: take_str(&mut o, "fbc", path)?,
+        fbp: take_str(&mut o, "fbp", path)?,
+        client_ip: match take_str(&mut o, "client_ip_address", path)? {
+            None => None,
+            Some(s) => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| bad(f("client_ip_address"), "expected an IPv4 or IPv6 address"))?,
+            ),
+        },
+        client_user_agent: take_str(&mut o, "client_user_agent", path)?,
         url: take_str(&mut o, "url", path)?,
         value,
         currency: take_str(&mut o, "currency", path)?,
@@ -281,6 +378,55 @@ mod tests {
             let e = parse_body(body.as_bytes(), 10).expect_err(body);
             assert_eq!(e.field, *field, "{body}");
             assert!(e.problem.contains(problem), "{body}: {}", e.problem);
+        }
+    }
+
+    #[test]
+    fn strict_json_errors_are_exact_and_never_echo() {
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+            (deep.into_bytes(), "body", "nesting deeper than 16 levels"),
+            (
+                b"{\"event\":\"A\",\"x\":\"Jane \xff Doe\"}".to_vec(),
+                "body",
+                "invalid UTF-8 at byte 23",
+            ),
+            (
+                br#"{"event":"A","x":1e400}"#.to_vec(),
+                "body",
+                "number out of range",
+            ),
+            (
+                br#"{"event":"A","event_time":1e30}"#.to_vec(),
+                "event_time",
+                "number out of range",
+            ),
+            (
+                br#"{"event":"A","value":-1}"#.to_vec(),
+                "value",
+                "number out of range (0 to 1000000000)",
+            ),
+            (
+                br#"{"event":"A","value":1e12}"#.to_vec(),
+                "value",
+                "number out of range",
+            ),
+            (
+                br#"{"event":"A","x":"\ud800 Jane"}"#.to_vec(),
+                "body",
+                "invalid escape or Unicode",
+            ),
+            (
+                br#"{"event":"A","client_ip_address":"Jane Doe"}"#.to_vec(),
+                "client_ip_address",
+                "IPv4 or IPv6",
+            ),
+        ];
+        for (body, field, problem) in cases {
+            let e = parse_body(&body, 10).expect_err(problem);
+            assert_eq!(e.field, field, "{problem}: {e}");
+            assert!(e.problem.contains(problem), "{problem}: {e}");
+            assert!(!e.to_string().contains("Jane"), "echoed input: {e}");
         }
     }
 

@@ -1,23 +1,26 @@
-//! `pixelwatch-relay`: consented, PHI-free conversions from first-party events to TikTok.
+//! `pixelwatch-relay`: consented, PHI-free conversions from first-party events to TikTok and Meta.
 //!
-//! Flow: HTTP ingest ([`ingest`]) -> input checks ([`event`]) -> consent gate ([`consent`]) ->
-//! allowlist build ([`sanitize`]) with the PHI detector as second line ([`detector`]) -> durable
-//! outbox ([`outbox`]) -> dispatcher ([`dispatch`]) -> TikTok Events API ([`tiktok`]). Every
-//! decision lands in the audit log ([`audit`]); [`metrics`] exposes counters for Prometheus.
+//! Flow: HTTP ingest ([`ingest`]) -> input checks ([`event`], [`ids`]) -> consent gate
+//! ([`consent`]) -> allowlist build ([`sanitize`]) per destination ([`destinations`]) with the
+//! PHI detector as second line ([`detector`]) -> durable outbox, one row per destination
+//! ([`outbox`]) -> one dispatcher per destination ([`dispatch`]). Every decision lands in the
+//! audit log ([`audit`]); [`metrics`] exposes counters for Prometheus.
 
 pub mod audit;
 pub mod config;
 pub mod consent;
 pub mod db;
+pub mod destinations;
 pub mod detector;
 pub mod dispatch;
 pub mod error;
 pub mod event;
+pub mod ids;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
 pub mod sanitize;
-pub mod tiktok;
+pub mod secrets;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,25 +30,35 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::{Notify, watch};
 
-use config::{RelayConfig, Secrets};
+use config::RelayConfig;
 use error::{RelayError, StoreError};
+pub use secrets::Secrets;
 
-/// A running relay: HTTP server, dispatcher and outbox writer.
+/// A running relay: HTTP server, dispatchers and outbox writer.
 pub struct Relay {
     addr: SocketAddr,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
-    dispatcher: Option<tokio::task::JoinHandle<()>>,
+    dispatchers: Vec<tokio::task::JoinHandle<()>>,
     writer: outbox::WriterThread,
     state: Arc<ingest::AppState>,
 }
 
 impl Relay {
-    /// Open the database, bind the listener and start serving. Without an access token the
-    /// relay still accepts and stores events (readyz reports not ready) but does not deliver.
+    /// Bind the listener, then open the database and start serving (a port in use fails
+    /// before the database is created or migrated). A destination without an access token
+    /// still gets its events stored (readyz reports not ready) but nothing is delivered to it.
     pub async fn start(cfg: RelayConfig, secrets: Secrets) -> Result<Relay, RelayError> {
+        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+            .await
+            .map_err(|source| RelayError::Bind {
+                addr: cfg.server.listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(RelayError::Serve)?;
         let cfg = Arc::new(cfg);
-        let metrics = Arc::new(metrics::Metrics::default());
+        let names: Vec<&str> = cfg.destinations.iter().map(|d| d.name.as_str()).collect();
+        let metrics = Arc::new(metrics::Metrics::new(&names));
         let (outbox, writer, salt, reader) = outbox::Outbox::open(
             &cfg.database.path,
             cfg.database.synchronous,
@@ -56,67 +69,86 @@ impl Relay {
                 path: cfg.database.path.display().to_string(),
                 source,
             })?;
+        warn_orphaned_rows(&reader, &cfg);
         drop(reader);
-        let wake = Arc::new(Notify::new());
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let dispatcher = secrets.access_token.as_ref().map(|token| {
-            let d = dispatch::Dispatcher {
-                outbox: outbox.clone(),
-                client: tiktok::TikTokClient::new(
-                    &cfg.tiktok.endpoint,
-                    &cfg.tiktok.pixel_code,
-                    token,
-                    Duration::from_millis(cfg.tiktok.timeout_ms),
-                ),
-                policy: outbox::RetryPolicy {
-                    base_ms: cfg.dispatch.backoff_base_ms,
-                    cap_ms: cfg.dispatch.backoff_cap_ms,
-                    max_attempts: cfg.dispatch.max_attempts,
-                },
-                batch_size: cfg.dispatch.batch_size,
-                poll: Duration::from_millis(cfg.dispatch.poll_ms),
-                linger: Duration::from_millis(cfg.dispatch.linger_ms),
-                wake: wake.clone(),
-                metrics: metrics.clone(),
-            };
-            tokio::spawn(d.run(shutdown_rx.clone()))
-        });
-        if dispatcher.is_none() {
-            tracing::error!(env = %cfg.tiktok.access_token_env,
-                "no TikTok access token: events are stored but not delivered");
+        let policy = outbox::RetryPolicy {
+            base_ms: cfg.dispatch.backoff_base_ms,
+            cap_ms: cfg.dispatch.backoff_cap_ms,
+            max_attempts: cfg.dispatch.max_attempts,
+        };
+        let mut dispatchers = Vec::new();
+        let mut wake = Vec::new();
+        let mut ready = Vec::new();
+        let mut destinations = Vec::new();
+        for d in &cfg.destinations {
+            let name: Arc<str> = Arc::from(d.name.as_str());
+            let notify = Arc::new(Notify::new());
+            match secrets.token(&d.name) {
+                Some(token) => {
+                    let disp = dispatch::Dispatcher {
+                        destination: name.clone(),
+                        outbox: outbox.clone(),
+                        client: destinations::Client::new(d, token),
+                        policy,
+                        batch_size: d.batch_size,
+                        poll: Duration::from_millis(cfg.dispatch.poll_ms),
+                        linger: Duration::from_millis(cfg.dispatch.linger_ms),
+                        wake: notify.clone(),
+                        metrics: metrics.clone(),
+                    };
+                    dispatchers.push(tokio::spawn(disp.run(shutdown_rx.clone())));
+                    ready.push(true);
+                }
+                None => {
+                    tracing::error!(destination = %d.name, env = %d.access_token_env,
+                        "no access token: events for this destination are stored but not delivered");
+                    ready.push(false);
+                }
+            }
+            wake.push(notify);
+            destinations.push(name);
         }
+        let wants_client = (
+            cfg.destinations.iter().any(|d| d.fields.client_ip),
+            cfg.destinations.iter().any(|d| d.fields.user_agent),
+        );
         let state = Arc::new(ingest::AppState {
             sanitizer: sanitize::Sanitizer::new(&cfg, salt),
             consent,
+            consent_rules: consent::ConsentRules::new(&cfg),
             outbox,
             metrics,
+            destinations,
             wake,
+            ready,
             hmac_secret: secrets.hmac_secret.clone(),
-            destination_ready: dispatcher.is_some(),
+            client_ip_header: cfg
+                .server
+                .client_ip_header
+                .as_deref()
+                .and_then(|h| axum::http::HeaderName::from_bytes(h.as_bytes()).ok()),
+            wants_client,
             cfg: cfg.clone(),
         });
         let app = router(state.clone());
-        let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
-            .await
-            .map_err(|source| RelayError::Bind {
-                addr: cfg.server.listen.clone(),
-                source,
-            })?;
-        let addr = listener.local_addr().map_err(RelayError::Serve)?;
         let mut rx = shutdown_rx;
         let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.wait_for(|v| *v).await;
-                })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|v| *v).await;
+            })
+            .await
         });
         tracing::info!(%addr, "relay listening");
         Ok(Relay {
             addr,
             shutdown,
             server,
-            dispatcher,
+            dispatchers,
             writer,
             state,
         })
@@ -132,12 +164,12 @@ impl Relay {
         self.state.metrics.clone()
     }
 
-    /// Graceful shutdown: stop accepting connections, finish in-flight requests, let the
+    /// Graceful shutdown: stop accepting connections, finish in-flight requests, let each
     /// dispatcher finish and record its current batch, then flush and close the database.
     pub async fn shutdown(self) -> Result<(), RelayError> {
         let _ = self.shutdown.send(true);
         let served = self.server.await;
-        if let Some(d) = self.dispatcher {
+        for d in self.dispatchers {
             let _ = d.await;
         }
         drop(self.state);
@@ -149,6 +181,22 @@ impl Relay {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(RelayError::Serve(e)),
             Err(e) => Err(RelayError::Serve(std::io::Error::other(e))),
+        }
+    }
+}
+
+/// Pending rows of a destination that is no longer configured are kept, not delivered: say so.
+fn warn_orphaned_rows(conn: &rusqlite::Connection, cfg: &RelayConfig) {
+    let rows: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT destination, count(*) FROM outbox WHERE state = 'pending' GROUP BY destination",
+        )
+        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+        .unwrap_or_default();
+    for (name, n) in rows {
+        if !cfg.destinations.iter().any(|d| d.name == name) {
+            tracing::warn!(destination = %name, pending = n,
+                "pending events for a destination that is not configured; they stay in the outbox");
         }
     }
 }

@@ -395,7 +395,7 @@ mod tests {
             ..Default::default()
         }];
         r.findings = vec![Finding {
-            kind: "phi_leak".into(),
+            kind: crate::model::FindingKind::PhiLeak,
             severity: Severity::Critical,
             vendor: Some("tiktok".into()),
             page: "https://c.test/book".into(),

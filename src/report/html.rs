@@ -382,7 +382,7 @@ fn pages_section(out: &mut String, report: &ScanReport) {
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
                 h(r.vendor.as_deref().unwrap_or("")),
-                h(&r.phase)
+                h(r.phase.as_str())
             );
         }
         out.push_str("</table></div></details>");

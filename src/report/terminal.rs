@@ -67,7 +67,7 @@ pub fn summary(report: &ScanReport, engine: &Engine) -> String {
         let mut groups: BTreeMap<Group<'_>, Vec<&Finding>> = BTreeMap::new();
         for f in &report.findings {
             groups
-                .entry((f.severity, &f.kind, f.vendor.as_deref(), &f.rule))
+                .entry((f.severity, f.kind.as_str(), f.vendor.as_deref(), &f.rule))
                 .or_default()
                 .push(f);
         }
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn one_group_per_cause_even_when_pages_interleave_rules() {
         let f = |page: &str, rule: &str, evidence: &str| Finding {
-            kind: "phi_leak".into(),
+            kind: crate::model::FindingKind::PhiLeak,
             severity: Severity::Critical,
             vendor: Some("meta".into()),
             page: page.into(),

@@ -91,7 +91,7 @@ pub fn vendors(report: &ScanReport, engine: &Engine) -> Vec<VendorRow> {
                 name: known
                     .map(|v| v.name.clone())
                     .unwrap_or_else(|| id.to_string()),
-                category: known.map(|v| v.category.clone()).unwrap_or_default(),
+                category: known.map(|v| v.category.to_string()).unwrap_or_default(),
                 baa: known.map(|v| v.baa),
                 pages: on.len(),
                 leaks: leaks.len(),
@@ -357,7 +357,7 @@ mod tests {
             findings: findings
                 .into_iter()
                 .map(|(kind, vendor, page)| Finding {
-                    kind: kind.into(),
+                    kind: kind.parse().unwrap(),
                     severity: Severity::Critical,
                     vendor: Some(vendor.into()),
                     page: page.into(),

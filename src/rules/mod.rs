@@ -3,19 +3,49 @@
 
 pub mod consent;
 pub mod filterlist;
+pub mod roles;
 
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::model::Severity;
+use crate::model::{Category, Severity};
 
 /// The vendor rules shipped in the binary.
 pub const BUNDLED: &[(&str, &str)] = &[("vendors.toml", include_str!("../../rules/vendors.toml"))];
 
+/// Every rule a scan judges by, loaded and compiled once: vendors, the health lexicon, consent
+/// managers, page roles and optional filter lists.
+pub struct RuleSet {
+    pub vendors: Engine,
+    pub lexicon: &'static crate::lexicon::Lexicon,
+    pub consent: consent::ConsentRules,
+    pub page_roles: roles::PageRoles,
+    pub filters: Option<filterlist::FilterLists>,
+}
+
+impl RuleSet {
+    /// The bundled rules plus the user's `dir` (vendor files, `page-roles.toml`) and filter
+    /// lists. A broken file is an error naming it.
+    pub fn load(dir: Option<&Path>, filter_lists: &[PathBuf]) -> Result<RuleSet, RulesError> {
+        Ok(RuleSet {
+            vendors: match dir {
+                Some(d) => Engine::with_dir(d)?,
+                None => Engine::bundled(),
+            },
+            lexicon: crate::lexicon::Lexicon::bundled(),
+            consent: consent::ConsentRules::bundled(),
+            page_roles: roles::PageRoles::from_dir(dir)?,
+            filters: filterlist::FilterLists::load(filter_lists)?,
+        })
+    }
+}
+
 /// Errors loading rules; each names the file and, where known, the line.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
+    #[error(transparent)]
+    Roles(#[from] roles::RolesError),
     #[error("cannot read rules file '{path}': {source}")]
     Read {
         path: String,
@@ -47,7 +77,7 @@ struct RulesFile {
 struct VendorDef {
     id: String,
     name: String,
-    category: String,
+    category: Category,
     hosts: Vec<String>,
     baa: bool,
     baa_checked: String,
@@ -68,7 +98,7 @@ struct VendorDef {
 pub struct Vendor {
     pub id: String,
     pub name: String,
-    pub category: String,
+    pub category: Category,
     pub baa: bool,
     pub baa_checked: String,
     pub severity: Severity,
@@ -314,10 +344,17 @@ mod tests {
     #[test]
     fn broken_file_names_file_and_line() {
         let mut e = Engine::default();
-        let text = "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"ads\"\nhots = [\"a.com\"]\n";
+        let text = "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"advertising\"\nhots = [\"a.com\"]\n";
         let err = e.add_file("rules/x.toml", text).unwrap_err().to_string();
         assert!(err.contains("rules/x.toml"), "{err}");
         assert!(err.contains("line 5"), "{err}");
         assert!(err.contains("hots"), "{err}");
+        // A category is an enum: a typo is an error with its line, not a vendor never judged.
+        let text = "[[vendor]]\nid = \"x\"\nname = \"X\"\ncategory = \"ads\"\n";
+        let err = e.add_file("rules/x.toml", text).unwrap_err().to_string();
+        assert!(
+            err.contains("line 4") && err.contains("unknown variant `ads`"),
+            "{err}"
+        );
     }
 }

@@ -1,39 +1,89 @@
 //! Test harness for the relay: a real relay on 127.0.0.1:0 with a real SQLite file, wired to the
-//! strict TikTok stand-in, plus helpers to send browser and signed back-end requests.
+//! strict TikTok stand-in (and, on request, the strict Meta stand-in), plus helpers to send
+//! browser and signed back-end requests.
 #![allow(dead_code)]
 
+pub mod http;
+pub mod meta;
 pub mod standin;
+pub mod tiktok;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use pixelwatch::relay::Relay;
-use pixelwatch::relay::config::{RelayConfig, Secrets};
+use pixelwatch::relay::config::RelayConfig;
 use pixelwatch::relay::ingest::{SIGNATURE_HEADER, TIMESTAMP_HEADER, sign};
+use pixelwatch::relay::secrets::Secrets;
 use serde_json::{Value, json};
 #[allow(unused_imports)]
-pub use standin::{Mode, StandIn};
+pub use standin::{Accepted, Mode, Rejection};
+
+/// The TikTok stand-in.
+pub type StandIn = standin::StandIn<tiktok::TikTok>;
+/// The Meta stand-in.
+pub type MetaStandIn = standin::StandIn<meta::Meta>;
 
 /// Origin the test config allows.
 pub const ORIGIN: &str = "https://clinic.example";
 /// HMAC secret used by signed tests.
 pub const SECRET: &[u8] = b"test-hmac-secret-0123456789";
+/// A click id in TikTok's format.
+pub const TTCLID: &str = "E.C.P.CqgBaZ3xYk7LmQp2RtUv";
+/// A click id in Meta's format (the example from Meta's documentation).
+pub const FBCLID: &str = "IwAR2F4-dbP0l7Mn1IawQQGCINEz7PYXQvwjNwB_qa2ofrHyiLjcbCRxTDMgk";
+
+/// Digits as letters (`1984` -> `bjie`), so numbered test ids hold no digit runs.
+pub fn letters(n: u64) -> String {
+    format!("{n:04}")
+        .bytes()
+        .map(|b| (b - b'0' + b'a') as char)
+        .collect()
+}
+
+/// A valid opaque event id that encodes `n`.
+pub fn evid(n: u64) -> String {
+    format!("evt-{}-qzkxwvyu", letters(n))
+}
+
+/// The number inside an [`evid`].
+pub fn evid_num(id: &str) -> u64 {
+    let l = id
+        .trim_start_matches("evt-")
+        .split('-')
+        .next()
+        .unwrap_or("");
+    l.bytes().fold(0, |a, b| a * 10 + u64::from(b - b'a'))
+}
+
+/// A TikTok click id in the right format that carries `tag` (letters only).
+pub fn ttclid(tag: &str) -> String {
+    format!("E.C.P.CqgB{tag}xYkLmQpRtUv")
+}
 
 /// Knobs for one relay.
 #[derive(Clone)]
 pub struct Opts {
     /// `[consent] legal_basis`.
     pub legal_basis: Option<String>,
-    /// Extra lines in `[tiktok]`.
+    /// Extra lines in the TikTok destination.
     pub tiktok_extra: String,
-    /// Request timeout to TikTok.
+    /// Request timeout to the destinations.
     pub timeout_ms: u64,
     /// Attempts before dead letter.
     pub max_attempts: u32,
-    /// Token given to the relay (default: the stand-in's).
+    /// TikTok token given to the relay (default: the stand-in's).
     pub token: Option<String>,
-    /// Events per TikTok request.
+    /// Events per request.
     pub batch_size: usize,
+    /// Also deliver to the Meta stand-in (config in `[[destination]]` form).
+    pub meta: bool,
+    /// Extra lines in the Meta destination.
+    pub meta_extra: String,
+    /// Meta token given to the relay (default: the stand-in's).
+    pub meta_token: Option<String>,
+    /// Extra lines in `[consent]`.
+    pub consent_extra: String,
 }
 
 impl Default for Opts {
@@ -45,17 +95,40 @@ impl Default for Opts {
             max_attempts: 8,
             token: None,
             batch_size: 1000,
+            meta: false,
+            meta_extra: String::new(),
+            meta_token: None,
+            consent_extra: String::new(),
         }
     }
 }
 
-/// Relay config text for tests (also used by the crash test with the real binary).
-pub fn config_text(listen: &str, db: &Path, standin: &StandIn, opts: &Opts) -> String {
+/// Relay config text for tests (also used by the crash test with the real binary). With a
+/// Meta stand-in the destinations are `[[destination]]` tables; without, the legacy `[tiktok]`.
+pub fn config_text(
+    listen: &str,
+    db: &Path,
+    standin: &StandIn,
+    meta: Option<&MetaStandIn>,
+    opts: &Opts,
+) -> String {
     let basis = opts
         .legal_basis
         .as_ref()
         .map(|b| format!("legal_basis = {b:?}"))
         .unwrap_or_default();
+    let tiktok_keys = format!(
+        "endpoint = \"{}\"\npixel_code = \"{}\"\ntimeout_ms = {}\n{}",
+        standin.endpoint, standin.pixel, opts.timeout_ms, opts.tiktok_extra
+    );
+    let destinations = match meta {
+        None => format!("[tiktok]\n{tiktok_keys}"),
+        Some(m) => format!(
+            "[[destination]]\nkind = \"tiktok\"\n{tiktok_keys}\n\n[[destination]]\nkind = \"meta\"\n\
+             endpoint = \"{}\"\npixel_id = \"{}\"\ntimeout_ms = {}\n{}",
+            m.endpoint, m.pixel, opts.timeout_ms, opts.meta_extra
+        ),
+    };
     format!(
         r#"
 [server]
@@ -70,12 +143,7 @@ synchronous = "normal"
 
 [consent]
 {basis}
-
-[tiktok]
-endpoint = "{endpoint}"
-pixel_code = "{pixel}"
-timeout_ms = {timeout}
-{extra}
+{consent_extra}
 
 [dispatch]
 batch_size = {batch_size}
@@ -101,17 +169,29 @@ url = "https://clinic.example/booking"
 [[page_category]]
 path_pattern = ".*"
 url = "https://clinic.example/"
+
+{destinations}
 "#,
-        endpoint = standin.endpoint,
-        pixel = standin.pixel,
-        timeout = opts.timeout_ms,
-        extra = opts.tiktok_extra,
+        consent_extra = opts.consent_extra,
         max_attempts = opts.max_attempts,
         batch_size = opts.batch_size,
     )
 }
 
-/// A running relay + stand-in.
+/// Secrets for a relay wired to the stand-ins.
+pub fn secrets(standin: &StandIn, meta: Option<&MetaStandIn>, opts: &Opts) -> Secrets {
+    let mut s = Secrets::with_token("tiktok", opts.token.as_deref().unwrap_or(&standin.token));
+    if let Some(m) = meta {
+        s.tokens.insert(
+            "meta".into(),
+            opts.meta_token.clone().unwrap_or_else(|| m.token.clone()),
+        );
+    }
+    s.hmac_secret = Some(SECRET.to_vec());
+    s
+}
+
+/// A running relay + stand-ins.
 pub struct Harness {
     /// The relay (taken by `shutdown`).
     pub relay: Option<Relay>,
@@ -123,28 +203,31 @@ pub struct Harness {
     pub db: PathBuf,
     /// The TikTok stand-in.
     pub standin: StandIn,
+    /// The Meta stand-in, with `Opts::meta`.
+    pub meta: Option<MetaStandIn>,
+    /// Options used.
+    pub opts: Opts,
     /// HTTP client.
     pub http: reqwest::Client,
 }
 
 impl Harness {
-    /// Start a stand-in and a relay wired to it.
+    /// Start the stand-ins and a relay wired to them.
     pub async fn start(opts: Opts) -> Harness {
         let standin = StandIn::start().await;
-        Harness::start_with(standin, opts).await
+        let meta = if opts.meta {
+            Some(MetaStandIn::start().await)
+        } else {
+            None
+        };
+        Harness::start_with(standin, meta, opts).await
     }
 
-    /// Start a relay against an existing stand-in.
-    pub async fn start_with(standin: StandIn, opts: Opts) -> Harness {
+    /// Start a relay against existing stand-ins.
+    pub async fn start_with(standin: StandIn, meta: Option<MetaStandIn>, opts: Opts) -> Harness {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("relay.db");
-        let text = config_text("127.0.0.1:0", &db, &standin, &opts);
-        let cfg = RelayConfig::parse(&text, "test.toml").expect("test config");
-        let secrets = Secrets {
-            access_token: Some(opts.token.clone().unwrap_or_else(|| standin.token.clone())),
-            hmac_secret: Some(SECRET.to_vec()),
-        };
-        let relay = Relay::start(cfg, secrets).await.expect("relay starts");
+        let relay = start_relay(&db, &standin, meta.as_ref(), &opts).await;
         let base = format!("http://{}", relay.addr());
         Harness {
             relay: Some(relay),
@@ -152,8 +235,15 @@ impl Harness {
             dir,
             db,
             standin,
+            meta,
+            opts,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// The Meta stand-in (panics without `Opts::meta`).
+    pub fn meta(&self) -> &MetaStandIn {
+        self.meta.as_ref().expect("started with Opts::meta")
     }
 
     /// Graceful shutdown.
@@ -163,20 +253,25 @@ impl Harness {
         }
     }
 
+    /// Shut down and start a new relay on the same database and stand-ins.
+    pub async fn restart(&mut self) {
+        self.shutdown().await;
+        let relay = start_relay(&self.db, &self.standin, self.meta.as_ref(), &self.opts).await;
+        self.base = format!("http://{}", relay.addr());
+        self.relay = Some(relay);
+    }
+
     /// POST as the browser script would (Origin header, text/plain body).
     pub async fn browser(&self, path: &str, body: &Value, gpc: bool) -> (u16, Value) {
-        let mut req = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("Origin", ORIGIN)
-            .header("Content-Type", "text/plain;charset=UTF-8")
-            .body(body.to_string());
+        let mut headers = vec![
+            ("Origin", ORIGIN.to_string()),
+            ("Content-Type", "text/plain;charset=UTF-8".to_string()),
+        ];
         if gpc {
-            req = req.header("Sec-GPC", "1");
+            headers.push(("Sec-GPC", "1".into()));
         }
-        let r = req.send().await.expect("request");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
+        self.raw(path, body.to_string().into_bytes(), &headers)
+            .await
     }
 
     /// POST raw bytes with arbitrary headers.
@@ -190,21 +285,21 @@ impl Harness {
         (status, r.json().await.unwrap_or(Value::Null))
     }
 
+    /// Headers of a signed back-end request for `body` at `now + skew_secs`.
+    pub fn signed_headers(body: &[u8], skew_secs: i64) -> Vec<(&'static str, String)> {
+        let ts = chrono::Utc::now().timestamp() + skew_secs;
+        vec![
+            ("Content-Type", "application/json".into()),
+            (TIMESTAMP_HEADER, ts.to_string()),
+            (SIGNATURE_HEADER, sign(SECRET, ts, body)),
+        ]
+    }
+
     /// POST signed as a back-end caller, with a timestamp offset in seconds.
     pub async fn signed(&self, path: &str, body: &Value, skew_secs: i64) -> (u16, Value) {
         let bytes = body.to_string().into_bytes();
-        let ts = chrono::Utc::now().timestamp() + skew_secs;
-        let sig = sign(SECRET, ts, &bytes);
-        self.raw(
-            path,
-            bytes,
-            &[
-                ("Content-Type", "application/json".into()),
-                (TIMESTAMP_HEADER, ts.to_string()),
-                (SIGNATURE_HEADER, sig),
-            ],
-        )
-        .await
+        let headers = Harness::signed_headers(&bytes, skew_secs);
+        self.raw(path, bytes, &headers).await
     }
 
     /// Record advertising consent from the browser; returns the token.
@@ -220,6 +315,17 @@ impl Harness {
         v["consent_token"].as_str().expect("token").to_string()
     }
 
+    /// Record consent, then send one [`glp1_event`] with a click id tagged `tag`, as a browser.
+    pub async fn send_consented(&self, event_id: &str, tag: &str) -> (u16, Value) {
+        let token = self.grant_consent().await;
+        self.browser(
+            "/v1/events",
+            &glp1_event(event_id, &ttclid(tag), Some(&token)),
+            false,
+        )
+        .await
+    }
+
     /// GET a path, returning status and text.
     pub async fn get(&self, path: &str) -> (u16, String) {
         let r = self
@@ -229,6 +335,14 @@ impl Harness {
             .await
             .expect("get");
         (r.status().as_u16(), r.text().await.unwrap_or_default())
+    }
+
+    /// Assert that `/metrics` holds each of these lines exactly.
+    pub async fn assert_metrics(&self, lines: &[&str]) {
+        let (_, m) = self.get("/metrics").await;
+        for l in lines {
+            assert!(m.lines().any(|x| x == *l), "missing `{l}` in:\n{m}");
+        }
     }
 
     /// Audit rows (id, decision, reasons JSON, request_id) from the database file.
@@ -242,6 +356,43 @@ impl Harness {
             .map(|r| r.expect("row"))
             .collect()
     }
+
+    /// Per-destination audit state (`destinations` JSON) of every row.
+    pub fn audit_destinations(&self) -> Vec<Value> {
+        let c = rusqlite::Connection::open(&self.db).expect("open db");
+        let mut s = c
+            .prepare("SELECT destinations FROM audit ORDER BY id")
+            .expect("prepare");
+        s.query_map([], |r| r.get::<_, String>(0))
+            .expect("query")
+            .map(|r| serde_json::from_str(&r.expect("row")).expect("json"))
+            .collect()
+    }
+
+    /// Every byte of the database files (main file and WAL), lower-cased text.
+    pub fn database_text(&self) -> String {
+        let mut out = String::new();
+        for suffix in ["", "-wal"] {
+            let p = PathBuf::from(format!("{}{suffix}", self.db.display()));
+            if let Ok(b) = std::fs::read(&p) {
+                out.push_str(&String::from_utf8_lossy(&b).to_lowercase());
+            }
+        }
+        out
+    }
+}
+
+async fn start_relay(
+    db: &Path,
+    standin: &StandIn,
+    meta: Option<&MetaStandIn>,
+    opts: &Opts,
+) -> Relay {
+    let text = config_text("127.0.0.1:0", db, standin, meta, opts);
+    let cfg = RelayConfig::parse(&text, "test.toml").expect("test config");
+    Relay::start(cfg, secrets(standin, meta, opts))
+        .await
+        .expect("relay starts")
 }
 
 /// Wait until `f` holds or panic after `secs`.
@@ -253,13 +404,14 @@ pub async fn wait_for(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A browser event for `BookedGLP1Consultation` carrying PHI next to the click id.
+/// A browser event for `BookedGLP1Consultation` carrying PHI next to the click ids.
 pub fn glp1_event(event_id: &str, ttclid: &str, consent_token: Option<&str>) -> Value {
     json!({
         "event": "BookedGLP1Consultation",
         "event_id": event_id,
         "event_time": chrono::Utc::now().timestamp() - 2,
         "ttclid": ttclid,
+        "fbclid": FBCLID,
         "email": "jane.doe@example.com",
         "url": "https://clinic.example/book/glp1-ozempic-weight-loss?name=Jane+Doe",
         "consent_token": consent_token,

@@ -1,4 +1,4 @@
-//! TikTok Events API 2.0 destination: build the request and classify the answer.
+//! TikTok Events API 2.0 destination: build the event, send batches, classify the answer.
 //!
 //! TikTok answers business errors with HTTP 200 and a non-zero `code`, so the body is always
 //! read. Classification is separate from timing: this module says delivered / retry / reject;
@@ -7,27 +7,48 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+use serde_json::{Value, json};
 
-/// How one request to the destination ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// Accepted (`code` 0).
-    Delivered {
-        /// TikTok's `request_id`.
-        request_id: String,
-    },
-    /// Try again later (rate limit, server error, timeout, connection error).
-    Retry {
-        /// Reason code, e.g. `tiktok_code:40100`, `http:502`, `timeout`.
-        reason: String,
-    },
-    /// Will never succeed as is: dead-letter.
-    Reject {
-        /// Reason code, e.g. `tiktok_code:40002`.
-        reason: String,
-        /// The credentials or pixel permission are wrong (alert the operator).
-        credentials: bool,
-    },
+use super::{
+    Outcome, UserFields, classify_http, exchange, http_client, join_payloads, value_fields,
+};
+use crate::relay::config::{Destination, MappingRule};
+use crate::relay::sanitize::{Built, Prepared, sha256_hex};
+
+/// Build the `data[]` element for TikTok from the allowlisted values. Reasons name what this
+/// destination does not receive; the error is why the event is not sent at all.
+pub fn build(
+    p: &Prepared,
+    d: &Destination,
+    rule: &MappingRule,
+    reasons: &mut Vec<String>,
+) -> Built {
+    let hash = |v: &Option<String>| v.as_deref().map(|s| json!(sha256_hex(s)));
+    let mut user = UserFields::new(reasons);
+    user.put("ttclid", p.ttclid.as_deref().map(Value::from));
+    user.opt_in(
+        "ttp",
+        "ttp",
+        p.ttp.as_deref().map(Value::from),
+        d.fields.ttp,
+    );
+    user.opt_in("email", "email", hash(&p.email), d.fields.hashed_email);
+    user.opt_in("phone", "phone", hash(&p.phone), d.fields.hashed_phone);
+    if !user.has_any(&["ttclid", "ttp", "email", "phone"]) {
+        return Err("no_match_key");
+    }
+    let (user, reasons) = user.finish();
+    let mut data = json!({
+        "event": rule.to,
+        "event_time": p.event_time,
+        "event_id": p.event_id,
+        "user": user,
+        "page": {"url": p.page_url},
+    });
+    if let Some(v) = value_fields(p, rule, reasons) {
+        data["properties"] = v;
+    }
+    Ok(data)
 }
 
 #[derive(Deserialize)]
@@ -53,42 +74,23 @@ pub fn classify(status: u16, body: &[u8]) -> Outcome {
         }
         return classify_code(code, request_id.unwrap_or_default(), status);
     }
-    match status {
-        429 | 500..=599 => Outcome::Retry {
-            reason: format!("http:{status}"),
-        },
-        401 | 403 => Outcome::Reject {
-            reason: format!("http:{status}"),
-            credentials: true,
-        },
-        200..=299 => Outcome::Retry {
-            reason: "unreadable_body".into(),
-        },
-        _ => Outcome::Reject {
-            reason: format!("http:{status}"),
-            credentials: false,
-        },
-    }
+    classify_http(status)
 }
 
 fn classify_code(code: i64, request_id: String, status: u16) -> Outcome {
     let reason = format!("tiktok_code:{code}");
     match code {
-        0 if (200..300).contains(&status) => Outcome::Delivered { request_id },
+        0 if (200..300).contains(&status) => Outcome::Delivered {
+            request_id,
+            received: None,
+        },
         0 => Outcome::Retry {
             reason: format!("http:{status}"),
         },
         40100 => Outcome::Retry { reason },
         50000..=59999 => Outcome::Retry { reason },
-        40001 | 40105 => Outcome::Reject {
-            reason,
-            credentials: true,
-        },
-        _ if status >= 500 => Outcome::Retry { reason },
-        _ => Outcome::Reject {
-            reason,
-            credentials: false,
-        },
+        40001 | 40105 => Outcome::credentials(reason),
+        _ => Outcome::unknown_code(reason, status),
     }
 }
 
@@ -114,14 +116,8 @@ impl std::fmt::Debug for TikTokClient {
 impl TikTokClient {
     /// Build a client with a per-request timeout.
     pub fn new(endpoint: &str, pixel_code: &str, token: &str, timeout: Duration) -> TikTokClient {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build()
-            .expect("reqwest client with rustls builds");
         TikTokClient {
-            http,
+            http: http_client(timeout),
             endpoint: endpoint.to_string(),
             pixel_code: pixel_code.to_string(),
             token: token.to_string(),
@@ -137,43 +133,21 @@ impl TikTokClient {
             s.push_str(",\"test_event_code\":");
             s.push_str(&serde_json::Value::from(c).to_string());
         }
-        s.push_str(",\"data\":[");
-        s.push_str(&payloads.join(","));
-        s.push_str("]}");
+        s.push_str(",\"data\":");
+        join_payloads(&mut s, payloads);
+        s.push('}');
         s
     }
 
     /// Send one batch and classify the answer.
     pub async fn send(&self, test_event_code: Option<&str>, payloads: &[&str]) -> Outcome {
-        let body = self.body(test_event_code, payloads);
-        let res = self
+        let req = self
             .http
             .post(&self.endpoint)
             .header("Access-Token", &self.token)
             .header("Content-Type", "application/json")
-            .body(body)
-            .send()
-            .await;
-        match res {
-            Ok(r) => {
-                let status = r.status().as_u16();
-                match r.bytes().await {
-                    Ok(b) => classify(status, &b),
-                    Err(e) if e.is_timeout() => Outcome::Retry {
-                        reason: "timeout".into(),
-                    },
-                    Err(_) => Outcome::Retry {
-                        reason: "connection_error".into(),
-                    },
-                }
-            }
-            Err(e) if e.is_timeout() => Outcome::Retry {
-                reason: "timeout".into(),
-            },
-            Err(_) => Outcome::Retry {
-                reason: "connection_error".into(),
-            },
-        }
+            .body(self.body(test_event_code, payloads));
+        exchange(req, classify).await
     }
 }
 
@@ -187,7 +161,8 @@ mod tests {
         assert_eq!(
             classify(200, ok),
             Outcome::Delivered {
-                request_id: "r1".into()
+                request_id: "r1".into(),
+                received: None
             }
         );
         let c = |code: i64| {

@@ -1,11 +1,13 @@
 /* pixelwatch-relay first-party conversion script. Talks only to the relay that served it.
- * Captures ?ttclid= from the landing URL into a first-party cookie, records consent through the
- * relay, and sends conversion events with navigator.sendBeacon. The page URL is sent without its
- * query string or fragment; the relay replaces it with a generic category URL anyway. */
+ * Captures ?ttclid= and ?fbclid= from the landing URL into first-party cookies (the Meta one in
+ * Meta's fbc format, fb.1.<ms>.<fbclid>), records consent through the relay, and sends
+ * conversion events with navigator.sendBeacon. The page URL is sent without its query string or
+ * fragment; the relay replaces it with a generic category URL anyway, and drops any click id that
+ * does not have its platform's format. */
 (function (w, d) {
   var s = d.currentScript;
   var base = s && s.src ? new URL(s.src).origin : '';
-  var CLICK = '_pw_ttclid', CONSENT = '_pw_consent';
+  var CLICK = '_pw_ttclid', FBC = '_pw_fbc', CONSENT = '_pw_consent';
   function get(n) {
     var m = d.cookie.match('(?:^|; )' + n + '=([^;]*)');
     return m ? decodeURIComponent(m[1]) : undefined;
@@ -15,8 +17,10 @@
       (location.protocol === 'https:' ? '; Secure' : '');
   }
   try {
-    var t = new URL(location.href).searchParams.get('ttclid');
-    if (t && /^[A-Za-z0-9._~+\/=-]{4,512}$/.test(t)) set(CLICK, t, 30);
+    var q = new URL(location.href).searchParams;
+    var t = q.get('ttclid'), f = q.get('fbclid');
+    if (t && /^E[._]C[._]P[._][A-Za-z0-9_+\/=-]{16,500}$/.test(t)) set(CLICK, t, 30);
+    if (f && /^[A-Za-z0-9_-]{16,500}$/.test(f)) set(FBC, 'fb.1.' + Date.now() + '.' + f, 90);
   } catch (e) { /* old browser: no click id */ }
   function newId() {
     return w.crypto && crypto.randomUUID ? crypto.randomUUID()
@@ -31,6 +35,7 @@
         event_time: Math.floor(Date.now() / 1000),
         url: location.origin + location.pathname,
         ttclid: get(CLICK),
+        fbc: get(FBC),
         consent_token: get(CONSENT)
       };
       if (opts.value != null) { body.value = opts.value; body.currency = opts.currency; }

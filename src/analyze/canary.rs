@@ -1,4 +1,4 @@
-//! Canary form probing: unique synthetic values typed into a page's forms, and the search for
+//! The form probe's canaries: unique synthetic values typed into a page's forms, and the search for
 //! them in every third-party request in each encoding a pixel may use (plain, URL-encoded,
 //! base64, lowercase, md5, sha1, sha256 — Meta's advanced matching sends the sha256 of the
 //! trimmed, lowercased email).
@@ -165,6 +165,16 @@ pub fn search(r: &Request, canaries: &[Canary]) -> Vec<Hit> {
         r.post_data.as_deref().unwrap_or_default(),
         r.referer.as_deref().unwrap_or_default(),
     )
+}
+
+/// How a typed value was found: "as typed", "URL-encoded", "base64-encoded", "sha256-hashed".
+pub fn encoding_text(encoding: &str) -> String {
+    match encoding {
+        "plain" => "as typed".into(),
+        "url-encoded" => "URL-encoded".into(),
+        "base64" => "base64-encoded".into(),
+        hash => format!("{hash}-hashed"),
+    }
 }
 
 #[cfg(test)]
