@@ -82,7 +82,11 @@ fn render_mutes(report: &ScanReport, mutes: &[crate::diff::mutes::Mute], muted: 
     use std::fmt::Write as _;
     let mut out = format!("muted: {muted} finding(s) not judged\n");
     for m in mutes {
-        let n = report.findings.iter().filter(|f| m.covers_finding(f)).count();
+        let n = report
+            .findings
+            .iter()
+            .filter(|f| m.covers_finding(f))
+            .count();
         if n > 0 {
             let _ = writeln!(
                 out,

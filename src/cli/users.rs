@@ -27,14 +27,7 @@ pub(super) async fn dashboard_cmd(a: DashboardArgs) -> Result<Outcome, Error> {
         browser,
     };
     println!("pixelwatch dashboard on http://{}/", a.listen);
-    dashboard::serve(
-        store,
-        opts,
-        a.listen,
-        None,
-        crate::watch::shutdown_signal(),
-    )
-    .await?;
+    dashboard::serve(store, opts, a.listen, None, crate::watch::shutdown_signal()).await?;
     Ok(Outcome::Clean)
 }
 
@@ -44,10 +37,9 @@ fn read_password(name: &str) -> Result<String, Error> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         let mut line = String::new();
-        stdin
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::Run(format!("cannot read the password from standard input: {e}")))?;
+        stdin.lock().read_line(&mut line).map_err(|e| {
+            Error::Run(format!("cannot read the password from standard input: {e}"))
+        })?;
         return Ok(line.trim_end_matches(['\n', '\r']).to_string());
     }
     let first = prompt_hidden(&format!("password for {name}: "))?;
@@ -129,7 +121,12 @@ pub(super) async fn users_cmd(cmd: UsersCommand) -> Result<Outcome, Error> {
                 )));
             }
             store
-                .record_action(&cli_actor(), "user_add", None, &format!("{name} ({})", role.as_str()))
+                .record_action(
+                    &cli_actor(),
+                    "user_add",
+                    None,
+                    &format!("{name} ({})", role.as_str()),
+                )
                 .await?;
             println!("added {name} ({})", role.as_str());
         }
@@ -165,7 +162,10 @@ pub(super) async fn users_cmd(cmd: UsersCommand) -> Result<Outcome, Error> {
             store
                 .record_action(&cli_actor(), "user_remove", None, &name)
                 .await?;
-            println!("removed {} and ended its sessions", untrusted::terminal(&name));
+            println!(
+                "removed {} and ended its sessions",
+                untrusted::terminal(&name)
+            );
         }
         UsersCommand::Role { name, role, db } => {
             let store = open_store(&db).await?;
@@ -176,7 +176,12 @@ pub(super) async fn users_cmd(cmd: UsersCommand) -> Result<Outcome, Error> {
                 )));
             }
             store
-                .record_action(&cli_actor(), "user_role", None, &format!("{name} ({})", role.as_str()))
+                .record_action(
+                    &cli_actor(),
+                    "user_role",
+                    None,
+                    &format!("{name} ({})", role.as_str()),
+                )
                 .await?;
             println!("{} is now {}", untrusted::terminal(&name), role.as_str());
         }

@@ -50,7 +50,7 @@ pub(super) struct MuteForm {
     #[serde(default)]
     csrf: String,
     site: String,
-    kind: String,
+    kind: crate::model::FindingKind,
     #[serde(default)]
     vendor: String,
     rule: String,
@@ -167,7 +167,16 @@ async fn queue(app: &App, who: &Signed, site: &str) -> Result<(), Response> {
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let mut tx = done(app.store.db().begin().await)?;
     done(jobs::enqueue_in(&mut tx, site, &now, &row.settings, JOB_ATTEMPTS).await)?;
-    done(audit::record_in(&mut tx, &who.user, "scan_now", Some(site), "queued for the workers").await)?;
+    done(
+        audit::record_in(
+            &mut tx,
+            &who.user,
+            "scan_now",
+            Some(site),
+            "queued for the workers",
+        )
+        .await,
+    )?;
     done(tx.commit().await)?;
     tracing::info!(user = %who.user, site, "scan queued");
     Ok(())
@@ -231,7 +240,9 @@ pub(super) async fn mute(State(app): State<App>, Checked(who, f): Checked<MuteFo
         return views::message(
             StatusCode::BAD_REQUEST,
             "Cannot mute",
-            &format!("A mute needs a reason (at most 500 characters) and 1 to {MAX_MUTE_DAYS} days."),
+            &format!(
+                "A mute needs a reason (at most 500 characters) and 1 to {MAX_MUTE_DAYS} days."
+            ),
         );
     }
     let expires = (chrono::Utc::now() + chrono::Duration::days(f.days))
@@ -239,7 +250,7 @@ pub(super) async fn mute(State(app): State<App>, Checked(who, f): Checked<MuteFo
     let vendor = (!f.vendor.is_empty()).then_some(f.vendor.as_str());
     let m = mutes::NewMute {
         site: &f.site,
-        kind: &f.kind,
+        kind: f.kind,
         vendor,
         rule: &f.rule,
         reason,
@@ -255,7 +266,14 @@ pub(super) async fn mute(State(app): State<App>, Checked(who, f): Checked<MuteFo
     let written = async {
         let mut tx = app.store.db().begin().await?;
         let id = mutes::add_in(&mut tx, &m).await?;
-        audit::record_in(&mut tx, &who.user, "mute", Some(&f.site), &format!("#{id} {detail}")).await?;
+        audit::record_in(
+            &mut tx,
+            &who.user,
+            "mute",
+            Some(&f.site),
+            &format!("#{id} {detail}"),
+        )
+        .await?;
         tx.commit().await
     }
     .await;
@@ -278,7 +296,13 @@ pub(super) async fn unmute(
         let mut tx = app.store.db().begin().await?;
         let m = mutes::lift_in(&mut tx, &f.site, f.id, &who.user).await?;
         if let Some(m) = &m {
-            let detail = format!("#{} {} → {} [{}]", m.id, m.kind, m.vendor.as_deref().unwrap_or("-"), m.rule);
+            let detail = format!(
+                "#{} {} → {} [{}]",
+                m.id,
+                m.kind,
+                m.vendor.as_deref().unwrap_or("-"),
+                m.rule
+            );
             audit::record_in(&mut tx, &who.user, "unmute", Some(&f.site), &detail).await?;
         }
         tx.commit().await?;

@@ -184,7 +184,10 @@ async fn resolve(
         return Ok(Some((s.into(), None)));
     }
     if app.store.add_user(name, None, Role::Viewer).await? {
-        tracing::info!(user = name, "account created for a user the proxy named (viewer)");
+        tracing::info!(
+            user = name,
+            "account created for a user the proxy named (viewer)"
+        );
     }
     let (signed, cookie) = start_session(app, name).await?;
     app.store
@@ -431,7 +434,10 @@ mod tests {
         assert!(verify_password("correct horse battery", &h));
         assert!(!verify_password("correct horse batterx", &h));
         assert!(!verify_password("anything", "not a hash"));
-        assert!(matches!(hash_password("short"), Err(PasswordError::TooShort)));
+        assert!(matches!(
+            hash_password("short"),
+            Err(PasswordError::TooShort)
+        ));
     }
 
     #[test]
@@ -447,7 +453,9 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(
             header::COOKIE,
-            HeaderValue::from_static("a=1; __Host-pixelwatch_session=abc; x__Host-pixelwatch_session=no"),
+            HeaderValue::from_static(
+                "a=1; __Host-pixelwatch_session=abc; x__Host-pixelwatch_session=no",
+            ),
         );
         assert_eq!(cookie(&h, SESSION_COOKIE), Some("abc"));
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));

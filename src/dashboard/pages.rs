@@ -16,7 +16,11 @@ pub(super) async fn healthz(axum::extract::State(app): State<App>) -> Response {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "healthz: the store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, "the store does not answer\n").into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the store does not answer\n",
+            )
+                .into_response()
         }
     }
 }
@@ -101,8 +105,7 @@ pub(super) async fn report_json(State(app): State<App>, Path(id): Path<i64>) -> 
 
 /// The HTML report carries its own stylesheet inline and no script: it gets a policy of its own,
 /// in a sandbox.
-const REPORT_CSP: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; \
+const REPORT_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'none'; \
      frame-ancestors 'none'; base-uri 'none'; sandbox";
 
 /// `GET /scan/{id}/report.html`: the HTML report of a stored scan, with its drift against the
@@ -135,11 +138,8 @@ pub(super) async fn report_html(State(app): State<App>, Path(id): Path<i64>) -> 
     .await;
     match made {
         Ok(html) => {
-            let mut res = (
-                [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-                html,
-            )
-                .into_response();
+            let mut res =
+                ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response();
             res.headers_mut().insert(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(REPORT_CSP),

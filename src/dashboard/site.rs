@@ -12,10 +12,10 @@ use axum::response::{IntoResponse, Response};
 use maud::{Markup, PreEscaped, html};
 use serde::Deserialize;
 
+use super::App;
 use super::auth::Signed;
 use super::status::{self, SiteStatus};
 use super::views::{self, badge, outcome, sev, t};
-use super::App;
 use crate::diff::mutes::Mute;
 use crate::diff::{Baseline, Drift, DriftItem};
 use crate::model::ScanReport;
@@ -52,11 +52,7 @@ struct Data {
 }
 
 async fn gather(app: &App, site: &str) -> Result<Option<Data>, StoreError> {
-    let Some(status) = status::all(app)
-        .await?
-        .into_iter()
-        .find(|s| s.site == site)
-    else {
+    let Some(status) = status::all(app).await?.into_iter().find(|s| s.site == site) else {
         return Ok(None);
     };
     let rows = app.store.list_scans(Some(site), HISTORY + 1).await?;
@@ -85,12 +81,7 @@ async fn gather(app: &App, site: &str) -> Result<Option<Data>, StoreError> {
         approved_by: app.store.last_action(site, "approve_baseline").await?,
         mutes: app.store.mutes(site).await?,
         actions: app.store.actions(Some(site), 30).await?,
-        running: app
-            .running
-            .lock()
-            .expect("not poisoned")
-            .get(site)
-            .cloned(),
+        running: app.running.lock().expect("not poisoned").get(site).cloned(),
     }))
 }
 

@@ -226,9 +226,7 @@ fn next_time(schedule: &str) -> Option<String> {
 }
 
 /// Every known site's status, by URL.
-pub async fn all(
-    app: &super::App,
-) -> Result<Vec<SiteStatus>, StoreError> {
+pub async fn all(app: &super::App) -> Result<Vec<SiteStatus>, StoreError> {
     let store = &app.store;
     let known = store.known_sites().await?;
     let mut recent = store.recent_scans_by_site(SPARK_SCANS).await?;
@@ -279,7 +277,10 @@ pub fn verdict_of(j: Option<&Judgement>, failures: i64, has_baseline: bool) -> (
     let Some(j) = j else {
         return match failures {
             0 => (Verdict::Unscanned, "no scan yet".into()),
-            n => (Verdict::Down, format!("{n} failed run(s) in a row, no scan stored")),
+            n => (
+                Verdict::Down,
+                format!("{n} failed run(s) in a row, no scan stored"),
+            ),
         };
     };
     if let Some(reason) = &j.unscannable {

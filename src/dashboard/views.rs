@@ -123,7 +123,12 @@ pub(super) fn sparkline(scans: &[ScanRow]) -> Markup {
     } else {
         0.0
     };
-    let pt = |i: usize, n: i64| (2.0 + i as f64 * step, h - 3.0 - (n as f64 / max) * (h - 6.0));
+    let pt = |i: usize, n: i64| {
+        (
+            2.0 + i as f64 * step,
+            h - 3.0 - (n as f64 / max) * (h - 6.0),
+        )
+    };
     let points: Vec<String> = scans
         .iter()
         .enumerate()
@@ -204,11 +209,11 @@ pub(super) fn overview(
         } @else {
             table.sites #sites {
                 thead { tr {
-                    th { sort_link("site", "Site") }
-                    th { sort_link("severity", "Verdict") }
+                    th { (sort_link("site", "Site")) }
+                    th { (sort_link("severity", "Verdict")) }
                     th { "Worst finding" }
                     th { "No BAA" }
-                    th { sort_link("last", "Last scan") }
+                    th { (sort_link("last", "Last scan")) }
                     th { "Next scan" }
                     th { "Findings, last 30 scans" }
                 } }

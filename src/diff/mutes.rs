@@ -13,14 +13,14 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Drift, DriftItem};
-use crate::model::{Finding, ScanReport};
+use crate::model::{Finding, FindingKind, ScanReport};
 
 /// One mute, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mute {
     pub id: i64,
     pub site: String,
-    pub kind: String,
+    pub kind: FindingKind,
     /// The vendor of the findings; `None` for findings without one.
     pub vendor: Option<String>,
     pub rule: String,
@@ -52,13 +52,13 @@ impl Mute {
     }
 
     /// Whether findings of this cause are the mute's.
-    pub fn covers(&self, kind: &str, vendor: Option<&str>, rule: &str) -> bool {
+    pub fn covers(&self, kind: FindingKind, vendor: Option<&str>, rule: &str) -> bool {
         self.kind == kind && self.vendor.as_deref() == vendor && self.rule == rule
     }
 
     /// Whether `f` is one of the mute's findings.
     pub fn covers_finding(&self, f: &Finding) -> bool {
-        self.covers(&f.kind, f.vendor.as_deref(), &f.rule)
+        self.covers(f.kind, f.vendor.as_deref(), &f.rule)
     }
 
     /// Whether a drift identity of a finding (`{severity} {kind} {vendor|-} [{rule}]`, see
@@ -119,7 +119,7 @@ mod tests {
 
     fn finding(kind: &str, vendor: Option<&str>, rule: &str) -> Finding {
         Finding {
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             severity: Severity::High,
             vendor: vendor.map(Into::into),
             page: "https://c.test/".into(),
@@ -134,7 +134,7 @@ mod tests {
         Mute {
             id: 7,
             site: "https://c.test/".into(),
-            kind: kind.into(),
+            kind: kind.parse().unwrap(),
             vendor: vendor.map(Into::into),
             rule: rule.into(),
             reason: "vendor signed a BAA".into(),
@@ -151,7 +151,11 @@ mod tests {
         let before = crate::report::empty_report("https://c.test/");
         let mut after = before.clone();
         after.findings = vec![
-            finding("phi_leak", Some("google_analytics"), "health-terms.toml:glp1_drug"),
+            finding(
+                "phi_leak",
+                Some("google_analytics"),
+                "health-terms.toml:glp1_drug",
+            ),
             finding("no_consent", Some("google_analytics"), "consent:none"),
             finding("phi_leak", None, "probe:email"),
         ];

@@ -289,7 +289,7 @@ fn findings_section(out: &mut String, cx: &Context<'_>) {
         let _ = write!(
             out,
             "<article class=\"cause\" data-kind=\"{kind}\"><h3><span class=\"sev {sev}\">{sev}</span> {kind} → {who} <small>rule <code>{rule}</code></small></h3><p>on {n} page{s}</p>",
-            kind = h(c.kind),
+            kind = h(c.kind.as_str()),
             sev = c.severity.as_str(),
             who = h(&verdict::recipient(cx.engine, c.vendor)),
             rule = h(c.rule),

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Finding, ScanReport, Severity};
+use crate::model::{Finding, FindingKind, ScanReport, Severity};
 use crate::rules::Engine;
 
 /// One vendor seen in a scan.
@@ -122,7 +122,7 @@ pub fn vendors(report: &ScanReport, engine: &Engine) -> Vec<VendorRow> {
 /// groups them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cause<'a> {
-    pub kind: &'a str,
+    pub kind: FindingKind,
     pub vendor: Option<&'a str>,
     pub rule: &'a str,
     /// The worst of its findings.
@@ -134,10 +134,10 @@ pub struct Cause<'a> {
 
 /// The findings of a scan by cause: worst first, then most findings.
 pub fn causes(report: &ScanReport) -> Vec<Cause<'_>> {
-    type Key<'a> = (&'a str, Option<&'a str>, &'a str);
+    type Key<'a> = (FindingKind, Option<&'a str>, &'a str);
     let mut by: BTreeMap<Key<'_>, Vec<&Finding>> = BTreeMap::new();
     for f in &report.findings {
-        by.entry((f.kind.as_str(), f.vendor.as_deref(), f.rule.as_str()))
+        by.entry((f.kind, f.vendor.as_deref(), f.rule.as_str()))
             .or_default()
             .push(f);
     }

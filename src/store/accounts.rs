@@ -8,9 +8,7 @@ use super::{Store, StoreError};
 
 /// What an account may do: `viewer` reads, `approver` also approves baselines, queues scans and
 /// mutes findings.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,

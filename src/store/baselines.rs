@@ -58,8 +58,14 @@ impl Store {
             .scan_id
             .map(|i| format!("scan #{i}"))
             .unwrap_or_else(|| "a baseline file".into());
-        super::audit::record_in(&mut tx, actor, "approve_baseline", Some(&baseline.site), &scan)
-            .await?;
+        super::audit::record_in(
+            &mut tx,
+            actor,
+            "approve_baseline",
+            Some(&baseline.site),
+            &scan,
+        )
+        .await?;
         tx.commit().await
     }
 

@@ -4,12 +4,13 @@
 use super::db::{Row, Tx, params};
 use super::{Store, StoreError};
 use crate::diff::mutes::Mute;
+use crate::model::FindingKind;
 
 /// A mute to add.
 #[derive(Debug, Clone)]
 pub struct NewMute<'a> {
     pub site: &'a str,
-    pub kind: &'a str,
+    pub kind: FindingKind,
     pub vendor: Option<&'a str>,
     pub rule: &'a str,
     pub reason: &'a str,
@@ -25,7 +26,7 @@ fn mute_row(r: &Row) -> Result<Mute, StoreError> {
     Ok(Mute {
         id: r.get(0)?,
         site: r.get(1)?,
-        kind: r.get(2)?,
+        kind: r.get::<String>(2)?.parse().map_err(StoreError::Decode)?,
         vendor: (!vendor.is_empty()).then_some(vendor),
         rule: r.get(4)?,
         reason: r.get(5)?,
@@ -61,7 +62,7 @@ pub async fn add_in(tx: &mut Tx, m: &NewMute<'_>) -> Result<i64, StoreError> {
                 created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
             params![
                 m.site,
-                m.kind,
+                m.kind.as_str(),
                 m.vendor.unwrap_or(""),
                 m.rule,
                 m.reason,
@@ -88,7 +89,9 @@ pub async fn lift_in(
          WHERE id = $1 AND site = $2 AND lifted_at IS NULL AND expires_at > $4
          RETURNING {COLUMNS}"
     );
-    let row = tx.query_opt(&sql, params![id, site, by, super::now()]).await?;
+    let row = tx
+        .query_opt(&sql, params![id, site, by, super::now()])
+        .await?;
     row.map(|r| mute_row(&r)).transpose()
 }
 
