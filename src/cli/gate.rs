@@ -23,10 +23,11 @@ pub(super) async fn check(a: CheckArgs) -> Result<Outcome, Error> {
         .into_outcome()?;
     // Mutes in force for the site, from the store the scan was saved in: their findings are not
     // judged, and are listed below.
-    let mutes = open_store(&a.scan.out.db)
-        .await?
-        .active_mutes(&report.site)
-        .await?;
+    let mutes = match open_store(&a.scan.out.db).await {
+        Ok(store) => store.active_mutes(&report.site).await?,
+        // The scan already said it could not be stored; nothing is muted then.
+        Err(_) => Vec::new(),
+    };
     let (judged, muted) = crate::diff::mutes::without_muted(&report, &mutes);
     let mut drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
     if let Some(d) = drift.as_mut() {

@@ -26,8 +26,21 @@ pub(super) async fn dashboard_cmd(a: DashboardArgs) -> Result<Outcome, Error> {
         config,
         browser,
     };
-    println!("pixelwatch dashboard on http://{}/", a.listen);
-    dashboard::serve(store, opts, a.listen, None, crate::watch::shutdown_signal()).await?;
+    // Printed once listening, with the port picked when `--listen` asked for port 0.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(addr) = rx.await {
+            println!("pixelwatch dashboard on http://{addr}/");
+        }
+    });
+    dashboard::serve(
+        store,
+        opts,
+        a.listen,
+        Some(tx),
+        crate::watch::shutdown_signal(),
+    )
+    .await?;
     Ok(Outcome::Clean)
 }
 

@@ -182,12 +182,16 @@ mod tests {
     #[test]
     fn an_expired_or_lifted_mute_is_not_active() {
         let now = "2026-06-01T00:00:00Z";
-        assert!(mute("k", None, "r", "2026-06-02T00:00:00Z").is_active(now));
-        assert!(!mute("k", None, "r", "2026-05-31T00:00:00Z").is_active(now));
-        let mut lifted = mute("k", None, "r", "2026-06-02T00:00:00Z");
+        assert!(mute("tracker", None, "r", "2026-06-02T00:00:00Z").is_active(now));
+        assert!(!mute("tracker", None, "r", "2026-05-31T00:00:00Z").is_active(now));
+        let mut lifted = mute("tracker", None, "r", "2026-06-02T00:00:00Z");
         lifted.lifted_at = Some("2026-05-01T00:00:00Z".into());
         assert!(!lifted.is_active(now));
         // A vendor-less mute does not cover a vendor's findings of the same kind and rule.
-        assert!(!mute("k", None, "r", "x").covers_finding(&finding("k", Some("v"), "r")));
+        assert!(!mute("tracker", None, "r", "x").covers_finding(&finding(
+            "tracker",
+            Some("v"),
+            "r"
+        )));
     }
 }
