@@ -285,8 +285,19 @@ fn local_path(next: Option<&str>) -> String {
     }
 }
 
-fn login_form(status: StatusCode, next: &str, error: Option<&str>) -> Response {
-    let token = random_token();
+/// The sign-in form. Its token stays the one already in the browser's cookie, if any: a
+/// second sign-in form (another tab, a stray request sent to sign-in) must not invalidate the
+/// first.
+fn login_form(
+    headers: &HeaderMap,
+    status: StatusCode,
+    next: &str,
+    error: Option<&str>,
+) -> Response {
+    let token = cookie(headers, LOGIN_COOKIE)
+        .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(str::to_string)
+        .unwrap_or_else(random_token);
     let mut res = views::login(next, &token, error);
     *res.status_mut() = status;
     res.headers_mut()
@@ -295,7 +306,11 @@ fn login_form(status: StatusCode, next: &str, error: Option<&str>) -> Response {
 }
 
 /// `GET /login`.
-pub(super) async fn login_page(State(app): State<App>, Query(q): Query<LoginQuery>) -> Response {
+pub(super) async fn login_page(
+    State(app): State<App>,
+    headers: HeaderMap,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     if app.opts.auth_header.is_some() {
         return views::message(
             StatusCode::OK,
@@ -303,7 +318,12 @@ pub(super) async fn login_page(State(app): State<App>, Query(q): Query<LoginQuer
             "This dashboard is signed in to through its reverse proxy.",
         );
     }
-    login_form(StatusCode::OK, &local_path(q.next.as_deref()), None)
+    login_form(
+        &headers,
+        StatusCode::OK,
+        &local_path(q.next.as_deref()),
+        None,
+    )
 }
 
 #[derive(Deserialize)]
@@ -334,6 +354,7 @@ pub(super) async fn login(
     let cookie_token = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if cookie_token.is_empty() || !same(cookie_token, &f.login_csrf) {
         return login_form(
+            &headers,
             StatusCode::FORBIDDEN,
             &next,
             Some("The sign-in form expired or did not come from this dashboard; try again."),
@@ -354,6 +375,7 @@ pub(super) async fn login(
     let Some(user) = user.filter(|_| ok) else {
         tracing::info!(user = %f.user.trim(), "sign-in refused");
         return login_form(
+            &headers,
             StatusCode::UNAUTHORIZED,
             &next,
             Some("Wrong name or password."),

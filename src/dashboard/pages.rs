@@ -85,7 +85,8 @@ pub(super) async fn overview(
     views::overview(&who, &rows, total, &q.q, sort).into_response()
 }
 
-/// `GET /scan/{id}/report.json`: the stored `pixelwatch.scan/v1` report, as a download.
+/// `GET /scan/{id}/report.json`: the stored `pixelwatch.scan/v1` report (shown, or saved under
+/// its own name).
 pub(super) async fn report_json(State(app): State<App>, Path(id): Path<i64>) -> Response {
     match app.store.load_scan(id).await {
         Ok(r) => (
@@ -93,7 +94,7 @@ pub(super) async fn report_json(State(app): State<App>, Path(id): Path<i64>) -> 
                 (header::CONTENT_TYPE, "application/json".to_string()),
                 (
                     header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"pixelwatch-scan-{id}.json\""),
+                    format!("inline; filename=\"pixelwatch-scan-{id}.json\""),
                 ),
             ],
             serde_json::to_string_pretty(&r).expect("a report always serializes"),

@@ -40,6 +40,8 @@ pub(super) fn layout(title: &str, page: &str, who: Option<&Signed>, main: Markup
                 meta name="viewport" content="width=device-width,initial-scale=1";
                 title { (title) " · pixelwatch" }
                 link rel="stylesheet" href="/static/dashboard.css";
+                // No favicon request (it would need a session).
+                link rel="icon" href="data:,";
             }
             body data-page=(page) {
                 header.top {
