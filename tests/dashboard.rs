@@ -367,7 +367,7 @@ async fn a_user_signs_in_sees_verdicts_approves_a_baseline_and_diff_uses_it() {
     );
     let demo_cells = rows[0]["cells"].as_array().unwrap();
     assert!(
-        demo_cells[2].as_str().unwrap().starts_with("critical"),
+        demo_cells[2].as_str().unwrap().contains("phi_leak"),
         "worst finding: {ov}"
     );
     assert!(
@@ -559,6 +559,20 @@ async fn a_user_signs_in_sees_verdicts_approves_a_baseline_and_diff_uses_it() {
         out.contains("muted") && out.contains("muted by alice"),
         "{out}"
     );
+    // The stored HTML report lists the mute where it applies: nothing is hidden silently.
+    alice.open(&format!("/scan/{c2}/report.html")).await;
+    let listed = alice
+        .eval("Array.from(document.querySelectorAll('.muted')).map(e => e.textContent).join('|')")
+        .await;
+    assert!(
+        listed.as_str().unwrap().contains("Muted by alice until")
+            && listed
+                .as_str()
+                .unwrap()
+                .contains("Pixel removed in next release <b>x</b>"),
+        "{listed}"
+    );
+    alice.open(&site_path(CALM)).await;
 
     // Approve the latest scan: the next `diff` uses it and finds no drift.
     alice

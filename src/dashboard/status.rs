@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::diff::mutes::{self, Mute};
 use crate::diff::{BASELINE_SCHEMA, Baseline, Drift, Inventory};
-use crate::model::{ScanReport, Severity};
+use crate::model::{FindingKind, ScanReport, Severity};
 use crate::report::verdict;
 use crate::rules::Engine;
 use crate::store::overview::BaselineRef;
@@ -88,16 +88,26 @@ pub fn judge(
     };
     let mut drift = crate::diff::diff(baseline.unwrap_or(&empty), report);
     mutes::apply(&mut drift, mutes);
-    let worst = verdict::causes(&judged).first().map(|c| {
-        (
-            c.severity,
-            c.kind.to_string(),
-            verdict::recipient(engine, c.vendor),
-        )
-    });
+    // The worst severity's causes; among them a leak of health information comes first.
+    let causes = verdict::causes(&judged);
+    let top = causes.first().map(|c| c.severity);
+    let worst = causes
+        .iter()
+        .filter(|c| Some(c.severity) == top)
+        .min_by_key(|c| c.kind != FindingKind::PhiLeak)
+        .map(|c| {
+            (
+                c.severity,
+                c.kind.to_string(),
+                verdict::recipient(engine, c.vendor),
+            )
+        });
     Judgement {
         unscannable: report.unscannable(),
-        leaking: judged.findings.iter().any(|f| f.kind == "phi_leak"),
+        leaking: judged
+            .findings
+            .iter()
+            .any(|f| f.kind == FindingKind::PhiLeak),
         worst,
         no_baa: verdict::vendors(report, engine)
             .into_iter()
