@@ -103,14 +103,14 @@ impl Browser {
         let viewer = Viewer::launch(&LaunchOptions {
             executable: None,
             // The dashboard needs nothing but itself.
-            extra_args: vec!["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost".into()],
+            extra_args: vec!["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1".into()],
             ..Default::default()
         })
         .await
         .expect("Chromium starts");
         Browser {
             viewer,
-            base: base.replace("127.0.0.1", "localhost"),
+            base: base.to_string(),
         }
     }
 
