@@ -221,17 +221,21 @@ return {
 };
 })()"#;
 
-/// Whether the first row's verdict badge is on the first screen and not covered or hidden.
-const VERDICT_VISIBLE: &str = r#"(() => {
-const b = document.querySelector('tr.site .verdict');
+/// Whether the verdict badge `selector` is on the first screen and not covered or hidden.
+fn verdict_visible(selector: &str) -> String {
+    format!(
+        r#"(() => {{
+const b = document.querySelector('{selector}');
 const r = b.getBoundingClientRect();
 const style = getComputedStyle(b);
 const hit = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
-return { top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height,
+return {{ top: r.top, bottom: r.bottom, left: r.left, right: r.right, width: r.width, height: r.height,
   innerWidth, innerHeight, text: b.textContent, pageWidth: document.documentElement.scrollWidth,
   visible: style.visibility === 'visible' && style.display !== 'none' && +style.opacity > 0,
-  onTop: hit === b || b.contains(hit) };
-})()"#;
+  onTop: hit === b || b.contains(hit) }};
+}})()"#
+    )
+}
 
 async fn diff(db: &str, site: &str) -> std::process::Output {
     run(&s(&["diff", "--site", site, "--db", db])).await
@@ -396,11 +400,43 @@ async fn a_user_signs_in_sees_verdicts_approves_a_baseline_and_diff_uses_it() {
 
     // Screenshots at a phone and a desktop width: the verdict is on the first screen.
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
-    for (name, w, h, mobile) in [("phone", 390, 844, true), ("desktop", 1280, 900, false)] {
+    let demo_page = site_path(DEMO);
+    let screens = [
+        ("phone", 390, 844, true, "overview", "/", "tr.site .verdict"),
+        (
+            "desktop",
+            1280,
+            900,
+            false,
+            "overview",
+            "/",
+            "tr.site .verdict",
+        ),
+        (
+            "phone",
+            390,
+            844,
+            true,
+            "site",
+            demo_page.as_str(),
+            "#verdict .verdict",
+        ),
+        (
+            "desktop",
+            1280,
+            900,
+            false,
+            "site",
+            demo_page.as_str(),
+            "#verdict .verdict",
+        ),
+    ];
+    for (device, w, h, mobile, page, path, badge) in screens {
+        let name = format!("{page} on a {device}");
         alice.viewer.resize(w, h, mobile).await.unwrap();
-        alice.open("/").await;
-        let v = alice.eval(VERDICT_VISIBLE).await;
-        let png = shots.join(format!("dashboard-{name}.png"));
+        alice.open(path).await;
+        let v = alice.eval(&verdict_visible(badge)).await;
+        let png = shots.join(format!("dashboard-{page}-{device}.png"));
         std::fs::write(&png, alice.viewer.screenshot().await.unwrap()).unwrap();
         assert_eq!(png_size(&png), (w, h), "{name} screenshot size");
         assert_eq!(v["text"], "leaking", "{name}: {v}");
