@@ -320,7 +320,7 @@ mod tests {
             assert_eq!(shown, used, "--help of {id}");
             checked += 1;
         }
-        assert_eq!(checked, 8);
+        assert_eq!(checked, 9);
     }
 
     #[test]

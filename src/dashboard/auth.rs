@@ -425,6 +425,13 @@ pub(super) async fn logout(
     {
         return views::store_error(&e);
     }
+    if let Err(e) = app
+        .store
+        .record_action(&signed.user, "sign_out", None, "")
+        .await
+    {
+        return views::store_error(&e);
+    }
     tracing::info!(user = %signed.user, "signed out");
     let mut res = Redirect::to("/login").into_response();
     res.headers_mut()
