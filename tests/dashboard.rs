@@ -69,9 +69,10 @@ async fn run_with_stdin(args: &[String], input: &str) -> std::process::Output {
 }
 
 /// `pixelwatch dashboard --db DB --listen 127.0.0.1:0` and the address it printed.
-async fn start_dashboard(db: &str) -> (tokio::process::Child, String) {
+async fn start_dashboard(db: &str, extra: &[&str]) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(BIN)
         .args(["dashboard", "--db", db, "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env_remove("PIXELWATCH_DB")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -310,7 +311,7 @@ async fn a_user_signs_in_sees_verdicts_approves_a_baseline_and_diff_uses_it() {
         "a password is stored in clear"
     );
 
-    let (_dashboard, base) = start_dashboard(&db).await;
+    let (_dashboard, base) = start_dashboard(&db, &[]).await;
 
     // Without a session only /healthz answers.
     let http = reqwest::Client::builder()
@@ -682,6 +683,50 @@ async fn a_user_signs_in_sees_verdicts_approves_a_baseline_and_diff_uses_it() {
     assert_eq!(did("victor", "approve_baseline"), 0, "{actions:?}");
     assert!(actions.iter().all(|a| !a.at.is_empty()));
 
+    // The activity page: everyone's actions, accounts included.
+    alice.open("/activity").await;
+    let rows = alice
+        .eval("Array.from(document.querySelectorAll('table.activity tr')).map(r => r.textContent).join('\\n')")
+        .await;
+    let rows = rows.as_str().unwrap();
+    for what in [
+        "sign_in",
+        "approve_baseline",
+        "mute",
+        "scan_now",
+        "user_add",
+    ] {
+        assert!(rows.contains(what), "{what} in the activity:\n{rows}");
+    }
+    assert!(rows.contains("victor"), "{rows}");
+
     alice.viewer.close().await;
     victor.viewer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_proxy_the_dashboard_command_trusts_only_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("proxy.db").display().to_string();
+    let (_dashboard, base) = start_dashboard(&db, &["--auth-header", "X-Forwarded-User"]).await;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = http.get(format!("{base}/")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "no header, no entry");
+    let r = http
+        .get(format!("{base}/"))
+        .header("X-Forwarded-User", "pat")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("pat · viewer"));
+    let users = run(&s(&["users", "list", "--db", &db])).await;
+    assert!(
+        text(&users.stdout).contains("proxy"),
+        "{}",
+        text(&users.stdout)
+    );
 }

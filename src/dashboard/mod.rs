@@ -108,6 +108,7 @@ pub fn router(store: Store, opts: Options) -> Result<Router, DashboardError> {
     let signed = Router::new()
         .route("/", get(pages::overview))
         .route("/site", get(site::page))
+        .route("/activity", get(pages::activity))
         .route("/scan/{id}/report.json", get(pages::report_json))
         .route("/scan/{id}/report.html", get(pages::report_html))
         .route("/site/approve", post(actions::approve))

@@ -150,3 +150,17 @@ pub(super) async fn report_html(State(app): State<App>, Path(id): Path<i64>) -> 
         Err(e) => views::store_error(&e),
     }
 }
+
+/// Actions on the activity page.
+const ACTIVITY: usize = 200;
+
+/// `GET /activity`: the recent actions of everyone, on every site.
+pub(super) async fn activity(
+    State(app): State<App>,
+    Extension(who): Extension<Signed>,
+) -> Response {
+    match app.store.actions(None, ACTIVITY).await {
+        Ok(actions) => views::activity(&who, &actions, ACTIVITY).into_response(),
+        Err(e) => views::store_error(&e),
+    }
+}

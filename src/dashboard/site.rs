@@ -379,14 +379,6 @@ fn pages(report: &ScanReport) -> Markup {
 fn activity(actions: &[Action]) -> Markup {
     html! {
         h2 #activity { "Activity" }
-        @if actions.is_empty() { p { "Nothing done here yet." } }
-        @else {
-            div.scroll { table.activity {
-                tr { th { "when" } th { "who" } th { "what" } th { "detail" } }
-                @for a in actions {
-                    tr { td { (a.at) } td { (t(&a.actor)) } td { (a.action) } td { (t(&a.detail)) } }
-                }
-            } }
-        }
+        (views::activity_table(actions, false))
     }
 }

@@ -9,6 +9,7 @@ use maud::{DOCTYPE, Markup, html};
 use super::auth::Signed;
 use super::status::{SiteStatus, Verdict};
 use crate::report::untrusted::{self, TEXT_MAX};
+use crate::store::audit::Action;
 use crate::store::{ScanRow, StoreError};
 
 const STYLE: &str = include_str!("dashboard.css");
@@ -47,7 +48,8 @@ pub(super) fn layout(title: &str, page: &str, who: Option<&Signed>, main: Markup
                 header.top {
                     a.brand href="/" { "pixelwatch" }
                     @if let Some(s) = who {
-                        span.who { (s.user) " · " (s.role.as_str()) }
+                        a.nav href="/activity" { "Activity" }
+                        span.who { (t(&s.user)) " · " (s.role.as_str()) }
                         form.inline method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(s.csrf);
                             button type="submit" { "Sign out" }
@@ -260,4 +262,38 @@ fn overview_row(r: &SiteStatus) -> Markup {
             td data-label="Findings" { (sparkline(&r.spark)) }
         }
     }
+}
+
+/// Actions, newest first; `with_site` adds a column linking each action's site.
+pub(super) fn activity_table(actions: &[Action], with_site: bool) -> Markup {
+    html! {
+        @if actions.is_empty() { p { "Nothing done here yet." } }
+        @else {
+            div.scroll { table.activity {
+                tr { th { "when" } th { "who" } th { "what" } @if with_site { th { "site" } } th { "detail" } }
+                @for a in actions {
+                    tr {
+                        td { (a.at) } td { (t(&a.actor)) } td { (a.action) }
+                        @if with_site {
+                            td { @match &a.site {
+                                Some(site) => a href=(site_href(site)) { (t(site)) },
+                                None => span.none { "-" },
+                            } }
+                        }
+                        td { (t(&a.detail)) }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+/// The activity page: recent actions on every site and on the accounts.
+pub(super) fn activity(who: &Signed, actions: &[Action], limit: usize) -> Markup {
+    let main = html! {
+        h1 { "Activity" }
+        p.detail { "The last " (limit) " actions: sign-ins, approvals, scans started, mutes, accounts." }
+        (activity_table(actions, true))
+    };
+    layout("Activity", "activity", Some(who), main)
 }
