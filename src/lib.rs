@@ -12,6 +12,7 @@ pub mod browser;
 pub mod cli;
 pub mod config;
 pub mod crawl;
+pub mod dashboard;
 pub mod demo;
 pub mod diff;
 pub mod fixture;

@@ -333,7 +333,7 @@ mod tests {
             assert_eq!(shown, used, "--help of {id}");
             checked += 1;
         }
-        assert_eq!(checked, 8);
+        assert_eq!(checked, 9);
     }
 
     #[test]

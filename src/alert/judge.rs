@@ -8,7 +8,7 @@ use super::history::{self, Decision};
 use crate::diff::{BASELINE_SCHEMA, Baseline, Inventory};
 use crate::model::ScanReport;
 use crate::store::db::Tx;
-use crate::store::{StoreError, baselines, scans};
+use crate::store::{StoreError, baselines, mutes, scans};
 
 /// The outcome of [`record_scan`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,7 +52,9 @@ pub async fn record_scan(
         approved_at: String::new(),
         inventory: Inventory::default(),
     };
-    let drift = crate::diff::diff(baseline.as_ref().unwrap_or(&empty), report);
+    let mut drift = crate::diff::diff(baseline.as_ref().unwrap_or(&empty), report);
+    // Muted findings are not alerted (the drift lists them).
+    crate::diff::mutes::apply(&mut drift, &mutes::active_in(tx, &report.site).await?);
     let alert = Alert::drift(&drift, report, baseline.as_ref());
     let decision = history::record_drift(tx, &report.site, alert.as_ref(), channels).await?;
     Ok(Judged {

@@ -72,6 +72,14 @@ pub enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// Web dashboard over the store: every site's verdict and history; approve baselines, scan
+    /// now, mute findings (sign-in required; see docs/dashboard.md).
+    Dashboard(DashboardArgs),
+    /// Dashboard accounts: add, list, remove, change a role.
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
 }
 
 /// The store: `--db`.
@@ -397,6 +405,66 @@ pub enum JobsCommand {
         /// Attempts before the job is marked failed.
         #[arg(long, default_value_t = 3, value_name = "N")]
         max_attempts: u32,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Address to serve on. Plain HTTP: keep it on loopback, or put a TLS reverse proxy in front.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// Trust this header, set by an authenticating reverse proxy, as the signed-in account's name
+    /// (password sign-in is then off). Only the proxy may reach the dashboard.
+    #[arg(long, value_name = "NAME")]
+    pub auth_header: Option<String>,
+    /// Watch config: schedules and scan settings of its [[site]] blocks for sites not stored in
+    /// the database.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Chromium for "Scan now" on SQLite [default: `browser` in the config, $CHROME, well-known
+    /// paths].
+    #[arg(long, value_name = "PATH")]
+    pub browser: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Add an account. The password is read from standard input (prompted for, without echo, on
+    /// a terminal), never from a flag.
+    Add {
+        name: String,
+        /// viewer: looks; approver: also approves baselines, scans now, mutes findings.
+        #[arg(long, value_enum, default_value = "viewer")]
+        role: crate::store::accounts::Role,
+        /// No password: the account signs in only through the proxy's --auth-header.
+        #[arg(long)]
+        no_password: bool,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Every account (never a password hash).
+    List {
+        #[command(flatten)]
+        db: DbArg,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove an account and end its sessions.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Change an account's role.
+    Role {
+        name: String,
+        #[arg(value_enum)]
+        role: crate::store::accounts::Role,
         #[command(flatten)]
         db: DbArg,
     },

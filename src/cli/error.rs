@@ -47,6 +47,8 @@ pub enum Error {
     Write(#[from] WriteError),
     #[error(transparent)]
     Fleet(#[from] crate::fleet::FleetError),
+    #[error(transparent)]
+    Dashboard(#[from] crate::dashboard::DashboardError),
     /// An argument the command cannot use (named in the message).
     #[error("{0}")]
     Usage(String),
@@ -89,6 +91,7 @@ impl From<&Error> for Exit {
             Error::Watch(e) => e.is_usage(),
             Error::Store(e) => e.is_usage(),
             Error::Fleet(e) => e.is_usage(),
+            Error::Dashboard(e) => e.is_usage(),
             Error::Policy(_)
             | Error::Baseline(BaselineError::Read { .. })
             | Error::Baseline(BaselineError::Parse { .. })

@@ -21,8 +21,19 @@ pub(super) async fn check(a: CheckArgs) -> Result<Outcome, Error> {
     let report = scan_and_report(opts, &a.scan.out, &engine)
         .await?
         .into_outcome()?;
-    let drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
-    let violations = policy.evaluate(&report, drift.as_ref(), &engine);
+    // Mutes in force for the site, from the store the scan was saved in: their findings are not
+    // judged, and are listed below.
+    let mutes = match open_store(&a.scan.out.db).await {
+        Ok(store) => store.active_mutes(&report.site).await?,
+        // The scan already said it could not be stored; nothing is muted then.
+        Err(_) => Vec::new(),
+    };
+    let (judged, muted) = crate::diff::mutes::without_muted(&report, &mutes);
+    let mut drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
+    if let Some(d) = drift.as_mut() {
+        crate::diff::mutes::apply(d, &mutes);
+    }
+    let violations = policy.evaluate(&judged, drift.as_ref(), &engine);
     let writes: [(&Option<PathBuf>, String); 3] = [
         (&a.junit, ci::junit(&report, &violations)),
         (
@@ -41,6 +52,9 @@ pub(super) async fn check(a: CheckArgs) -> Result<Outcome, Error> {
     }
     if !quiet && let Some(d) = &drift {
         print!("\n{}", crate::diff::render(d));
+    }
+    if !quiet && muted > 0 {
+        print!("\n{}", render_mutes(&report, &mutes, muted));
     }
     if violations.is_empty() {
         if !quiet {
@@ -62,6 +76,32 @@ pub(super) async fn check(a: CheckArgs) -> Result<Outcome, Error> {
         }
     }
     Ok(Outcome::Violation)
+}
+
+/// The mutes that kept findings of `report` out of the check, one line each.
+fn render_mutes(report: &ScanReport, mutes: &[crate::diff::mutes::Mute], muted: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = format!("muted: {muted} finding(s) not judged\n");
+    for m in mutes {
+        let n = report
+            .findings
+            .iter()
+            .filter(|f| m.covers_finding(f))
+            .count();
+        if n > 0 {
+            let _ = writeln!(
+                out,
+                "  {} → {} [{}]: {n} finding(s), muted by {} until {}: {}",
+                m.kind,
+                m.vendor.as_deref().unwrap_or("-"),
+                untrusted::terminal(&m.rule),
+                untrusted::terminal(&m.created_by),
+                m.expires_at,
+                untrusted::terminal(&m.reason)
+            );
+        }
+    }
+    out
 }
 
 /// Most reasons printed per violation.
@@ -140,7 +180,7 @@ pub(super) async fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
                 )));
             }
             store
-                .approve_baseline(&Baseline::from_scan(&report))
+                .approve_baseline_by(&Baseline::from_scan(&report), &cli_actor())
                 .await?;
             println!(
                 "approved scan #{id} as the baseline of {}",
@@ -184,7 +224,9 @@ pub(super) async fn diff_cmd(a: DiffArgs) -> Result<Outcome, Error> {
     } else {
         store.baseline(&report.site).await?
     };
-    let drift = crate::diff::diff(&base, &report);
+    let mut drift = crate::diff::diff(&base, &report);
+    let mutes = store.active_mutes(&report.site).await?;
+    crate::diff::mutes::apply(&mut drift, &mutes);
     if let Some(p) = &a.json {
         let json = serde_json::to_vec_pretty(&drift).expect("serializable");
         report::write_file(p, &json)?;
@@ -196,6 +238,7 @@ pub(super) async fn diff_cmd(a: DiffArgs) -> Result<Outcome, Error> {
             drift: Some(&drift),
             history: &history,
             first_seen: &first_seen,
+            mutes: &mutes,
             ..report::html::Context::new(&report, &engine)
         };
         report::write_file(p, report::html::render(&cx).as_bytes())?;

@@ -12,6 +12,8 @@ mod ops;
 use ops::{alert_cmd, prune_cmd, watch_cmd};
 mod fleet;
 use fleet::{jobs_cmd, scheduler_cmd, sites_cmd, worker_cmd};
+mod users;
+use users::{cli_actor, dashboard_cmd, users_cmd};
 
 pub use args::*;
 pub use error::{Error, Exit, Outcome};
@@ -140,6 +142,8 @@ pub async fn run(cli: Cli) -> Result<Outcome, Error> {
         Command::Scheduler(a) => scheduler_cmd(a).await,
         Command::Worker(a) => worker_cmd(a).await,
         Command::Jobs { command } => jobs_cmd(command).await,
+        Command::Dashboard(a) => dashboard_cmd(a).await,
+        Command::Users { command } => users_cmd(command).await,
     }
 }
 
@@ -242,9 +246,14 @@ async fn scan_and_report(
             Some(s) => history(s, &report.site).await,
             None => Default::default(),
         };
+        let mutes = match store.as_ref() {
+            Some(s) => s.active_mutes(&report.site).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
         let cx = report::html::Context {
             history: &history,
             first_seen: &first_seen,
+            mutes: &mutes,
             ..report::html::Context::new(&report, engine)
         };
         if let Err(e) = report::write_file(p, report::html::render(&cx).as_bytes()) {

@@ -10,6 +10,7 @@
 //! normalised).
 
 pub mod identity;
+pub mod mutes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -71,10 +72,14 @@ pub struct Drift {
     pub scan: Option<i64>,
     pub added: Vec<DriftItem>,
     pub removed: Vec<DriftItem>,
+    /// Added findings an active mute keeps out of the judgement ([`mutes::apply`]), listed so
+    /// nothing is hidden silently.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub muted: Vec<mutes::MutedItem>,
 }
 
 impl Drift {
-    /// Whether anything changed.
+    /// Whether anything changed (muted findings do not count).
     pub fn is_empty(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty()
     }
@@ -315,6 +320,7 @@ pub fn render(drift: &Drift) -> String {
     let site = terminal(&drift.site);
     if drift.is_empty() {
         let _ = writeln!(out, "No drift: {site} matches its baseline.");
+        render_muted(&mut out, drift);
         return out;
     }
     let _ = writeln!(
@@ -344,7 +350,31 @@ pub fn render(drift: &Drift) -> String {
             }
         }
     }
+    render_muted(&mut out, drift);
     out
+}
+
+/// The muted findings of a drift, one line each with who muted them, until when and why.
+fn render_muted(out: &mut String, drift: &Drift) {
+    use std::fmt::Write as _;
+    for m in drift.muted.iter().take(MAX_ITEMS_SHOWN) {
+        let _ = writeln!(
+            out,
+            "  muted {:<12} {}  (muted by {} until {}: {})",
+            m.item.category,
+            terminal(&m.item.key),
+            terminal(&m.muted_by),
+            m.expires_at,
+            terminal(&m.reason)
+        );
+    }
+    if drift.muted.len() > MAX_ITEMS_SHOWN {
+        let _ = writeln!(
+            out,
+            "  muted ... and {} more",
+            drift.muted.len() - MAX_ITEMS_SHOWN
+        );
+    }
 }
 
 /// Drift items grouped by category, in the order they first appear.

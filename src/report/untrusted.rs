@@ -11,6 +11,7 @@
 //! | XML (JUnit) | [`xml`] | well-formed: characters XML forbids become visible escapes, markup escaped, attribute-safe |
 //! | Slack-compatible webhook `text` | [`slack`] | `&`, `<`, `>` escaped, so `<!channel>` and `<https://x|y>` are text |
 //! | HTML | [`html`] | escaped for element content and quoted attributes, controls visible |
+//! | HTML template that escapes by itself (the dashboard's maud) | [`html_text`] | controls visible and cut; the template escapes |
 //!
 //! JSON outputs are written by serde (always valid JSON); their free-text fields still go through
 //! [`plain`]. Every evidence string is cut to a bounded length around what matched ([`excerpt`],
@@ -131,6 +132,13 @@ pub fn esc(s: &str) -> String {
 /// Page-derived text for HTML: controls and bidi overrides visible, then escaped.
 pub fn html(s: &str) -> String {
     esc(&plain(s))
+}
+
+/// Page-derived text for an HTML template that escapes everything it inserts (maud): controls
+/// and bidi overrides visible, cut to `max` characters. Never pass the result through markup
+/// that is not escaped.
+pub fn html_text(s: &str, max: usize) -> String {
+    plain(&cut(s, max)).into_owned()
 }
 
 /// Like [`html`], with every case-insensitive occurrence of `term` wrapped in `<mark>`.

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{ScanReport, Severity};
+use crate::model::{Finding, FindingKind, ScanReport, Severity};
 use crate::rules::Engine;
 
 /// One vendor seen in a scan.
@@ -116,6 +116,71 @@ pub fn vendors(report: &ScanReport, engine: &Engine) -> Vec<VendorRow> {
             ))
     });
     rows
+}
+
+/// The findings of one cause — kind, vendor and rule — as every report (and the dashboard)
+/// groups them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cause<'a> {
+    pub kind: FindingKind,
+    pub vendor: Option<&'a str>,
+    pub rule: &'a str,
+    /// The worst of its findings.
+    pub severity: Severity,
+    pub findings: Vec<&'a Finding>,
+    /// Its pages, sorted, each once.
+    pub pages: Vec<&'a str>,
+}
+
+/// The findings of a scan by cause: worst first, then most findings.
+pub fn causes(report: &ScanReport) -> Vec<Cause<'_>> {
+    type Key<'a> = (FindingKind, Option<&'a str>, &'a str);
+    let mut by: BTreeMap<Key<'_>, Vec<&Finding>> = BTreeMap::new();
+    for f in &report.findings {
+        by.entry((f.kind, f.vendor.as_deref(), f.rule.as_str()))
+            .or_default()
+            .push(f);
+    }
+    let mut out: Vec<Cause<'_>> = by
+        .into_iter()
+        .map(|((kind, vendor, rule), findings)| {
+            let mut pages: Vec<&str> = findings.iter().map(|f| f.page.as_str()).collect();
+            pages.sort();
+            pages.dedup();
+            Cause {
+                kind,
+                vendor,
+                rule,
+                severity: findings
+                    .iter()
+                    .map(|f| f.severity)
+                    .min()
+                    .unwrap_or(Severity::Info),
+                findings,
+                pages,
+            }
+        })
+        .collect();
+    out.sort_by_key(|c| {
+        (
+            c.severity,
+            std::cmp::Reverse(c.findings.len()),
+            (c.kind, c.vendor, c.rule),
+        )
+    });
+    out
+}
+
+/// Who receives a cause's data: the vendor's name from the rules, else its id ("unknown
+/// recipient" without one).
+pub fn recipient(engine: &Engine, vendor: Option<&str>) -> String {
+    match vendor {
+        Some(id) => engine
+            .vendor(id)
+            .map(|v| v.name.clone())
+            .unwrap_or_else(|| id.to_string()),
+        None => "unknown recipient".into(),
+    }
 }
 
 /// "TikTok and Meta pixels" when every name ends in " Pixel", else "A, B and C".

@@ -26,25 +26,54 @@ fn parse(db: &str, json: &str) -> Result<Baseline, StoreError> {
         })
 }
 
+/// Marks `baseline` as the approved state of its site inside `tx` (replacing any earlier one).
+pub async fn approve_in(tx: &mut Tx, baseline: &Baseline) -> Result<(), StoreError> {
+    let json = serde_json::to_string(baseline).expect("a baseline always serializes");
+    tx.execute(
+        "INSERT INTO baselines (site, scan_id, approved_at, baseline_json)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (site) DO UPDATE SET scan_id = excluded.scan_id,
+            approved_at = excluded.approved_at, baseline_json = excluded.baseline_json",
+        params![
+            &baseline.site,
+            baseline.scan_id,
+            &baseline.approved_at,
+            json
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// Approves `baseline` and records who did, in one transaction.
+    pub async fn approve_baseline_by(
+        &self,
+        baseline: &Baseline,
+        actor: &str,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.db().begin().await?;
+        approve_in(&mut tx, baseline).await?;
+        let scan = baseline
+            .scan_id
+            .map(|i| format!("scan #{i}"))
+            .unwrap_or_else(|| "a baseline file".into());
+        super::audit::record_in(
+            &mut tx,
+            actor,
+            "approve_baseline",
+            Some(&baseline.site),
+            &scan,
+        )
+        .await?;
+        tx.commit().await
+    }
+
     /// Marks `baseline` as the approved state of its site (replacing any earlier one).
     pub async fn approve_baseline(&self, baseline: &Baseline) -> Result<(), StoreError> {
-        let json = serde_json::to_string(baseline).expect("a baseline always serializes");
-        self.db()
-            .execute(
-                "INSERT INTO baselines (site, scan_id, approved_at, baseline_json)
-                 VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (site) DO UPDATE SET scan_id = excluded.scan_id,
-                    approved_at = excluded.approved_at, baseline_json = excluded.baseline_json",
-                params![
-                    &baseline.site,
-                    baseline.scan_id,
-                    &baseline.approved_at,
-                    json
-                ],
-            )
-            .await?;
-        Ok(())
+        let mut tx = self.db().begin().await?;
+        approve_in(&mut tx, baseline).await?;
+        tx.commit().await
     }
 
     /// The approved baseline of `site`.

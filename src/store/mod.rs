@@ -3,9 +3,13 @@
 //! the same store shared by a fleet. Alert history lives next to alerting (`alert::history`),
 //! watch runs next to watching (`watch::runs`).
 
+pub mod accounts;
+pub mod audit;
 pub mod baselines;
 pub mod db;
 pub mod jobs;
+pub mod mutes;
+pub mod overview;
 pub mod scans;
 pub mod sites;
 

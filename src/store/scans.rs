@@ -22,6 +22,26 @@ pub struct ScanRow {
     pub worst_severity: Option<String>,
 }
 
+/// The columns of a [`ScanRow`], in the order [`scan_row`] reads them.
+pub(crate) const SCAN_ROW_COLUMNS: &str = "id, site, started_at, finished_at, pages, pages_errored,
+    third_party_hosts, cookies, findings, worst_severity";
+
+/// A [`ScanRow`] from [`SCAN_ROW_COLUMNS`].
+pub(crate) fn scan_row(r: &super::db::Row) -> Result<ScanRow, StoreError> {
+    Ok(ScanRow {
+        id: r.get(0)?,
+        site: r.get(1)?,
+        started_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        pages: r.get(4)?,
+        pages_errored: r.get(5)?,
+        third_party_hosts: r.get(6)?,
+        cookies: r.get(7)?,
+        findings: r.get(8)?,
+        worst_severity: r.get(9)?,
+    })
+}
+
 /// Saves a scan inside `tx` and returns its id (also written into the report).
 pub async fn save_in(tx: &mut Tx, report: &mut ScanReport) -> Result<i64, StoreError> {
     let worst = report
@@ -90,31 +110,12 @@ impl Store {
         site: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ScanRow>, StoreError> {
-        let rows = self
-            .db()
-            .query(
-                "SELECT id, site, started_at, finished_at, pages, pages_errored, third_party_hosts,
-                    cookies, findings, worst_severity
-                 FROM scans WHERE (CAST($1 AS TEXT) IS NULL OR site = $1) ORDER BY id DESC LIMIT $2",
-                params![site, limit],
-            )
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ScanRow {
-                    id: r.get(0)?,
-                    site: r.get(1)?,
-                    started_at: r.get(2)?,
-                    finished_at: r.get(3)?,
-                    pages: r.get(4)?,
-                    pages_errored: r.get(5)?,
-                    third_party_hosts: r.get(6)?,
-                    cookies: r.get(7)?,
-                    findings: r.get(8)?,
-                    worst_severity: r.get(9)?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {SCAN_ROW_COLUMNS} FROM scans
+             WHERE (CAST($1 AS TEXT) IS NULL OR site = $1) ORDER BY id DESC LIMIT $2"
+        );
+        let rows = self.db().query(&sql, params![site, limit]).await?;
+        rows.iter().map(scan_row).collect()
     }
 
     /// When each vendor was first seen on `site`: vendor id -> `finished_at` of the earliest

@@ -77,7 +77,9 @@ pub fn free_port() -> u16 {
 
 const PREFIX: &str = "pixelwatch-pg-";
 
-/// Removes data directories of earlier runs whose server is gone.
+/// Removes data directories of earlier runs whose server is gone. A directory younger than ten
+/// minutes is left alone: its `initdb` may still be running (another test of this process, or
+/// another test process), and it has no `postmaster.pid` yet.
 fn remove_stale() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
@@ -92,7 +94,13 @@ fn remove_stale() {
             .and_then(|t| t.lines().next().and_then(|l| l.trim().parse::<i32>().ok()));
         // SAFETY: signal 0 only checks whether the process exists.
         let alive = pid.is_some_and(|p| unsafe { libc::kill(p, 0) } == 0);
-        if !alive {
+        let young = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < std::time::Duration::from_secs(600));
+        if !alive && !young {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }

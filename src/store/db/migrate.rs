@@ -20,10 +20,12 @@ macro_rules! migrations {
 /// SQLite schema, in order; `PRAGMA user_version` is how many are applied. Never edit one that
 /// has shipped; add a file.
 pub const SQLITE_MIGRATIONS: &[Migration] = migrations!("scanner":
-    "0001_scans.sql", "0002_baselines.sql", "0003_alerts.sql", "0004_fleet.sql");
+    "0001_scans.sql", "0002_baselines.sql", "0003_alerts.sql", "0004_fleet.sql",
+    "0005_dashboard.sql");
 
 /// PostgreSQL schema, in order; `schema_migrations` lists those applied.
-pub const POSTGRES_MIGRATIONS: &[Migration] = migrations!("postgres": "0001_init.sql");
+pub const POSTGRES_MIGRATIONS: &[Migration] =
+    migrations!("postgres": "0001_init.sql", "0002_dashboard.sql");
 
 /// The advisory lock key that serialises migrations ("pxwmigr").
 const MIGRATION_LOCK: i64 = 0x0070_7877_6d69_6772;
