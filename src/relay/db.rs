@@ -12,6 +12,7 @@ use super::error::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/relay/0001_init.sql"),
     include_str!("../../migrations/relay/0002_destinations_nonces.sql"),
+    include_str!("../../migrations/relay/0003_delivery_batches.sql"),
 ];
 
 /// Schema version this relay writes.

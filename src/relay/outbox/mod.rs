@@ -264,21 +264,49 @@ pub enum Record {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// Answers a caller once the group's commit has (or has not) succeeded.
-type Answer = Box<dyn FnOnce(Option<&StoreError>)>;
-
-enum Cmd {
-    Ingest(
-        Vec<NewAudit>,
-        Option<Nonce>,
-        Reply<Stored<Vec<Vec<Enqueued>>>>,
-    ),
-    Consent(NewConsent, Option<Nonce>, Reply<Stored<i64>>),
-    Claim(Arc<str>, usize, i64, Reply<Batch>),
-    Record(Arc<str>, Vec<RowRef>, Record, i64, Reply<u64>),
-    Depth(Reply<Vec<(String, i64)>>),
-    Ping(Reply<()>),
+/// One caller's command: applied against the group's transaction, answered after the commit.
+trait Command: Send {
+    /// Apply against the open transaction and keep the result. May be called a second time
+    /// (after the group was rolled back because another command failed), so it only reads the
+    /// command's inputs.
+    fn apply(&mut self, c: &Connection, err: &dyn Fn(rusqlite::Error) -> StoreError);
+    /// Whether the last [`Command::apply`] failed.
+    fn failed(&self) -> bool;
+    /// Answer the caller: the kept result if the group committed, the commit error otherwise.
+    fn answer(self: Box<Self>, commit: Option<&StoreError>);
 }
+
+/// A [`Command`] from a function of the connection and the caller's reply channel.
+struct Call<T, F> {
+    f: F,
+    result: Option<Result<T, StoreError>>,
+    reply: Reply<T>,
+}
+
+impl<T, F> Command for Call<T, F>
+where
+    T: Send,
+    F: Fn(&Connection) -> rusqlite::Result<T> + Send,
+{
+    fn apply(&mut self, c: &Connection, err: &dyn Fn(rusqlite::Error) -> StoreError) {
+        self.result = Some((self.f)(c).map_err(err));
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.result, Some(Err(_)))
+    }
+
+    fn answer(self: Box<Self>, commit: Option<&StoreError>) {
+        let result = match (commit, self.result) {
+            (Some(e), _) => Err(StoreError::Commit(e.to_string())),
+            (None, Some(r)) => r,
+            (None, None) => Err(StoreError::WriterGone),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+type Cmd = Box<dyn Command>;
 
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
@@ -336,10 +364,19 @@ impl Outbox {
         Ok((Outbox { tx }, WriterThread(writer), salt, reader))
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
+    /// Run `f` in the writer's next group commit; the answer comes once that group committed.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd: Cmd = Box::new(Call {
+            f,
+            result: None,
+            reply,
+        });
         self.tx
-            .send(make(tx))
+            .send(cmd)
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -352,7 +389,12 @@ impl Outbox {
         rows: Vec<NewAudit>,
         nonce: Option<Nonce>,
     ) -> Result<Stored<Vec<Vec<Enqueued>>>, StoreError> {
-        self.call(|r| Cmd::Ingest(rows, nonce, r)).await
+        self.call(move |c| {
+            store::guarded(c, nonce.as_ref(), |c| {
+                rows.iter().map(|a| store::insert_audit(c, a)).collect()
+            })
+        })
+        .await
     }
 
     /// Store a consent record (with the request's nonce when signed); returns its id.
@@ -361,7 +403,10 @@ impl Outbox {
         c: NewConsent,
         nonce: Option<Nonce>,
     ) -> Result<Stored<i64>, StoreError> {
-        self.call(|r| Cmd::Consent(c, nonce, r)).await
+        self.call(move |conn| {
+            store::guarded(conn, nonce.as_ref(), |conn| store::insert_consent(conn, &c))
+        })
+        .await
     }
 
     /// Oldest due rows of one destination, up to `limit`, sharing one test event code.
@@ -371,7 +416,8 @@ impl Outbox {
         limit: usize,
         now_ms: i64,
     ) -> Result<Batch, StoreError> {
-        self.call(|r| Cmd::Claim(destination.clone(), limit, now_ms, r))
+        let dest = destination.clone();
+        self.call(move |c| store::claim(c, &dest, limit, now_ms))
             .await
     }
 
@@ -384,7 +430,7 @@ impl Outbox {
         outcome: Record,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let rows = rows
+        let rows: Vec<RowRef> = rows
             .iter()
             .map(|c| RowRef {
                 id: c.id,
@@ -392,18 +438,24 @@ impl Outbox {
                 attempts: c.attempts,
             })
             .collect();
-        self.call(|r| Cmd::Record(destination.clone(), rows, outcome, now_ms, r))
+        let dest = destination.clone();
+        self.call(move |c| store::record(c, &dest, &rows, &outcome, now_ms))
             .await
     }
 
     /// Pending rows per destination.
     pub async fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.call(Cmd::Depth).await
+        self.call(store::depth).await
     }
 
     /// Check that the database accepts a write lock.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(Cmd::Ping).await
+        self.call(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', x'00')")?
+                .execute([])
+                .map(|_| ())
+        })
+        .await
     }
 }
 
@@ -417,7 +469,7 @@ fn writer_loop(
         path: path.display().to_string(),
         source,
     };
-    let mut group = Vec::with_capacity(MAX_GROUP);
+    let mut group: Vec<Cmd> = Vec::with_capacity(MAX_GROUP);
     let mut last_prune = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -432,17 +484,7 @@ fn writer_loop(
             .group_commands
             .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let prune = last_prune.elapsed() >= NONCE_PRUNE_EVERY;
-        let mut replies: Vec<Answer> = Vec::with_capacity(group.len());
-        let result = (|| -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction()?;
-            for cmd in group.drain(..) {
-                replies.push(apply(&tx, cmd, &err));
-            }
-            if prune {
-                store::prune_nonces(&tx, chrono::Utc::now().timestamp_millis())?;
-            }
-            tx.commit()
-        })();
+        let result = commit_group(&mut conn, &mut group, prune, &err);
         if prune && result.is_ok() {
             last_prune = Instant::now();
         }
@@ -450,67 +492,53 @@ fn writer_loop(
         metrics
             .group_commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // If BEGIN failed nothing was drained: dropping the commands fails their callers.
-        group.clear();
         let failure = result.err().map(err);
         if let Some(e) = &failure {
             tracing::error!(error = %e, "outbox commit failed");
         }
-        for reply in replies {
-            reply(failure.as_ref());
+        for cmd in group.drain(..) {
+            cmd.answer(failure.as_ref());
         }
     }
     tracing::debug!("outbox writer stopped");
 }
 
-fn reply_with<T: Send + 'static>(tx: Reply<T>, result: Result<T, StoreError>) -> Answer {
-    Box::new(move |commit_err: Option<&StoreError>| {
-        let _ = tx.send(match commit_err {
-            Some(e) => Err(StoreError::Commit(e.to_string())),
-            None => result,
-        });
-    })
+/// Apply a group in one transaction and commit it.
+///
+/// First without savepoints: a savepoint per command costs two statements and a copy of every
+/// page the command touches. If a command fails, the whole transaction is rolled back and the
+/// group applied again with each command in its own savepoint, so the failing one is undone
+/// alone and the others still commit. Commands only read their inputs, so applying one twice
+/// is the same as applying it once.
+fn commit_group(
+    conn: &mut Connection,
+    group: &mut [Cmd],
+    prune: bool,
+    err: &dyn Fn(rusqlite::Error) -> StoreError,
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for cmd in group.iter_mut() {
+        cmd.apply(&tx, err);
+    }
+    if group.iter().any(|c| c.failed()) {
+        tx.rollback()?;
+        let tx = conn.transaction()?;
+        for cmd in group.iter_mut() {
+            store::in_savepoint(&tx, |c| {
+                cmd.apply(c, err);
+                !cmd.failed()
+            })?;
+        }
+        return finish(tx, prune);
+    }
+    finish(tx, prune)
 }
 
-fn apply(
-    tx: &rusqlite::Transaction<'_>,
-    cmd: Cmd,
-    err: &dyn Fn(rusqlite::Error) -> StoreError,
-) -> Answer {
-    match cmd {
-        Cmd::Ingest(rows, nonce, r) => {
-            let res = store::in_savepoint(tx, |c| {
-                store::guarded(c, nonce.as_ref(), |c| {
-                    rows.iter().map(|a| store::insert_audit(c, a)).collect()
-                })
-            });
-            reply_with(r, res.map_err(err))
-        }
-        Cmd::Consent(n, nonce, r) => {
-            let res = store::in_savepoint(tx, |c| {
-                store::guarded(c, nonce.as_ref(), |c| store::insert_consent(c, &n))
-            });
-            reply_with(r, res.map_err(err))
-        }
-        Cmd::Claim(dest, limit, now, r) => {
-            reply_with(r, store::claim(tx, &dest, limit, now).map_err(err))
-        }
-        Cmd::Record(dest, rows, outcome, now, r) => {
-            let res = store::in_savepoint(tx, |c| store::record(c, &dest, &rows, &outcome, now));
-            reply_with(r, res.map_err(err))
-        }
-        Cmd::Depth(r) => reply_with(r, store::depth(tx).map_err(err)),
-        Cmd::Ping(r) => {
-            let res = store::in_savepoint(tx, |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', x'00')",
-                    [],
-                )
-                .map(|_| ())
-            });
-            reply_with(r, res.map_err(err))
-        }
+fn finish(tx: rusqlite::Transaction<'_>, prune: bool) -> rusqlite::Result<()> {
+    if prune {
+        store::prune_nonces(&tx, chrono::Utc::now().timestamp_millis())?;
     }
+    tx.commit()
 }
 
 #[cfg(test)]

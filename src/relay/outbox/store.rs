@@ -5,27 +5,21 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, RowRef, Stored};
 use crate::relay::consent::NewConsent;
 
-/// Run one command inside a savepoint of the group's transaction, so a failing command is
-/// rolled back alone. The savepoint statements are prepared once and cached (rusqlite's
-/// `Savepoint` parses them anew each time, which was a tenth of the relay's CPU under load).
-pub(super) fn in_savepoint<T>(
+/// Run one command inside a savepoint of the group's transaction; `f` says whether to keep
+/// its writes, and a command that failed is rolled back alone. The savepoint statements are
+/// prepared once and cached (rusqlite's `Savepoint` parses them anew each time).
+pub(super) fn in_savepoint(
     tx: &rusqlite::Transaction<'_>,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
+    f: impl FnOnce(&Connection) -> bool,
+) -> rusqlite::Result<()> {
     let c: &Connection = tx;
     c.prepare_cached("SAVEPOINT command")?.execute([])?;
-    match f(c) {
-        Ok(v) => {
-            c.prepare_cached("RELEASE command")?.execute([])?;
-            Ok(v)
-        }
-        Err(e) => {
-            // Undo this command's writes; the rest of the group stays.
-            c.prepare_cached("ROLLBACK TO command")?.execute([])?;
-            c.prepare_cached("RELEASE command")?.execute([])?;
-            Err(e)
-        }
+    if !f(c) {
+        // Undo this command's writes; the rest of the group stays.
+        c.prepare_cached("ROLLBACK TO command")?.execute([])?;
     }
+    c.prepare_cached("RELEASE command")?.execute([])?;
+    Ok(())
 }
 
 /// Apply `f` only if the nonce (when there is one) has not been stored before; the nonce is
@@ -194,8 +188,7 @@ pub(super) fn record(
             request_id,
             shortfall,
         } => {
-            let note = shortfall.map(|(received, sent)| format!("{received}/{sent}"));
-            let reason = shortfall.map(|_| format!("{dest}:events_received_shortfall"));
+            // One row per acknowledged request; the audit rows are not touched (schema v3).
             for chunk in rows.chunks(500) {
                 c.execute(
                     &format!(
@@ -204,33 +197,26 @@ pub(super) fn record(
                     ),
                     [],
                 )?;
-                c.execute(
-                    &format!(
-                        "UPDATE audit SET
-                           destinations = CASE WHEN ?5 IS NULL
-                               THEN json_set(destinations, ?1, 'delivered', ?2, ?3)
-                               ELSE json_set(destinations, ?1, 'delivered', ?2, ?3, ?4, ?5) END,
-                           decision = CASE WHEN pending <= 1 AND decision = 'queued'
-                                           THEN 'delivered' ELSE decision END,
-                           pending = max(pending - 1, 0),
-                           reasons = CASE WHEN ?6 IS NULL THEN reasons
-                                          ELSE json_insert(reasons, '$[#]', ?6) END,
-                           updated_ms = ?7,
-                           request_id = ?3
-                         WHERE id IN ({})",
-                        id_list(chunk.iter().map(|r| r.audit_id))
-                    ),
-                    params![
-                        path(dest, "state"),
-                        path(dest, "request_id"),
-                        request_id,
-                        path(dest, "counted"),
-                        note,
-                        reason,
-                        now
-                    ],
-                )?;
             }
+            let mut audit_ids: Vec<i64> = rows.iter().map(|r| r.audit_id).collect();
+            audit_ids.sort_unstable();
+            let (Some(first), Some(last)) = (audit_ids.first(), audit_ids.last()) else {
+                return Ok(0);
+            };
+            c.prepare_cached(
+                "INSERT INTO delivery (destination, request_id, delivered_ms, counted,
+                                       first_audit_id, last_audit_id, audit_ids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                dest,
+                request_id,
+                now,
+                shortfall.map(|(received, sent)| format!("{received}/{sent}")),
+                first,
+                last,
+                format!("[{}]", id_list(audit_ids.iter().copied()))
+            ])?;
             Ok(0)
         }
         Record::Retry { reason, policy } => {
