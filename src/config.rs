@@ -4,11 +4,12 @@
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::scan::ScanOptions;
+use crate::settings::ScanSettings;
+use crate::store::DbTarget;
 
 /// Errors loading or checking a config file; each names the file (and line when known).
 #[derive(Debug, thiserror::Error)]
@@ -32,9 +33,9 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// SQLite database (default as for `pixelwatch scan`); `--db` beats it.
+    /// SQLite file or `postgres://` URL (default as for `pixelwatch scan`); `--db` beats it.
     #[serde(default)]
-    pub db: Option<PathBuf>,
+    pub db: Option<DbTarget>,
     /// Chromium or Chrome executable (default: as for `pixelwatch scan`).
     #[serde(default)]
     pub browser: Option<PathBuf>,
@@ -61,31 +62,58 @@ fn three() -> u32 {
     3
 }
 
-/// One watched site.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One watched site: where, when, and how it is scanned.
+#[derive(Debug, Clone, PartialEq)]
 pub struct SiteConfig {
     /// Start URL.
     pub url: String,
     /// Cron expression (5 fields, or 6 with seconds first), e.g. "0 3 * * *".
     pub schedule: String,
-    pub max_pages: Option<usize>,
-    pub max_depth: Option<u32>,
-    pub max_per_pattern: Option<usize>,
-    /// Browser tabs in parallel for this site.
-    pub concurrency: Option<usize>,
-    pub page_timeout_secs: Option<u64>,
-    pub settle_quiet_ms: Option<u64>,
-    pub settle_max_ms: Option<u64>,
-    #[serde(default)]
-    pub include: Vec<String>,
-    #[serde(default)]
-    pub exclude: Vec<String>,
-    /// Read robots.txt and sitemap.xml (default true).
-    pub sitemaps: Option<bool>,
-    /// Passed to Chromium verbatim.
-    #[serde(default)]
-    pub browser_args: Vec<String>,
+    /// Every other key of the block (`max_pages`, `consent`, `rules`, ...).
+    pub settings: ScanSettings,
+}
+
+impl<'de> Deserialize<'de> for SiteConfig {
+    /// `url` and `schedule`, then each other key as one [`ScanSettings`] field: an unknown key or
+    /// a wrong type fails at that key's line, naming it.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SiteConfig, D::Error> {
+        use serde::de::{DeserializeSeed, Error, MapAccess, Visitor};
+        struct Setting<'a>(&'a str);
+        impl<'de> DeserializeSeed<'de> for Setting<'_> {
+            type Value = ScanSettings;
+            fn deserialize<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<ScanSettings, D::Error> {
+                let value = toml::Value::deserialize(d)?;
+                ScanSettings::from_toml_pair(self.0, value).map_err(D::Error::custom)
+            }
+        }
+        struct Site;
+        impl<'de> Visitor<'de> for Site {
+            type Value = SiteConfig;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a [[site]] table with url, schedule and scan settings")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<SiteConfig, A::Error> {
+                let (mut url, mut schedule) = (None, None);
+                let mut settings = ScanSettings::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "url" => url = Some(map.next_value()?),
+                        "schedule" => schedule = Some(map.next_value()?),
+                        _ => settings = settings.merge(map.next_value_seed(Setting(&key))?),
+                    }
+                }
+                Ok(SiteConfig {
+                    url: url.ok_or_else(|| A::Error::missing_field("url"))?,
+                    schedule: schedule.ok_or_else(|| A::Error::missing_field("schedule"))?,
+                    settings,
+                })
+            }
+        }
+        d.deserialize_map(Site)
+    }
 }
 
 /// How the SMTP connection is secured.
@@ -224,13 +252,9 @@ impl Config {
             crate::crawl::normalize(&s.url)
                 .ok_or_else(|| format!("site {} url '{}' is not an http(s) URL", i + 1, s.url))?;
             parse_schedule(&s.schedule).map_err(|e| format!("site {} ({}): {e}", i + 1, s.url))?;
-            for (key, patterns) in [("include", &s.include), ("exclude", &s.exclude)] {
-                for p in patterns {
-                    regex::Regex::new(p).map_err(|e| {
-                        format!("site {} ({}): bad {key} pattern '{p}': {e}", i + 1, s.url)
-                    })?;
-                }
-            }
+            s.settings
+                .check()
+                .map_err(|e| format!("site {} ({}): {e}", i + 1, s.url))?;
         }
         if let Some(e) = &self.email {
             if e.to.is_empty() {
@@ -273,32 +297,7 @@ pub fn parse_schedule(expr: &str) -> Result<croner::Cron, String> {
 impl SiteConfig {
     /// Scan options for this site; `browser` comes from the top of the file.
     pub fn scan_options(&self, browser: Option<&PathBuf>) -> ScanOptions {
-        let d = ScanOptions::default();
-        ScanOptions {
-            start: self.url.clone(),
-            max_pages: self.max_pages.unwrap_or(d.max_pages),
-            max_depth: self.max_depth.unwrap_or(d.max_depth),
-            max_per_pattern: self.max_per_pattern.unwrap_or(d.max_per_pattern),
-            concurrency: self.concurrency.unwrap_or(d.concurrency),
-            page_timeout: self
-                .page_timeout_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.page_timeout),
-            settle_quiet: self
-                .settle_quiet_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.settle_quiet),
-            settle_max: self
-                .settle_max_ms
-                .map(Duration::from_millis)
-                .unwrap_or(d.settle_max),
-            include: self.include.clone(),
-            exclude: self.exclude.clone(),
-            sitemaps: self.sitemaps.unwrap_or(true),
-            browser: browser.cloned(),
-            browser_args: self.browser_args.clone(),
-            ..d
-        }
+        self.settings.to_options(&self.url, browser.cloned())
     }
 
     /// The normalized start URL (what scan reports and baselines are keyed by).
@@ -340,6 +339,47 @@ url = "https://hooks.example.com/x"
         let c = Config::parse(&doc[start..end], "docs/watch.md").unwrap();
         assert_eq!(c.sites.len(), 2);
         assert_eq!(c.email.unwrap().security, Security::Starttls);
+    }
+
+    #[test]
+    fn a_site_block_takes_every_scan_setting_and_names_a_bad_one_with_its_line() {
+        let text = GOOD.replace(
+            "max_pages = 20",
+            "consent = \"gpc\"\nprobe_forms = false\nrules = \"my-rules\"\nfilter_lists = [\"easyprivacy.txt\"]",
+        );
+        let c = Config::parse(&text, "w.toml").unwrap();
+        let o = c.sites[0].scan_options(None);
+        assert_eq!(o.consent, crate::rules::consent::ConsentMode::Gpc);
+        assert!(!o.probe_forms);
+        assert_eq!(o.rules_dir, Some(PathBuf::from("my-rules")));
+        assert_eq!(o.filter_lists, vec![PathBuf::from("easyprivacy.txt")]);
+        let bad = GOOD.replace("max_pages = 20", "max_pages = 20\nconsent = \"maybe\"");
+        let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
+        assert!(
+            e.contains("line 7") && e.contains("consent") && e.contains("maybe"),
+            "{e}"
+        );
+        let bad = GOOD.replace("schedule = \"0 3 * * *\"\n", "");
+        let e = Config::parse(&bad, "w.toml").unwrap_err().to_string();
+        assert!(e.contains("missing field `schedule`"), "{e}");
+    }
+
+    #[test]
+    fn the_fleet_configs_in_deploy_parse() {
+        let c = Config::parse(include_str!("../deploy/fleet.toml"), "deploy/fleet.toml").unwrap();
+        assert!(c.sites.is_empty() && c.email.is_some());
+        let k8s = include_str!("../deploy/kubernetes/config.yaml");
+        let start = k8s.find("fleet.toml: |\n").expect("the ConfigMap's file") + 14;
+        let text: String = k8s[start..]
+            .lines()
+            .map(|l| l.strip_prefix("    ").unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c = Config::parse(&text, "deploy/kubernetes/config.yaml").unwrap();
+        assert_eq!(
+            c.email.unwrap().password_env.as_deref(),
+            Some("PIXELWATCH_SMTP_PASSWORD")
+        );
     }
 
     #[test]

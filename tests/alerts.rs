@@ -45,17 +45,17 @@ async fn scans() -> &'static (ScanReport, ScanReport) {
 }
 
 /// A fresh database holding both scans (ids 1 and 2) with scan 1 approved; returns the drift.
-async fn setup(dir: &std::path::Path) -> (Mutex<Store>, Baseline, ScanReport, Drift) {
+async fn setup(dir: &std::path::Path) -> (Store, Baseline, ScanReport, Drift) {
     let (before, after) = scans().await;
-    let mut store = Store::open(&dir.join("a.db")).unwrap();
+    let store = Store::open(&dir.join("a.db")).await.unwrap();
     let mut before = before.clone();
     let mut after = after.clone();
-    store.save_scan(&mut before).unwrap();
-    store.save_scan(&mut after).unwrap();
+    store.save_scan(&mut before).await.unwrap();
+    store.save_scan(&mut after).await.unwrap();
     let baseline = Baseline::from_scan(&before);
-    store.approve_baseline(&baseline).unwrap();
+    store.approve_baseline(&baseline).await.unwrap();
     let drift = pixelwatch::diff::diff(&baseline, &after);
-    (Mutex::new(store), baseline, after, drift)
+    (store, baseline, after, drift)
 }
 
 fn config(extra: &str) -> Config {
@@ -170,7 +170,7 @@ async fn a_refused_send_is_retried_recorded_as_failed_and_delivered_next_run() {
     );
     assert_eq!(sink.data_attempts(), 3, "three bounded attempts");
     assert!(sink.messages().is_empty());
-    let rows = store.lock().unwrap().list_alerts(10).unwrap();
+    let rows = store.list_alerts(10).await.unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("failed", 3));
     assert!(
@@ -202,7 +202,7 @@ async fn a_refused_send_is_retried_recorded_as_failed_and_delivered_next_run() {
             .unwrap()
             .contains("+ vendor             tiktok")
     );
-    let rows = store.lock().unwrap().list_alerts(10).unwrap();
+    let rows = store.list_alerts(10).await.unwrap();
     assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("sent", 4));
     assert!(rows[0].sent_at.is_some());
     assert!(
@@ -216,7 +216,7 @@ async fn a_refused_send_is_retried_recorded_as_failed_and_delivered_next_run() {
     // Approving the new state clears the drift; the pixel disappearing and reappearing later
     // would be alerted again.
     let approved = Baseline::from_scan(&report);
-    store.lock().unwrap().approve_baseline(&approved).unwrap();
+    store.approve_baseline(&approved).await.unwrap();
     let none = pixelwatch::diff::diff(&approved, &report);
     assert_eq!(
         alerter
@@ -225,14 +225,7 @@ async fn a_refused_send_is_retried_recorded_as_failed_and_delivered_next_run() {
             .unwrap(),
         DriftAlert::NothingNew
     );
-    assert_eq!(
-        store
-            .lock()
-            .unwrap()
-            .drift_fingerprint(&report.site)
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.drift_fingerprint(&report.site).await.unwrap(), None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

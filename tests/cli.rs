@@ -382,7 +382,7 @@ async fn a_corrupt_database_is_a_run_error_not_bad_arguments() {
     assert!(text(&out.stderr).contains("junk.db"));
     // A database whose stored report is unreadable.
     let db = dir.path().join("h.db");
-    drop(pixelwatch::store::Store::open(&db).unwrap());
+    drop(pixelwatch::store::Store::open(&db).await.unwrap());
     let conn = rusqlite::Connection::open(&db).unwrap();
     conn.execute_batch(
         "INSERT INTO scans (site, started_at, finished_at, consent_mode, pages, pages_errored, requests,

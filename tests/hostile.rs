@@ -336,12 +336,13 @@ async fn a_hostile_site_cannot_subvert_any_output() {
     )
     .unwrap();
     let alerter = pixelwatch::alert::Alerter::from_config(&config).unwrap();
-    let store = pixelwatch::store::Store::open(std::path::Path::new(&db)).unwrap();
-    let latest = store.latest_scan_id(None, None).unwrap();
-    let after = store.load_scan(latest).unwrap();
-    let baseline = store.baseline(SITE).unwrap();
+    let store = pixelwatch::store::Store::open(std::path::Path::new(&db))
+        .await
+        .unwrap();
+    let latest = store.latest_scan_id(None, None).await.unwrap();
+    let after = store.load_scan(latest).await.unwrap();
+    let baseline = store.baseline(SITE).await.unwrap();
     let drift = pixelwatch::diff::diff(&baseline, &after);
-    let store = Mutex::new(store);
     let sent = alerter
         .on_drift(&store, &drift, &after, Some(&baseline))
         .await

@@ -47,7 +47,7 @@ async fn the_html_report_puts_the_verdict_first_on_a_phone_and_a_desktop() {
         .unwrap();
     // History: an earlier scan without the TikTok pixel, then this one.
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(&dir.path().join("h.db")).unwrap();
+    let store = Store::open(&dir.path().join("h.db")).await.unwrap();
     let mut before = report.clone();
     for p in &mut before.pages {
         p.requests.retain(|r| r.vendor.as_deref() != Some("tiktok"));
@@ -55,7 +55,7 @@ async fn the_html_report_puts_the_verdict_first_on_a_phone_and_a_desktop() {
     before
         .findings
         .retain(|f| f.vendor.as_deref() != Some("tiktok"));
-    store.save_scan(&mut before).unwrap();
+    store.save_scan(&mut before).await.unwrap();
     let drift = diff(&Baseline::from_scan(&before), &report);
     assert!(!drift.is_empty());
     // Hostile evidence and a very long URL from the scanned site.
@@ -76,10 +76,10 @@ async fn the_html_report_puts_the_verdict_first_on_a_phone_and_a_desktop() {
         matched: Some("img".into()),
     });
     report.pages[0].requests[0].url = format!("{long}?q={}", "y".repeat(3000));
-    store.save_scan(&mut report).unwrap();
-    let mut history = store.list_scans(Some(&report.site), 30).unwrap();
+    store.save_scan(&mut report).await.unwrap();
+    let mut history = store.list_scans(Some(&report.site), 30).await.unwrap();
     history.reverse();
-    let first_seen = store.vendors_first_seen(&report.site).unwrap();
+    let first_seen = store.vendors_first_seen(&report.site).await.unwrap();
     let engine = Engine::bundled();
     let html = render(&Context {
         drift: Some(&drift),

@@ -16,14 +16,16 @@ use pixelwatch::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch");
 
+/// Runs of `site` with `outcome`, read straight from the SQLite file while `watch` writes it.
 fn runs(db: &Path, site: &str, outcome: &str) -> usize {
-    Store::open(db)
+    rusqlite::Connection::open(db)
         .unwrap()
-        .watch_runs(Some(site))
-        .unwrap()
-        .iter()
-        .filter(|r| r.outcome == outcome)
-        .count()
+        .query_row(
+            "SELECT count(*) FROM watch_runs WHERE site = ?1 AND outcome = ?2",
+            [site, outcome],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap_or(0) as usize
 }
 
 async fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -180,15 +182,15 @@ backoff_ms = 50
     assert!(stderr.contains("shutting down"), "{stderr}");
 
     // Every alert is in the history, sent.
-    let store = Store::open(&db).unwrap();
-    let alerts = store.list_alerts(100).unwrap();
+    let store = Store::open(&db).await.unwrap();
+    let alerts = store.list_alerts(100).await.unwrap();
     assert_eq!(alerts.len(), 2, "{alerts:?}");
     assert!(alerts.iter().all(|a| a.status == "sent"));
 
     // prune keeps the newest N scans per site, and the approved baseline's scan.
-    let before = store.list_scans(Some(site), 1000).unwrap();
+    let before = store.list_scans(Some(site), 1000).await.unwrap();
     assert!(before.len() >= 5);
-    let baseline_scan = store.baseline(site).unwrap().scan_id.unwrap();
+    let baseline_scan = store.baseline(site).await.unwrap().scan_id.unwrap();
     drop(store);
     let out = tokio::process::Command::new(BIN)
         .args(["prune", "--keep", "2", "--db", db.to_str().unwrap()])
@@ -196,13 +198,14 @@ backoff_ms = 50
         .await
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let store = Store::open(&db).unwrap();
+    let store = Store::open(&db).await.unwrap();
     let after: Vec<i64> = store
         .list_scans(Some(site), 1000)
+        .await
         .unwrap()
         .iter()
         .map(|r| r.id)
         .collect();
     assert_eq!(after, vec![before[0].id, before[1].id, baseline_scan]);
-    assert!(store.list_scans(Some(down), 1000).unwrap().len() <= 2);
+    assert!(store.list_scans(Some(down), 1000).await.unwrap().len() <= 2);
 }

@@ -3,9 +3,10 @@
 //!
 //! Invariants:
 //! - An alert is written to the `alerts` table (one row per channel, status `pending`) before the
-//!   first attempt, and marked `sent` only after the channel acknowledged it. A send that fails
-//!   every bounded attempt of a run is marked `failed` and re-sent on the next run: never lost
-//!   silently, always logged.
+//!   first attempt, in the same transaction as the decision to send it ([`history`]), and marked
+//!   `sent` only after the channel acknowledged it. Whoever sends a row claims it first, so two
+//!   processes never send the same row. A send that fails every bounded attempt of a run is
+//!   marked `failed` and re-sent on the next run: never lost silently, always logged.
 //! - The same drift is alerted once: the fingerprint of its added items (and of the baseline it
 //!   was measured against) is kept per site; a scan with the same fingerprint sends nothing, a
 //!   changed drift or a newly approved baseline does. A scan without drift clears it.
@@ -13,10 +14,11 @@
 //! - Whether to retry is decided by the channel ([`SendError`]); timing is decided here.
 
 mod email;
+pub mod history;
+pub mod judge;
 mod message;
 mod webhook;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -29,6 +31,7 @@ use crate::diff::{Baseline, Drift};
 use crate::model::{ScanReport, Severity};
 use crate::report::untrusted::{TEXT_MAX, cut, evidence, plain};
 use crate::store::{Store, StoreError};
+use history::Decision;
 
 /// Errors setting up a channel (bad settings, unreadable password).
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +67,7 @@ pub struct AlertRow {
     pub site: String,
     pub kind: String,
     pub channel: String,
-    /// "pending", "sent", "failed" or "abandoned".
+    /// "pending", "sending" (claimed by a sender), "sent", "failed" or "abandoned".
     pub status: String,
     pub attempts: i64,
     pub last_error: Option<String>,
@@ -249,10 +252,6 @@ pub struct Alerter {
     resending: tokio::sync::Mutex<()>,
 }
 
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Alerter {
     /// Channels from the config (none when it names neither email nor webhook).
     pub fn from_config(c: &Config) -> Result<Alerter, AlertError> {
@@ -324,17 +323,30 @@ impl Alerter {
         out
     }
 
-    /// Records `alert` (a row per channel), sends it and records each outcome.
-    pub async fn deliver(
-        &self,
-        store: &Mutex<Store>,
-        alert: &Alert,
-    ) -> Result<Vec<Outcome>, StoreError> {
+    /// The configured channels' names, as alert rows record them.
+    pub fn channel_names(&self) -> Vec<&'static str> {
+        self.channels.iter().map(Channel::name).collect()
+    }
+
+    /// Delivers recorded alert rows: each is claimed first (a row another process holds, or one
+    /// already sent, is skipped), sent with retries, and its outcome recorded.
+    pub async fn deliver(&self, store: &Store, ids: &[i64]) -> Result<Vec<Outcome>, StoreError> {
         let mut out = Vec::new();
-        for ch in &self.channels {
-            let id = lock(store).insert_alert(alert, ch.name())?;
-            let o = self.send_with_retry(ch, alert).await;
-            lock(store).finish_alert(id, o.attempts, o.error.as_deref())?;
+        for &id in ids {
+            let Some((channel, alert)) = store.claim_alert(id).await? else {
+                continue;
+            };
+            let Some(ch) = self.channels.iter().find(|c| c.name() == channel) else {
+                tracing::warn!(alert_id = id, channel = %channel, "an alert's channel is no longer configured; dropping it");
+                store
+                    .abandon_alert(id, "channel no longer configured")
+                    .await?;
+                continue;
+            };
+            let o = self.send_with_retry(ch, &alert).await;
+            store
+                .finish_alert(id, o.attempts, o.error.as_deref())
+                .await?;
             if let Some(e) = &o.error {
                 tracing::error!(channel = ch.name(), site = %alert.site, alert_id = id, error = %e,
                     "alert recorded as failed; it is re-sent on the next run");
@@ -344,67 +356,64 @@ impl Alerter {
         Ok(out)
     }
 
-    /// Re-sends alerts an earlier run recorded as failed (of `site`, or of every site).
+    /// Re-sends alerts an earlier run recorded but did not deliver (of `site`, or of every site).
     pub async fn resend_failed(
         &self,
-        store: &Mutex<Store>,
+        store: &Store,
         site: Option<&str>,
     ) -> Result<Vec<Outcome>, StoreError> {
         let _one_pass = self.resending.lock().await;
-        let pending = lock(store).failed_alerts(site)?;
-        let mut out = Vec::new();
-        for (id, channel, alert) in pending {
-            let Some(ch) = self.channels.iter().find(|c| c.name() == channel) else {
-                tracing::warn!(alert_id = id, channel = %channel, "a failed alert's channel is no longer configured; dropping it");
-                lock(store).abandon_alert(id, "channel no longer configured")?;
-                continue;
-            };
-            tracing::info!(alert_id = id, channel = %channel, site = %alert.site, "re-sending a failed alert");
-            let o = self.send_with_retry(ch, &alert).await;
-            lock(store).finish_alert(id, o.attempts, o.error.as_deref())?;
-            out.push(o);
+        let ids = store.alerts_to_send(site).await?;
+        if !ids.is_empty() {
+            tracing::info!(alerts = ids.len(), "re-sending undelivered alerts");
         }
-        Ok(out)
+        self.deliver(store, &ids).await
     }
 
     /// Alerts a scan's drift unless nothing appeared or the same drift was already alerted.
     pub async fn on_drift(
         &self,
-        store: &Mutex<Store>,
+        store: &Store,
         drift: &Drift,
         report: &ScanReport,
         baseline: Option<&Baseline>,
     ) -> Result<DriftAlert, StoreError> {
-        let Some(alert) = Alert::drift(drift, report, baseline) else {
-            lock(store).set_drift_fingerprint(&drift.site, None)?;
-            return Ok(DriftAlert::NothingNew);
-        };
-        {
-            let s = lock(store);
-            if s.drift_fingerprint(&drift.site)?.as_deref() == Some(alert.fingerprint.as_str()) {
-                tracing::debug!(site = %drift.site, "drift already alerted");
-                return Ok(DriftAlert::AlreadyAlerted);
+        let alert = Alert::drift(drift, report, baseline);
+        let mut tx = store.db().begin().await?;
+        let decision =
+            history::record_drift(&mut tx, &drift.site, alert.as_ref(), &self.channel_names())
+                .await?;
+        tx.commit().await?;
+        self.after(store, decision).await
+    }
+
+    /// Delivers what a recorded decision asks for.
+    pub async fn after(&self, store: &Store, decision: Decision) -> Result<DriftAlert, StoreError> {
+        Ok(match decision {
+            Decision::NothingNew => DriftAlert::NothingNew,
+            Decision::AlreadyAlerted => {
+                tracing::debug!("drift already alerted");
+                DriftAlert::AlreadyAlerted
             }
-            // Recorded before sending: a failed send stays in `alerts` and is re-sent from there.
-            s.set_drift_fingerprint(&drift.site, Some(&alert.fingerprint))?;
-        }
-        Ok(DriftAlert::Sent(self.deliver(store, &alert).await?))
+            Decision::Recorded(ids) => DriftAlert::Sent(self.deliver(store, &ids).await?),
+        })
     }
 
     /// Counts a failed scan; alerts once when the run of failures reaches `threshold`.
     pub async fn on_scan_failure(
         &self,
-        store: &Mutex<Store>,
+        store: &Store,
         site: &str,
         error: &str,
         threshold: u32,
     ) -> Result<Option<Vec<Outcome>>, StoreError> {
-        // The count only grows until a scan succeeds, so it equals the threshold once per outage.
-        let failures = lock(store).count_scan_failure(site)?;
-        if failures != threshold {
-            return Ok(None);
+        let mut tx = store.db().begin().await?;
+        let ids =
+            history::record_failure(&mut tx, site, error, threshold, &self.channel_names()).await?;
+        tx.commit().await?;
+        match ids {
+            None => Ok(None),
+            Some(ids) => Ok(Some(self.deliver(store, &ids).await?)),
         }
-        let alert = Alert::site_down(site, threshold, error);
-        Ok(Some(self.deliver(store, &alert).await?))
     }
 }

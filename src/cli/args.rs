@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::rules::consent::ConsentMode;
+use crate::settings::ScanSettings;
+use crate::store::DbTarget;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,6 +56,38 @@ pub enum Command {
     },
     /// Delete old scans: keep the newest N of each site (and each approved baseline's scan).
     Prune(PruneArgs),
+    /// Sites in the store (scanned by `worker`s on their schedule): add, list, show, set,
+    /// remove, import from a config file.
+    Sites {
+        #[command(subcommand)]
+        command: SitesCommand,
+    },
+    /// Fleet: queue each stored site's scans when they are due (PostgreSQL; any number may run,
+    /// one is active).
+    Scheduler(SchedulerArgs),
+    /// Fleet: run queued scans, store them, alert on drift, serve /metrics (PostgreSQL).
+    Worker(WorkerArgs),
+    /// Fleet: the job queue.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+/// The store: `--db`.
+#[derive(Debug, Clone, Args)]
+pub struct DbArg {
+    /// SQLite file or postgres:// URL [default: $PIXELWATCH_DB, else
+    /// ~/.local/share/pixelwatch/pixelwatch.db].
+    #[arg(long = "db", value_name = "PATH|URL")]
+    pub db: Option<DbTarget>,
+}
+
+impl DbArg {
+    /// The database named, else the default.
+    pub fn target(&self) -> DbTarget {
+        self.db.clone().unwrap_or_else(DbTarget::default_target)
+    }
 }
 
 #[derive(Debug, Args)]
@@ -87,16 +120,16 @@ pub enum BaselineCommand {
         site: Option<String>,
         #[arg(long)]
         scan: Option<i64>,
-        #[arg(long, value_name = "PATH")]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
     },
     /// Write a site's approved baseline as a portable JSON file (for CI without a database).
     Export {
         file: PathBuf,
         #[arg(long)]
         site: Option<String>,
-        #[arg(long, value_name = "PATH")]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
     },
 }
 
@@ -120,8 +153,8 @@ pub struct DiffArgs {
     /// Write a self-contained HTML report of the scan with its drift highlighted.
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
 }
 
 #[derive(Debug, Args)]
@@ -129,50 +162,14 @@ pub struct ScanArgs {
     /// Start URL, e.g. https://www.example-clinic.com/
     pub url: String,
     #[command(flatten)]
-    pub common: CommonScanArgs,
-    /// Most pages to visit.
-    #[arg(long, default_value_t = 200)]
-    pub max_pages: usize,
-    /// Most link hops from the start URL.
-    #[arg(long, default_value_t = 5)]
-    pub max_depth: u32,
-    /// Most pages sharing one path pattern (guards infinite calendars, ?page=N+1).
-    #[arg(long, default_value_t = 25)]
-    pub max_per_pattern: usize,
-    /// Only visit URLs matching this regex (repeatable).
-    #[arg(long, value_name = "REGEX")]
-    pub include: Vec<String>,
-    /// Never visit URLs matching this regex (repeatable).
-    #[arg(long, value_name = "REGEX")]
-    pub exclude: Vec<String>,
-    /// Do not read robots.txt Sitemap lines and sitemap.xml.
-    #[arg(long)]
-    pub no_sitemap: bool,
-    /// Your own vendor rules directory (*.toml), added to the bundled rules.
-    #[arg(long, value_name = "DIR")]
-    pub rules: Option<PathBuf>,
-    /// Adblock-syntax filter list (e.g. EasyPrivacy) to catch unknown trackers (repeatable).
-    #[arg(long = "filter-list", value_name = "FILE")]
-    pub filter_lists: Vec<PathBuf>,
+    pub settings: ScanSettings,
+    #[command(flatten)]
+    pub out: RunArgs,
 }
 
+/// How this run behaves and where its results go (not scan settings: a site never stores them).
 #[derive(Debug, Args)]
-pub struct CommonScanArgs {
-    /// Browser tabs working in parallel. A tab spends most of a page waiting for late tags,
-    /// not computing, so many tabs share 2 cores well (see the README's figures).
-    #[arg(long, default_value_t = crate::scan::DEFAULT_CONCURRENCY)]
-    pub concurrency: usize,
-    /// Seconds a page may take to load before it is stopped and recorded as errored.
-    #[arg(long, default_value_t = 30, value_name = "SECS")]
-    pub page_timeout: u64,
-    /// Milliseconds in which nothing new may happen before a page counts as settled (requests
-    /// that can still complete and short timers are awaited first; heartbeats, sockets and
-    /// streams are not).
-    #[arg(long, default_value_t = 500, value_name = "MS")]
-    pub settle_quiet: u64,
-    /// Most milliseconds to watch a page after load (or after a click or submit) for late tags.
-    #[arg(long, default_value_t = 5000, value_name = "MS")]
-    pub settle_max: u64,
+pub struct RunArgs {
     /// Write the scan report (pixelwatch.scan/v1) as JSON.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -182,55 +179,31 @@ pub struct CommonScanArgs {
     /// Write an HTTP Archive (HAR 1.2) of every page with its requests and request bodies.
     #[arg(long, value_name = "FILE")]
     pub har: Option<PathBuf>,
-    /// SQLite database for scan history [default: $PIXELWATCH_DB or ~/.local/share/pixelwatch/pixelwatch.db]
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArg,
     /// Chromium or Chrome executable [default: $CHROME, then well-known paths].
     #[arg(long, value_name = "PATH")]
     pub browser: Option<PathBuf>,
-    /// Argument passed to Chromium verbatim (repeatable), e.g. --browser-arg=--proxy-server=...
-    #[arg(long = "browser-arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub browser_args: Vec<String>,
     /// No progress bar and no summary; errors only (`check`: nothing on success, only the verdict
     /// line on failure).
     #[arg(short, long)]
     pub quiet: bool,
-    /// Consent banners: never click (none: everything that fires is pre-consent), or press the
-    /// banner's accept or reject button.
-    #[arg(long, value_enum, default_value_t = ConsentMode::None)]
-    pub consent: ConsentMode,
-    /// Do not type canary values into forms (the probe never lets a typed value leave the
-    /// browser: every request carrying one is recorded and failed, whoever it is addressed to).
-    #[arg(long)]
-    pub no_probe_forms: bool,
-    /// For staging sites only: let the form probe's submissions (typed canary values included)
-    /// through to this host of the scanned site, so confirmation pages and their conversion
-    /// pixels are scanned. Never the default; never another host.
-    #[arg(long, value_name = "HOST")]
-    pub submit_forms: Option<String>,
-    /// Most steps of a multi-step flow (quiz, intake: option cards, radios, selects and "Next"
-    /// buttons) the form probe walks on a page, choosing the most health-revealing option at
-    /// each step; 0 walks none.
-    #[arg(long, default_value_t = 6, value_name = "N")]
-    pub funnel_steps: usize,
-    /// A scripted journey (TOML: goto, click, type, select, wait_for, submit steps) to run after
-    /// the crawl; repeatable. Findings name the journey and step. See docs/journeys.md.
-    #[arg(long = "journey", value_name = "FILE")]
-    pub journeys: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     #[command(flatten)]
-    pub common: CommonScanArgs,
+    pub settings: ScanSettings,
+    #[command(flatten)]
+    pub out: RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ScansCommand {
     /// Recent scans, newest first.
     List {
-        #[arg(long, value_name = "PATH")]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
         /// Only scans of this start URL.
         #[arg(long)]
         site: Option<String>,
@@ -243,8 +216,8 @@ pub enum ScansCommand {
     /// One scan: summary, or the full report with --json.
     Show {
         id: i64,
-        #[arg(long, value_name = "PATH")]
-        db: Option<PathBuf>,
+        #[command(flatten)]
+        db: DbArg,
         /// Print the full pixelwatch.scan/v1 report.
         #[arg(long)]
         json: bool,
@@ -269,9 +242,9 @@ pub struct WatchArgs {
     /// Watch config (TOML): sites, schedules, alert channels. See docs/watch.md.
     #[arg(long, value_name = "FILE")]
     pub config: PathBuf,
-    /// SQLite database [default: `db` in the config, then as for `scan`].
-    #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    /// SQLite file or postgres:// URL [default: `db` in the config, then as for `scan`].
+    #[arg(long = "db", value_name = "PATH|URL")]
+    pub db: Option<DbTarget>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +261,143 @@ pub struct PruneArgs {
     /// Scans to keep per site, newest first.
     #[arg(long, value_name = "N")]
     pub keep: usize,
+    /// PostgreSQL: also delete queue jobs that ended more than this many days ago.
+    #[arg(long, default_value_t = 30, value_name = "DAYS")]
+    pub jobs_older_than: u64,
+    #[command(flatten)]
+    pub db: DbArg,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SitesCommand {
+    /// Store a site with its cron schedule and scan settings.
+    Add {
+        /// Start URL, e.g. https://www.example-clinic.com/
+        url: String,
+        /// Cron expression (UTC): 5 fields, or 6 with seconds first, e.g. "0 3 * * *".
+        #[arg(long, value_name = "CRON")]
+        schedule: String,
+        #[command(flatten)]
+        settings: ScanSettings,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Every stored site.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stored site: its schedule, its settings and the settings a scan uses.
+    Show {
+        url: String,
+        #[command(flatten)]
+        db: DbArg,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a stored site: the flags given replace its values, the rest stay.
+    Set {
+        url: String,
+        #[arg(long, value_name = "CRON")]
+        schedule: Option<String>,
+        /// Clear a setting (its config-file name, e.g. max_pages), so the default applies
+        /// (repeatable).
+        #[arg(long, value_name = "SETTING")]
+        unset: Vec<String>,
+        #[command(flatten)]
+        settings: ScanSettings,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Remove a stored site (its scans, baseline and history stay; queued scans are dropped).
+    Remove {
+        url: String,
+        #[command(flatten)]
+        db: DbArg,
+    },
+    /// Add or update every [[site]] of a config file (the file is not needed afterwards).
+    Import {
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        #[command(flatten)]
+        db: DbArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SchedulerArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// How often the active scheduler looks for due scans, and a standby for a vacant lead.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub tick_ms: u64,
+    /// Due times missed by longer than this (every scheduler was down) are skipped, not queued.
+    #[arg(long, default_value_t = 3600, value_name = "SECS")]
+    pub catch_up: u64,
+    /// Attempts per job before it is marked failed with its last error.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub db: DbArg,
+    /// Scans run at the same time, each with its own browser.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub concurrency: usize,
+    /// Config file for alert channels ([email], [webhook], [retry]), `browser` and
+    /// `alert_after_failures`; its [[site]] blocks are not read (use `sites import`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Chromium or Chrome executable [default: `browser` in the config, $CHROME, well-known paths].
     #[arg(long, value_name = "PATH")]
-    pub db: Option<PathBuf>,
+    pub browser: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address, e.g. 0.0.0.0:9187.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// A job's lease: a worker that stops renewing it for this long (killed, lost) loses the job
+    /// to another worker.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub lease: u64,
+    /// Wait before a failed job runs again (multiplied by the attempt number).
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub retry_delay: u64,
+    /// How often an idle worker polls the queue.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub poll_ms: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recent jobs, newest due first.
+    List {
+        #[command(flatten)]
+        db: DbArg,
+        /// Only jobs in this state.
+        #[arg(long, value_enum)]
+        state: Option<crate::store::jobs::JobState>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// As JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a scan of stored sites now (besides their schedule).
+    Add {
+        /// Stored sites' start URLs.
+        urls: Vec<String>,
+        /// Every stored site.
+        #[arg(long, conflicts_with = "urls")]
+        all: bool,
+        /// Attempts before the job is marked failed.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        max_attempts: u32,
+        #[command(flatten)]
+        db: DbArg,
+    },
 }

@@ -45,6 +45,8 @@ pub enum Error {
     Watch(#[from] WatchError),
     #[error(transparent)]
     Write(#[from] WriteError),
+    #[error(transparent)]
+    Fleet(#[from] crate::fleet::FleetError),
     /// An argument the command cannot use (named in the message).
     #[error("{0}")]
     Usage(String),
@@ -85,10 +87,8 @@ impl From<&Error> for Exit {
         let usage = match e {
             Error::Scan(e) => e.is_usage(),
             Error::Watch(e) => e.is_usage(),
-            Error::Store(e) => matches!(
-                e,
-                StoreError::NotFound(_) | StoreError::NoScans(_) | StoreError::NoBaseline(_)
-            ),
+            Error::Store(e) => e.is_usage(),
+            Error::Fleet(e) => e.is_usage(),
             Error::Policy(_)
             | Error::Baseline(BaselineError::Read { .. })
             | Error::Baseline(BaselineError::Parse { .. })

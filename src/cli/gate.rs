@@ -12,9 +12,13 @@ pub(super) async fn check(a: CheckArgs) -> Result<Outcome, Error> {
         None => Policy::default(),
     };
     let baseline = a.baseline.as_deref().map(Baseline::read).transpose()?;
-    let engine = engine(a.scan.rules.as_ref())?;
-    let quiet = a.scan.common.quiet;
-    let report = scan_and_report(site_scan_options(&a.scan), &a.scan.common, &engine)
+    let engine = engine(a.scan.settings.rules.as_ref())?;
+    let quiet = a.scan.out.quiet;
+    let opts = a
+        .scan
+        .settings
+        .to_options(&a.scan.url, a.scan.out.browser.clone());
+    let report = scan_and_report(opts, &a.scan.out, &engine)
         .await?
         .into_outcome()?;
     let drift = baseline.as_ref().map(|b| crate::diff::diff(b, &report));
@@ -112,16 +116,16 @@ fn render_violation(v: &Violation) -> String {
     out
 }
 
-pub(super) fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
+pub(super) async fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
     match cmd {
         BaselineCommand::Approve { site, scan, db } => {
-            let store = open_store(db)?;
             let site = site.map(|s| site_url(&s)).transpose()?;
+            let store = open_store(&db).await?;
             let id = match scan {
                 Some(id) => id,
-                None => store.latest_scan_id(site.as_deref(), None)?,
+                None => store.latest_scan_id(site.as_deref(), None).await?,
             };
-            let report = store.load_scan(id)?;
+            let report = store.load_scan(id).await?;
             if let Some(s) = &site
                 && *s != report.site
             {
@@ -135,7 +139,9 @@ pub(super) fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
                     "scan #{id} cannot be a baseline: {reason}; scan again, or approve another scan with --scan ID"
                 )));
             }
-            store.approve_baseline(&Baseline::from_scan(&report))?;
+            store
+                .approve_baseline(&Baseline::from_scan(&report))
+                .await?;
             println!(
                 "approved scan #{id} as the baseline of {}",
                 untrusted::terminal(&report.site)
@@ -143,12 +149,16 @@ pub(super) fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
             Ok(Outcome::Clean)
         }
         BaselineCommand::Export { file, site, db } => {
-            let store = open_store(db)?;
+            let site = site.map(|s| site_url(&s)).transpose()?;
+            let store = open_store(&db).await?;
             let site = match site {
-                Some(s) => site_url(&s)?,
-                None => store.load_scan(store.latest_scan_id(None, None)?)?.site,
+                Some(s) => s,
+                None => {
+                    let latest = store.latest_scan_id(None, None).await?;
+                    store.load_scan(latest).await?.site
+                }
             };
-            store.baseline(&site)?.write(&file)?;
+            store.baseline(&site).await?.write(&file)?;
             println!(
                 "wrote the baseline of {} to {}",
                 untrusted::terminal(&site),
@@ -159,20 +169,20 @@ pub(super) fn baseline(cmd: BaselineCommand) -> Result<Outcome, Error> {
     }
 }
 
-pub(super) fn diff_cmd(a: DiffArgs) -> Result<Outcome, Error> {
-    let store = open_store(a.db)?;
+pub(super) async fn diff_cmd(a: DiffArgs) -> Result<Outcome, Error> {
     let site = a.site.map(|s| site_url(&s)).transpose()?;
+    let store = open_store(&a.db).await?;
     let id = match a.scan {
         Some(id) => id,
-        None => store.latest_scan_id(site.as_deref(), None)?,
+        None => store.latest_scan_id(site.as_deref(), None).await?,
     };
-    let report = store.load_scan(id)?;
+    let report = store.load_scan(id).await?;
     let base = if let Some(path) = &a.baseline {
         Baseline::read(path)?
     } else if let Some(against) = a.against {
-        Baseline::from_scan(&store.load_scan(against)?)
+        Baseline::from_scan(&store.load_scan(against).await?)
     } else {
-        store.baseline(&report.site)?
+        store.baseline(&report.site).await?
     };
     let drift = crate::diff::diff(&base, &report);
     if let Some(p) = &a.json {
@@ -181,7 +191,7 @@ pub(super) fn diff_cmd(a: DiffArgs) -> Result<Outcome, Error> {
     }
     if let Some(p) = &a.html {
         let engine = Engine::bundled();
-        let (history, first_seen) = history(&store, &report.site);
+        let (history, first_seen) = history(&store, &report.site).await;
         let cx = report::html::Context {
             drift: Some(&drift),
             history: &history,

@@ -10,6 +10,8 @@ mod gate;
 use gate::{baseline, check, diff_cmd};
 mod ops;
 use ops::{alert_cmd, prune_cmd, watch_cmd};
+mod fleet;
+use fleet::{jobs_cmd, scheduler_cmd, sites_cmd, worker_cmd};
 
 pub use args::*;
 pub use error::{Error, Exit, Outcome};
@@ -18,7 +20,6 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use clap::Parser;
 
@@ -26,7 +27,7 @@ use crate::model::ScanReport;
 use crate::report::{self, progress::Bar, terminal, untrusted};
 use crate::rules::Engine;
 use crate::scan::{self, ScanOptions};
-use crate::store::{self, Store};
+use crate::store::{self, DbTarget, Store};
 
 /// Parses `args`, runs the command and returns its exit code.
 pub fn main_with_args<I, T>(args: I) -> ExitCode
@@ -97,45 +98,48 @@ fn init_tracing(verbose: u8) {
 pub async fn run(cli: Cli) -> Result<Outcome, Error> {
     match cli.command {
         Command::Scan(a) => {
-            let engine = engine(a.rules.as_ref())?;
-            let scanned = scan_and_report(site_scan_options(&a), &a.common, &engine).await?;
+            let engine = engine(a.settings.rules.as_ref())?;
+            let opts = a.settings.to_options(&a.url, a.out.browser.clone());
+            let scanned = scan_and_report(opts, &a.out, &engine).await?;
             scanned.into_outcome().map(|_| Outcome::Clean)
         }
         Command::Demo(a) => {
             let server = crate::demo::serve()
                 .await
                 .map_err(|e| Error::Run(format!("cannot start the demo site on loopback: {e}")))?;
-            let mut opts = crate::demo::scan_options(&server);
-            let base = scan_options(&a.common);
-            opts.browser = base.browser;
-            opts.browser_args.extend(base.browser_args);
-            opts.page_timeout = base.page_timeout;
-            opts.consent = base.consent;
-            opts.probe_forms = base.probe_forms;
-            opts.submit_forms = base.submit_forms;
-            opts.funnel_steps = base.funnel_steps;
-            let mut common = a.common;
-            if common.json.is_none() {
-                common.json = Some(PathBuf::from("pixelwatch-demo-report.json"));
+            let demo = crate::demo::scan_options(&server);
+            let mut opts = a.settings.apply(demo.clone());
+            opts.browser = a.out.browser.clone();
+            // The demo's own browser arguments map the tracker hosts; flags add to them.
+            opts.browser_args = demo.browser_args;
+            opts.browser_args
+                .extend(a.settings.browser_args.clone().unwrap_or_default());
+            let mut out = a.out;
+            if out.json.is_none() {
+                out.json = Some(PathBuf::from("pixelwatch-demo-report.json"));
             }
-            if !common.quiet {
+            if !out.quiet {
                 println!(
                     "Serving the demo clinic {} on 127.0.0.1:{} (tracker hosts mapped locally)\n",
                     crate::demo::DEMO_URL,
                     server.port()
                 );
             }
-            let scanned = scan_and_report(opts, &common, &Engine::bundled()).await?;
+            let scanned = scan_and_report(opts, &out, &Engine::bundled()).await?;
             scanned.into_outcome().map(|_| Outcome::Clean)
         }
-        Command::Scans { command } => scans(command),
+        Command::Scans { command } => scans(command).await,
         Command::Rules { command } => rules(command),
         Command::Check(a) => check(a).await,
-        Command::Baseline { command } => baseline(command),
-        Command::Diff(a) => diff_cmd(a),
+        Command::Baseline { command } => baseline(command).await,
+        Command::Diff(a) => diff_cmd(a).await,
         Command::Watch(a) => watch_cmd(a).await,
         Command::Alert { command } => alert_cmd(command).await,
-        Command::Prune(a) => prune_cmd(a),
+        Command::Prune(a) => prune_cmd(a).await,
+        Command::Sites { command } => sites_cmd(command).await,
+        Command::Scheduler(a) => scheduler_cmd(a).await,
+        Command::Worker(a) => worker_cmd(a).await,
+        Command::Jobs { command } => jobs_cmd(command).await,
     }
 }
 
@@ -165,38 +169,6 @@ fn site_url(raw: &str) -> Result<String, Error> {
     Err(Error::Usage(format!("'{t}' is not an http(s) URL")))
 }
 
-fn site_scan_options(a: &ScanArgs) -> ScanOptions {
-    ScanOptions {
-        start: a.url.clone(),
-        max_pages: a.max_pages,
-        max_depth: a.max_depth,
-        max_per_pattern: a.max_per_pattern,
-        include: a.include.clone(),
-        exclude: a.exclude.clone(),
-        sitemaps: !a.no_sitemap,
-        rules_dir: a.rules.clone(),
-        filter_lists: a.filter_lists.clone(),
-        ..scan_options(&a.common)
-    }
-}
-
-fn scan_options(c: &CommonScanArgs) -> ScanOptions {
-    ScanOptions {
-        concurrency: c.concurrency,
-        page_timeout: Duration::from_secs(c.page_timeout),
-        settle_quiet: Duration::from_millis(c.settle_quiet),
-        settle_max: Duration::from_millis(c.settle_max),
-        browser: c.browser.clone(),
-        browser_args: c.browser_args.clone(),
-        consent: c.consent,
-        probe_forms: !c.no_probe_forms,
-        submit_forms: c.submit_forms.clone(),
-        funnel_steps: c.funnel_steps,
-        journeys: c.journeys.clone(),
-        ..Default::default()
-    }
-}
-
 /// A scan that ran: its report, and what went wrong after it ran (not stored, a file not
 /// written, no page loaded).
 struct Scanned {
@@ -220,14 +192,14 @@ impl Scanned {
 /// Scans, stores, writes every requested file and prints the summary.
 async fn scan_and_report(
     opts: ScanOptions,
-    common: &CommonScanArgs,
+    common: &RunArgs,
     engine: &Engine,
 ) -> Result<Scanned, Error> {
     site_url(&opts.start)?;
     let mut failures = Vec::new();
     // Open the database first: a locked or unwritable database is reported before a long scan.
-    let db_path = common.db.clone().unwrap_or_else(store::default_db_path);
-    let mut store = match Store::open(&db_path) {
+    let db_path = common.db.target();
+    let store = match Store::open(&db_path).await {
         Ok(s) => Some(s),
         Err(e) => {
             eprintln!("error: {}", untrusted::plain(&e.to_string()));
@@ -240,15 +212,14 @@ async fn scan_and_report(
     bar.finish();
     let mut report = result?;
     let mut saved = false;
-    if let Some(s) = store.as_mut() {
-        match s.save_scan(&mut report) {
+    if let Some(s) = store.as_ref() {
+        match s.save_scan(&mut report).await {
             Ok(_) => saved = true,
             Err(e) => failures.push(Error::Run(format!("the scan could not be stored: {e}"))),
         }
     } else {
         failures.push(Error::Run(format!(
-            "the scan could not be stored in '{}'",
-            db_path.display()
+            "the scan could not be stored in '{db_path}'"
         )));
     }
     let json_path = match (&common.json, saved) {
@@ -268,7 +239,7 @@ async fn scan_and_report(
     }
     if let Some(p) = &common.html {
         let (history, first_seen) = match store.as_ref() {
-            Some(s) => history(s, &report.site),
+            Some(s) => history(s, &report.site).await,
             None => Default::default(),
         };
         let cx = report::html::Context {
@@ -291,11 +262,7 @@ async fn scan_and_report(
             println!("\nJSON report: {}", p.display());
         }
         if saved {
-            println!(
-                "Stored in {} as scan #{}",
-                db_path.display(),
-                report.id.unwrap_or(0)
-            );
+            println!("Stored in {db_path} as scan #{}", report.id.unwrap_or(0));
         }
     }
     if let Some(reason) = report.unscannable() {
@@ -306,25 +273,24 @@ async fn scan_and_report(
 
 /// The site's scans for the history chart (oldest first) and when each vendor was first seen;
 /// empty when the database cannot tell.
-fn history(
+async fn history(
     store: &Store,
     site: &str,
 ) -> (
     Vec<store::ScanRow>,
     std::collections::BTreeMap<String, String>,
 ) {
-    let mut rows = store.list_scans(Some(site), 30).unwrap_or_default();
+    let mut rows = store.list_scans(Some(site), 30).await.unwrap_or_default();
     rows.reverse();
-    let first_seen = store.vendors_first_seen(site).unwrap_or_default();
+    let first_seen = store.vendors_first_seen(site).await.unwrap_or_default();
     (rows, first_seen)
 }
 
-fn open_store(db: Option<PathBuf>) -> Result<Store, Error> {
-    let path = db.unwrap_or_else(store::default_db_path);
-    Ok(Store::open(&path)?)
+async fn open_store(db: &DbArg) -> Result<Store, Error> {
+    Ok(Store::open(db.target()).await?)
 }
 
-fn scans(cmd: ScansCommand) -> Result<Outcome, Error> {
+async fn scans(cmd: ScansCommand) -> Result<Outcome, Error> {
     match cmd {
         ScansCommand::List {
             db,
@@ -332,9 +298,9 @@ fn scans(cmd: ScansCommand) -> Result<Outcome, Error> {
             limit,
             json,
         } => {
-            let store = open_store(db)?;
             let site = site.map(|s| site_url(&s)).transpose()?;
-            let rows = store.list_scans(site.as_deref(), limit)?;
+            let store = open_store(&db).await?;
+            let rows = store.list_scans(site.as_deref(), limit).await?;
             if json {
                 for r in rows {
                     println!("{}", serde_json::to_string(&r).expect("serializable"));
@@ -345,8 +311,8 @@ fn scans(cmd: ScansCommand) -> Result<Outcome, Error> {
             Ok(Outcome::Clean)
         }
         ScansCommand::Show { id, db, json } => {
-            let store = open_store(db)?;
-            let r = store.load_scan(id)?;
+            let store = open_store(&db).await?;
+            let r = store.load_scan(id).await?;
             if json {
                 println!(
                     "{}",

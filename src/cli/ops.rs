@@ -6,7 +6,7 @@ pub(super) async fn watch_cmd(a: WatchArgs) -> Result<Outcome, Error> {
     let config = crate::config::Config::read(&a.config)?;
     let db =
         a.db.or_else(|| config.db.clone())
-            .unwrap_or_else(store::default_db_path);
+            .unwrap_or_else(DbTarget::default_target);
     let name = a.config.display().to_string();
     crate::watch::run(config, &name, db, crate::watch::shutdown_signal()).await?;
     Ok(Outcome::Clean)
@@ -38,15 +38,23 @@ pub(super) async fn alert_cmd(cmd: AlertCommand) -> Result<Outcome, Error> {
     Ok(Outcome::Clean)
 }
 
-pub(super) fn prune_cmd(a: PruneArgs) -> Result<Outcome, Error> {
+pub(super) async fn prune_cmd(a: PruneArgs) -> Result<Outcome, Error> {
     if a.keep == 0 {
         return Err(Error::Usage("--keep must be at least 1".into()));
     }
-    let store = open_store(a.db)?;
-    let n = store.prune(a.keep)?;
+    let store = open_store(&a.db).await?;
+    let n = store.prune(a.keep).await?;
     println!(
         "deleted {n} scan(s); kept the newest {} of each site",
         a.keep
     );
+    if store.db().is_postgres() {
+        let age = std::time::Duration::from_secs(a.jobs_older_than.saturating_mul(86_400));
+        let jobs = store.prune_jobs(age).await?;
+        println!(
+            "deleted {jobs} queue job(s) that ended more than {} day(s) ago",
+            a.jobs_older_than
+        );
+    }
     Ok(Outcome::Clean)
 }

@@ -7,7 +7,18 @@ use super::RulesError;
 const BUNDLED: &str = include_str!("../../rules/consent.toml");
 
 /// Whether and how a scan answers consent banners.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    clap::ValueEnum,
+    serde::Deserialize,
+    serde::Serialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum ConsentMode {
     /// Never click: everything that fires is pre-consent.
     #[default]

@@ -1,5 +1,5 @@
 //! Scheduled watching: scan each configured site on its cron schedule, diff against its approved
-//! baseline, alert on new drift and on a site that keeps failing, keep all history in SQLite.
+//! baseline, alert on new drift and on a site that keeps failing, keep all history in the store.
 //!
 //! Each site has its own task that sleeps until the next occurrence of its schedule; a semaphore
 //! bounds how many scans (each with its own browser) run at once. A run that overruns its next
@@ -7,29 +7,17 @@
 //! the others. Shutdown (SIGTERM/SIGINT) stops the sleeps and interrupts running scans (their
 //! browsers are killed); what was stored stays stored.
 
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+pub mod runs;
+
+use std::sync::Arc;
 
 use tokio::sync::{Semaphore, watch};
 
-use crate::alert::{Alerter, DriftAlert};
+use crate::alert::{Alerter, DriftAlert, judge};
 use crate::config::{Config, SiteConfig, parse_schedule};
-use crate::diff::{BASELINE_SCHEMA, Baseline, Inventory};
 use crate::scan::{self, Silent};
-use crate::store::{Store, StoreError};
-
-/// One scheduled run of `pixelwatch watch`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct WatchRun {
-    pub site: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub scan_id: Option<i64>,
-    /// "ok" or "failed".
-    pub outcome: String,
-    pub drift_added: usize,
-    pub error: Option<String>,
-}
+use crate::store::{DbTarget, Store, StoreError};
+pub use runs::WatchRun;
 
 /// Why watching could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,13 +33,16 @@ pub enum WatchError {
 impl WatchError {
     /// Whether the error is the user's configuration (exit 3) rather than a run failure.
     pub fn is_usage(&self) -> bool {
-        matches!(self, WatchError::NoSites(_) | WatchError::Alert(_))
+        match self {
+            WatchError::NoSites(_) | WatchError::Alert(_) => true,
+            WatchError::Store(e) => e.is_usage(),
+        }
     }
 }
 
 struct Shared {
     config: Config,
-    store: Mutex<Store>,
+    store: Store,
     alerter: Alerter,
     permits: Semaphore,
 }
@@ -60,7 +51,7 @@ struct Shared {
 pub async fn run(
     config: Config,
     config_name: &str,
-    db: PathBuf,
+    db: DbTarget,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WatchError> {
     if config.sites.is_empty() {
@@ -72,11 +63,11 @@ pub async fn run(
             "no [email] or [webhook] configured: drift is recorded in the database but not sent"
         );
     }
-    let store = Store::open(&db)?;
+    let store = Store::open(&db).await?;
     let shared = Arc::new(Shared {
         permits: Semaphore::new(config.max_concurrent_scans),
         config,
-        store: Mutex::new(store),
+        store,
         alerter,
     });
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -98,7 +89,7 @@ pub async fn run(
     }
     tracing::info!(
         sites = shared.config.sites.len(),
-        db = %db.display(),
+        db = %db,
         "watching"
     );
     shutdown.await;
@@ -145,11 +136,8 @@ async fn site_loop(shared: Arc<Shared>, index: usize, mut stop: watch::Receiver<
     }
 }
 
-fn lock(store: &Mutex<Store>) -> std::sync::MutexGuard<'_, Store> {
-    store.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// One scheduled run of one site: re-send its failed alerts, scan, store, diff, alert, record.
+/// One scheduled run of one site: re-send its failed alerts, scan, then store the scan, its drift
+/// and the alert decision in one transaction, deliver, record the run.
 async fn run_once(shared: &Shared, site: &SiteConfig) {
     let (config, store, alerter) = (&shared.config, &shared.store, &shared.alerter);
     let key = site.site_key();
@@ -167,84 +155,64 @@ async fn run_once(shared: &Shared, site: &SiteConfig) {
         drift_added: 0,
         error: None,
     };
-    let failure = match scan::run(&opts, Arc::new(Silent)).await {
-        Err(e) => Some(e.to_string()),
+    let channels = alerter.channel_names();
+    let threshold = config.alert_after_failures;
+    let recorded = match scan::run(&opts, Arc::new(Silent)).await {
+        Err(e) => {
+            let error = e.to_string();
+            run.error = Some(error.clone());
+            async {
+                let mut tx = store.db().begin().await?;
+                let d =
+                    judge::record_failed_run(&mut tx, &key, &error, &channels, threshold).await?;
+                tx.commit().await?;
+                Ok(d)
+            }
+            .await
+        }
         Ok(mut report) => {
-            let saved = lock(store).save_scan(&mut report);
-            match saved {
-                Err(e) => Some(format!("the scan could not be stored: {e}")),
-                Ok(id) => {
-                    run.scan_id = Some(id);
-                    if let Some(reason) = report.unscannable() {
-                        Some(reason)
-                    } else {
-                        if let Err(e) = lock(store).reset_scan_failures(&key) {
-                            tracing::error!(site = %key, error = %e, "cannot record the scan");
-                        }
-                        run.drift_added = judge(store, alerter, &report).await;
-                        None
-                    }
+            let judged = async {
+                let mut tx = store.db().begin().await?;
+                let j = judge::record_scan(&mut tx, &mut report, &channels, threshold).await?;
+                tx.commit().await?;
+                Ok::<_, StoreError>(j)
+            }
+            .await;
+            match judged {
+                Ok(j) => {
+                    run.scan_id = Some(j.scan_id);
+                    run.drift_added = j.drift_added;
+                    run.error = j.failure;
+                    Ok(j.decision)
+                }
+                Err(e) => {
+                    run.error = Some(format!("the scan could not be stored: {e}"));
+                    Err(e)
                 }
             }
         }
     };
-    if let Some(error) = failure {
+    match recorded {
+        Ok(decision) => match alerter.after(store, decision).await {
+            Ok(DriftAlert::Sent(outcomes)) => {
+                tracing::info!(site = %key, added = run.drift_added, channels = outcomes.len(), "alerted")
+            }
+            Ok(DriftAlert::AlreadyAlerted) => {
+                tracing::info!(site = %key, added = run.drift_added, "drift unchanged since the last alert")
+            }
+            Ok(DriftAlert::NothingNew) => tracing::info!(site = %key, "no new drift"),
+            Err(e) => tracing::error!(site = %key, error = %e, "cannot record the alert"),
+        },
+        Err(e) => tracing::error!(site = %key, error = %e, "cannot record the run"),
+    }
+    if let Some(error) = &run.error {
         tracing::warn!(site = %key, error = %error, "scheduled scan failed");
-        if let Err(e) = alerter
-            .on_scan_failure(store, &key, &error, config.alert_after_failures)
-            .await
-        {
-            tracing::error!(site = %key, error = %e, "cannot record the failure");
-        }
         run.outcome = "failed".into();
-        run.error = Some(error);
     }
     run.finished_at = scan::now_rfc3339();
-    if let Err(e) = lock(store).record_watch_run(&run) {
+    if let Err(e) = store.record_watch_run(&run).await {
         tracing::error!(site = %key, error = %e, "cannot record the run");
     }
-}
-
-/// Diffs a stored scan against the approved baseline (or, without one, an empty one) and alerts;
-/// returns how many items were added.
-async fn judge(
-    store: &Mutex<Store>,
-    alerter: &Alerter,
-    report: &crate::model::ScanReport,
-) -> usize {
-    let baseline = match lock(store).baseline(&report.site) {
-        Ok(b) => Some(b),
-        Err(StoreError::NoBaseline(_)) => {
-            tracing::warn!(site = %report.site, "no approved baseline: everything found counts as new; approve one with `pixelwatch baseline approve`");
-            None
-        }
-        Err(e) => {
-            tracing::error!(site = %report.site, error = %e, "cannot read the baseline");
-            return 0;
-        }
-    };
-    let empty = Baseline {
-        schema: BASELINE_SCHEMA.into(),
-        site: report.site.clone(),
-        scan_id: None,
-        approved_at: String::new(),
-        inventory: Inventory::default(),
-    };
-    let drift = crate::diff::diff(baseline.as_ref().unwrap_or(&empty), report);
-    match alerter
-        .on_drift(store, &drift, report, baseline.as_ref())
-        .await
-    {
-        Ok(DriftAlert::Sent(outcomes)) => {
-            tracing::info!(site = %report.site, added = drift.added.len(), channels = outcomes.len(), "drift alerted")
-        }
-        Ok(DriftAlert::AlreadyAlerted) => {
-            tracing::info!(site = %report.site, added = drift.added.len(), "drift unchanged since the last alert")
-        }
-        Ok(DriftAlert::NothingNew) => tracing::info!(site = %report.site, "no new drift"),
-        Err(e) => tracing::error!(site = %report.site, error = %e, "cannot record the alert"),
-    }
-    drift.added.len()
 }
 
 /// Resolves when the process receives SIGTERM or SIGINT. The handlers are installed when this
