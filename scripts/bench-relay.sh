@@ -12,7 +12,8 @@
 # runs. For each relay it prints accepted events/s, p50/p99, the ratio, the time to drain the
 # closed loop's backlog, p50/p99 at 1,000/s, the CPU time per accepted event by thread (from
 # /proc, so a busy neighbour changes it much less than it changes events/s), the outbox's group
-# commits, and the time per request in each ingest stage (parse, consent, sanitize, commit).
+# commits, the time per request in each ingest stage (parse, consent, sanitize, commit) and the
+# relay's peak resident memory (VmHWM).
 #
 # Usage: scripts/bench-relay.sh [seconds] [concurrency] [synchronous]
 #   BASELINE_BIN=path/to/pixelwatch-relay  also run that binary, first, in the same run
@@ -177,7 +178,10 @@ for stage in ["parse", "consent", "sanitize", "commit"]:
     p99 = next(le for le, c in buckets[stage] if c >= 0.99 * n)
     print(f"     {stage:<9} mean {sums[stage] / n * 1e6:8.1f} us   p99 <= {p99 * 1e6:9.0f} us   ({int(n)} requests)")
 PY
-  SUMMARY+=("$label $(rate "$R") $(field "$R" p50_ms) $(field "$R" p99_ms) $(field "$F" p50_ms) $(field "$F" p99_ms) $T")
+  # Peak resident memory of the relay process over both runs (VmHWM).
+  local HWM; HWM=$(awk '/^VmHWM/{printf "%.0f", $2 / 1024}' "/proc/$pid/status")
+  echo "   peak memory (VmHWM) ${HWM} MiB"
+  SUMMARY+=("$label $(rate "$R") $(field "$R" p50_ms) $(field "$R" p99_ms) $(field "$F" p50_ms) $(field "$F" p99_ms) $T $HWM")
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -193,7 +197,8 @@ c1, c2 = float(sys.argv[1]), float(sys.argv[2])
 c = (c1 + c2) / 2
 print(f"== ceiling {c1:.0f} and {c2:.0f} requests/s (mean {c:.0f})")
 for s in sys.argv[3:]:
-    label, r, p50, p99, f50, f99, drain = s.split()
+    label, r, p50, p99, f50, f99, drain, hwm = s.split()
     print(f"== {label}: {float(r):.0f} events/s durably, ratio {float(r) / c:.2f} to the ceiling; "
-          f"p50/p99 {p50}/{p99} ms; at 1,000/s p50/p99 {f50}/{f99} ms; backlog drained in {drain} s")
+          f"p50/p99 {p50}/{p99} ms; at 1,000/s p50/p99 {f50}/{f99} ms; backlog drained in {drain} s; "
+          f"peak memory {hwm} MiB")
 PY

@@ -213,8 +213,7 @@ fn settle(r: &mut AuditRecord, found: &HashMap<(i64, String), Delivery>) {
     if let Some(d) = latest {
         r.request_id = Some(d.request_id.clone());
     }
-    if r.decision == Decision::Queued.as_str() && !dests.values().any(|e| e["state"] == "queued")
-    {
+    if r.decision == Decision::Queued.as_str() && !dests.values().any(|e| e["state"] == "queued") {
         r.decision = Decision::Delivered.as_str().to_string();
     }
 }

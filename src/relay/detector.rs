@@ -114,11 +114,14 @@ pub fn scan_payload(event: &Value) -> Vec<String> {
 /// passed this detector (configured category URLs and event names, an id scanned once).
 pub fn scan_payload_vetted(event: &Value, vetted: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
-    walk(event, "", vetted, &mut out);
+    let mut path = String::with_capacity(48);
+    walk(event, &mut path, vetted, &mut out);
     out
 }
 
-fn walk(v: &Value, path: &str, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
+/// `path` is the dotted path of `v` followed by a dot (empty at the root); it is one buffer
+/// for the whole walk, restored before returning.
+fn walk(v: &Value, path: &mut String, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
@@ -127,7 +130,11 @@ fn walk(v: &Value, path: &str, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<Stri
                         out.push(format!("detector:{path}{k}(key):{r}"));
                     }
                 }
-                walk(child, &format!("{path}{k}."), vetted, out);
+                let len = path.len();
+                path.push_str(k);
+                path.push('.');
+                walk(child, path, vetted, out);
+                path.truncate(len);
             }
         }
         Value::Array(a) => {

@@ -25,8 +25,16 @@
 //! hashes. A caller's free text has no column to go to.
 //!
 //! Group commit: the writer takes one command, then drains whatever else is queued (up to
-//! [`MAX_GROUP`]) and applies them all in one transaction, each inside its own savepoint so one
-//! failing command does not fail the others.
+//! [`MAX_GROUP`]) and applies them all in one transaction, then answers each caller after
+//! `COMMIT` returned. A command only reads its inputs, so it can be applied twice: the group
+//! is applied first without savepoints; if one command fails, that transaction is rolled back
+//! and the group applied again with each command in its own savepoint, so the failing one is
+//! undone alone and the others still commit (`commit_group`).
+//!
+//! Delivery is one `delivery` row per acknowledged request (schema v3), written in the
+//! transaction that deletes the delivered outbox rows and listing exactly the audit rows of
+//! the rows it deleted; audit rows are not rewritten per delivered event.
+//! `super::audit` reads the two together.
 
 mod store;
 
@@ -517,10 +525,17 @@ fn commit_group(
     err: &dyn Fn(rusqlite::Error) -> StoreError,
 ) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
+    let mut failed = false;
     for cmd in group.iter_mut() {
         cmd.apply(&tx, err);
+        if cmd.failed() {
+            // Stop here: the rest would be applied again anyway, and some errors (disk full,
+            // I/O) end the transaction, after which a statement would run in autocommit.
+            failed = true;
+            break;
+        }
     }
-    if group.iter().any(|c| c.failed()) {
+    if failed {
         tx.rollback()?;
         let tx = conn.transaction()?;
         for cmd in group.iter_mut() {

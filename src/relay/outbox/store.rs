@@ -189,16 +189,19 @@ pub(super) fn record(
             shortfall,
         } => {
             // One row per acknowledged request; the audit rows are not touched (schema v3).
+            // It lists the audit rows of the outbox rows this deleted, so an event is listed
+            // as delivered to a destination at most once.
+            let mut audit_ids: Vec<i64> = Vec::with_capacity(rows.len());
             for chunk in rows.chunks(500) {
-                c.execute(
-                    &format!(
-                        "DELETE FROM outbox WHERE id IN ({})",
-                        id_list(chunk.iter().map(|r| r.id))
-                    ),
-                    [],
-                )?;
+                let mut stmt = c.prepare(&format!(
+                    "DELETE FROM outbox WHERE id IN ({}) RETURNING audit_id",
+                    id_list(chunk.iter().map(|r| r.id))
+                ))?;
+                let deleted = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+                for id in deleted {
+                    audit_ids.push(id?);
+                }
             }
-            let mut audit_ids: Vec<i64> = rows.iter().map(|r| r.audit_id).collect();
             audit_ids.sort_unstable();
             let (Some(first), Some(last)) = (audit_ids.first(), audit_ids.last()) else {
                 return Ok(0);
@@ -279,7 +282,7 @@ pub(super) fn claim(c: &Connection, dest: &str, limit: usize, now: i64) -> rusql
         "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time FROM outbox
           WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
             AND IFNULL(test_event_code, '') = ?3
-          ORDER BY id LIMIT ?4",
+          ORDER BY next_attempt_ms, id LIMIT ?4",
     )?;
     let rows = stmt
         .query_map(

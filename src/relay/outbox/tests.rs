@@ -144,7 +144,11 @@ async fn destinations_are_claimed_and_settled_independently() {
         shortfall: None,
     };
     ob.record(&tt, &b.rows, delivered, 6).await.expect("record");
-    assert_eq!(first_record(&reader).decision, "queued", "meta still pending");
+    assert_eq!(
+        first_record(&reader).decision,
+        "queued",
+        "meta still pending"
+    );
     let b = ob.claim(&meta, 10, 5).await.expect("claim");
     let short = Record::Delivered {
         request_id: "fb1".into(),
@@ -284,7 +288,11 @@ async fn a_delivered_batch_is_one_row_and_each_event_reads_as_delivered() {
     assert_eq!(all[4].destinations["meta"]["request_id"], "m1");
     let only = |d| crate::relay::audit::records(&reader, 2, Some(d)).expect("records");
     let ids = |v: Vec<crate::relay::audit::AuditRecord>| v.iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(only(Decision::Delivered)), [3, 2], "newest first, limited");
+    assert_eq!(
+        ids(only(Decision::Delivered)),
+        [3, 2],
+        "newest first, limited"
+    );
     assert_eq!(ids(only(Decision::Queued)), [5, 4]);
     assert!(only(Decision::DeadLettered).is_empty());
     drop(ob);
