@@ -35,6 +35,9 @@
 //! transaction that deletes the delivered outbox rows and listing exactly the audit rows of
 //! the rows it deleted; audit rows are not rewritten per delivered event.
 //! `super::audit` reads the two together.
+//!
+//! Claims (reading a destination's due rows) run on a read connection of their own, not on
+//! the writer: WAL lets them read committed rows while the writer commits.
 
 mod store;
 
@@ -277,7 +280,7 @@ trait Command: Send {
     /// Apply against the open transaction and keep the result. May be called a second time
     /// (after the group was rolled back because another command failed), so it only reads the
     /// command's inputs.
-    fn apply(&mut self, c: &Connection, err: &dyn Fn(rusqlite::Error) -> StoreError);
+    fn apply(&mut self, c: &store::Db<'_>, err: &dyn Fn(rusqlite::Error) -> StoreError);
     /// Whether the last [`Command::apply`] failed.
     fn failed(&self) -> bool;
     /// Answer the caller: the kept result if the group committed, the commit error otherwise.
@@ -294,9 +297,9 @@ struct Call<T, F> {
 impl<T, F> Command for Call<T, F>
 where
     T: Send,
-    F: Fn(&Connection) -> rusqlite::Result<T> + Send,
+    F: Fn(&store::Db<'_>) -> rusqlite::Result<T> + Send,
 {
-    fn apply(&mut self, c: &Connection, err: &dyn Fn(rusqlite::Error) -> StoreError) {
+    fn apply(&mut self, c: &store::Db<'_>, err: &dyn Fn(rusqlite::Error) -> StoreError) {
         self.result = Some((self.f)(c).map_err(err));
     }
 
@@ -320,6 +323,11 @@ type Cmd = Box<dyn Command>;
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Cmd>,
+    /// A read connection for claims: reading due rows (payloads included) is not the writer's
+    /// work. A dispatcher claims again only after its previous batch was recorded (committed),
+    /// so a read sees every outcome it must.
+    claims: Arc<std::sync::Mutex<Connection>>,
+    path: Arc<Path>,
 }
 
 /// The writer thread; join it after dropping every [`Outbox`] handle.
@@ -343,6 +351,11 @@ impl Outbox {
         let conn = db::open(path, sync)?;
         // Every statement the writer runs stays prepared (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
+        // The statements the writer holds prepared ([`store::Db`]): fail here, not in the thread.
+        store::Db::new(&conn).map_err(|source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        })?;
         let p = path.to_path_buf();
         let e = move |source| StoreError::Sqlite {
             path: p.display().to_string(),
@@ -364,18 +377,25 @@ impl Outbox {
         // the WAL fsync on the same disk and made p99 spikes of ~300 ms.
         let reader = db::open(path, sync)?;
         let (tx, rx) = mpsc::channel(4096);
+        let claims = Arc::new(std::sync::Mutex::new(db::open(path, sync)?));
+        let shown: Arc<Path> = Arc::from(path);
         let path: PathBuf = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
             .spawn(move || writer_loop(conn, rx, path, metrics))
             .map_err(|_| StoreError::WriterGone)?;
-        Ok((Outbox { tx }, WriterThread(writer), salt, reader))
+        let outbox = Outbox {
+            tx,
+            claims,
+            path: shown,
+        };
+        Ok((outbox, WriterThread(writer), salt, reader))
     }
 
     /// Run `f` in the writer's next group commit; the answer comes once that group committed.
     async fn call<T: Send + 'static>(
         &self,
-        f: impl Fn(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        f: impl Fn(&store::Db<'_>) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (reply, rx) = oneshot::channel();
         let cmd: Cmd = Box::new(Call {
@@ -425,8 +445,17 @@ impl Outbox {
         now_ms: i64,
     ) -> Result<Batch, StoreError> {
         let dest = destination.clone();
-        self.call(move |c| store::claim(c, &dest, limit, now_ms))
-            .await
+        let (claims, path) = (self.claims.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another claim panicked; the connection is fine.
+            let c = claims.lock().unwrap_or_else(|p| p.into_inner());
+            store::claim(&c, &dest, limit, now_ms).map_err(|source| StoreError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
     }
 
     /// Record a delivery outcome for rows of one destination. Returns how many rows were
@@ -453,7 +482,7 @@ impl Outbox {
 
     /// Pending rows per destination.
     pub async fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.call(store::depth).await
+        self.call(|c| store::depth(c)).await
     }
 
     /// Check that the database accepts a write lock.
@@ -468,7 +497,7 @@ impl Outbox {
 }
 
 fn writer_loop(
-    mut conn: Connection,
+    conn: Connection,
     mut rx: mpsc::Receiver<Cmd>,
     path: PathBuf,
     metrics: Arc<Metrics>,
@@ -476,6 +505,14 @@ fn writer_loop(
     let err = |source| StoreError::Sqlite {
         path: path.display().to_string(),
         source,
+    };
+    let db = match store::Db::new(&conn) {
+        Ok(db) => db,
+        Err(e) => {
+            // Checked in `Outbox::open`; callers get `WriterGone`.
+            tracing::error!(error = %err(e), "outbox writer cannot prepare its statements");
+            return;
+        }
     };
     let mut group: Vec<Cmd> = Vec::with_capacity(MAX_GROUP);
     let mut last_prune = Instant::now();
@@ -492,7 +529,7 @@ fn writer_loop(
             .group_commands
             .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let prune = last_prune.elapsed() >= NONCE_PRUNE_EVERY;
-        let result = commit_group(&mut conn, &mut group, prune, &err);
+        let result = commit_group(&db, &mut group, prune, &err);
         if prune && result.is_ok() {
             last_prune = Instant::now();
         }
@@ -519,15 +556,17 @@ fn writer_loop(
 /// alone and the others still commit. Commands only read their inputs, so applying one twice
 /// is the same as applying it once.
 fn commit_group(
-    conn: &mut Connection,
+    db: &store::Db<'_>,
     group: &mut [Cmd],
     prune: bool,
     err: &dyn Fn(rusqlite::Error) -> StoreError,
 ) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
+    // The writer is the connection's only user, so a transaction that borrows it shared (the
+    // held statements borrow it too) cannot overlap another.
+    let tx = db.unchecked_transaction()?;
     let mut failed = false;
     for cmd in group.iter_mut() {
-        cmd.apply(&tx, err);
+        cmd.apply(db, err);
         if cmd.failed() {
             // Stop here: the rest would be applied again anyway, and some errors (disk full,
             // I/O) end the transaction, after which a statement would run in autocommit.
@@ -537,9 +576,9 @@ fn commit_group(
     }
     if failed {
         tx.rollback()?;
-        let tx = conn.transaction()?;
+        let tx = db.unchecked_transaction()?;
         for cmd in group.iter_mut() {
-            store::in_savepoint(&tx, |c| {
+            store::in_savepoint(db, |c| {
                 cmd.apply(c, err);
                 !cmd.failed()
             })?;

@@ -1,18 +1,59 @@
 //! The SQL behind the outbox commands; every function runs inside the writer's transaction.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::cell::RefCell;
+use std::ops::Deref;
+
+use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, RowRef, Stored};
 use crate::relay::consent::NewConsent;
 
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, consent_id,
+                    legal_basis, updated_ms, destinations, pending)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1, ?9, ?10)";
+const INSERT_OUTBOX: &str =
+    "INSERT INTO outbox (destination, event_id, test_event_code, payload, next_attempt_ms,
+                    created_ms, audit_id, event_time)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+const INSERT_NONCE: &str =
+    "INSERT INTO nonce (hash, expires_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+
+/// The writer's connection, with the statements every accepted request runs held prepared.
+/// rusqlite's statement cache hashes the whole SQL text on each use and again when the
+/// statement goes back (SipHash over ~250 bytes, twice): on the writer, the one thread every
+/// request waits for, that cost more than binding the values. Everything else goes through
+/// the connection ([`Deref`]) and its cache.
+pub(super) struct Db<'c> {
+    conn: &'c Connection,
+    insert_audit: RefCell<Statement<'c>>,
+    insert_outbox: RefCell<Statement<'c>>,
+    insert_nonce: RefCell<Statement<'c>>,
+}
+
+impl<'c> Db<'c> {
+    pub(super) fn new(conn: &'c Connection) -> rusqlite::Result<Db<'c>> {
+        Ok(Db {
+            conn,
+            insert_audit: RefCell::new(conn.prepare(INSERT_AUDIT)?),
+            insert_outbox: RefCell::new(conn.prepare(INSERT_OUTBOX)?),
+            insert_nonce: RefCell::new(conn.prepare(INSERT_NONCE)?),
+        })
+    }
+}
+
+impl Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 /// Run one command inside a savepoint of the group's transaction; `f` says whether to keep
 /// its writes, and a command that failed is rolled back alone. The savepoint statements are
 /// prepared once and cached (rusqlite's `Savepoint` parses them anew each time).
-pub(super) fn in_savepoint(
-    tx: &rusqlite::Transaction<'_>,
-    f: impl FnOnce(&Connection) -> bool,
-) -> rusqlite::Result<()> {
-    let c: &Connection = tx;
+pub(super) fn in_savepoint(c: &Db<'_>, f: impl FnOnce(&Db<'_>) -> bool) -> rusqlite::Result<()> {
     c.prepare_cached("SAVEPOINT command")?.execute([])?;
     if !f(c) {
         // Undo this command's writes; the rest of the group stays.
@@ -25,15 +66,14 @@ pub(super) fn in_savepoint(
 /// Apply `f` only if the nonce (when there is one) has not been stored before; the nonce is
 /// stored in the same transaction as the effect.
 pub(super) fn guarded<T>(
-    c: &Connection,
+    c: &Db<'_>,
     nonce: Option<&Nonce>,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    f: impl FnOnce(&Db<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<Stored<T>> {
     if let Some(n) = nonce {
         let fresh = c
-            .prepare_cached(
-                "INSERT INTO nonce (hash, expires_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            )?
+            .insert_nonce
+            .borrow_mut()
             .execute(params![n.hash, n.expires_ms])?;
         if fresh == 0 {
             return Ok(Stored::Replayed);
@@ -90,16 +130,11 @@ fn destinations_json(a: &NewAudit, states: &[&str]) -> String {
     out
 }
 
-pub(super) fn insert_audit(c: &Connection, a: &NewAudit) -> rusqlite::Result<Vec<Enqueued>> {
+pub(super) fn insert_audit(c: &Db<'_>, a: &NewAudit) -> rusqlite::Result<Vec<Enqueued>> {
     let reasons = serde_json::to_string(&a.reasons).unwrap_or_else(|_| "[]".into());
     let mut states: Vec<&str> = a.destinations.iter().map(|d| d.state.as_str()).collect();
     let queued = a.destinations.iter().filter(|d| d.row.is_some()).count();
-    c.prepare_cached(
-        "INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, consent_id,
-                            legal_basis, updated_ms, destinations, pending)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1, ?9, ?10)",
-    )?
-    .execute(params![
+    c.insert_audit.borrow_mut().execute(params![
         a.received_ms,
         a.source,
         a.event_id,
@@ -119,21 +154,15 @@ pub(super) fn insert_audit(c: &Connection, a: &NewAudit) -> rusqlite::Result<Vec
             out.push(Enqueued::Recorded);
             continue;
         };
-        let n = c
-            .prepare_cached(
-                "INSERT INTO outbox (destination, event_id, test_event_code, payload, next_attempt_ms,
-                                     created_ms, audit_id, event_time)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                &*d.name,
-                o.event_id,
-                o.test_event_code,
-                o.payload,
-                a.received_ms,
-                audit_id,
-                o.event_time
-            ])?;
+        let n = c.insert_outbox.borrow_mut().execute(params![
+            &*d.name,
+            o.event_id,
+            o.test_event_code,
+            o.payload,
+            a.received_ms,
+            audit_id,
+            o.event_time
+        ])?;
         if n == 1 {
             out.push(Enqueued::Accepted);
         } else {
