@@ -9,11 +9,6 @@ use pixelwatch::relay::error::{AdminError, ConfigError, RelayError};
 use pixelwatch::relay::outbox::Decision;
 use pixelwatch::relay::{self, audit, config::RelayConfig};
 
-/// mimalloc: request data is allocated on the runtime's workers and freed on the outbox
-/// writer thread; glibc's malloc spent ~12% of the relay's CPU under load on that (perf).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Exit codes: 0 ok, 1 run error, 3 bad configuration or arguments.
 const EXIT_RUN: u8 = 1;
 const EXIT_CONFIG: u8 = 3;
