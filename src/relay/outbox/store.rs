@@ -1,4 +1,5 @@
-//! The SQL behind the outbox commands; every function runs inside the writer's transaction.
+//! The SQL behind the outbox commands; every function runs inside the writer's transaction,
+//! except [`claim`], which reads on the claims connection.
 
 use std::cell::RefCell;
 use std::ops::Deref;
