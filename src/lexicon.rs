@@ -337,7 +337,11 @@ fn split_words(text: &str, split_case: bool, cur: &mut String, emit: &mut impl F
                 emit(cur);
             }
         }
-        cur.extend(c.to_lowercase());
+        if c.is_ascii() {
+            cur.push(c.to_ascii_lowercase()); // the same as `to_lowercase`, without its tables
+        } else {
+            cur.extend(c.to_lowercase());
+        }
         prev = Some(c);
     }
 }

@@ -209,4 +209,26 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
         .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
         .expect("count");
     assert_eq!(pending, 0);
+
+    // Delivery bookkeeping survived the kill: every audit row reads as delivered to both
+    // destinations, and each (event, destination) is recorded in exactly one delivery row,
+    // although batches in flight at the kill were sent twice.
+    let records = pixelwatch::relay::audit::records(&c, usize::MAX, None).expect("audit");
+    assert!(records.len() >= accepted.len());
+    for r in &records {
+        assert_eq!(r.decision, "delivered", "{r:?}");
+        for d in ["tiktok", "meta"] {
+            assert_eq!(r.destinations[d]["state"], "delivered", "{r:?}");
+        }
+    }
+    let (listed, distinct): (i64, i64) = c
+        .query_row(
+            "SELECT count(*), count(DISTINCT d.destination || ':' || j.value)
+               FROM delivery d, json_each(d.audit_ids) j",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("deliveries");
+    assert_eq!(listed, distinct, "an event recorded as delivered twice");
+    assert_eq!(listed, 2 * records.len() as i64);
 }

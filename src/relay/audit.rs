@@ -1,5 +1,6 @@
 //! Audit log and dead-letter inspection for operators (`audit`, `dead-letters`, `replay`).
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use rusqlite::{Connection, params};
@@ -74,37 +75,147 @@ pub fn recent(
     decision: Option<Decision>,
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let conn = db::open_existing(path)?;
-    query_recent(&conn, limit, decision.map(Decision::as_str)).map_err(err(path))
+    records(&conn, limit, decision).map_err(err(path))
 }
 
-fn query_recent(
+/// Rows read per query while looking for `limit` records of one decision.
+const PAGE: usize = 1000;
+
+/// [`recent`] on an open connection.
+///
+/// An audit row holds what was decided at ingest, dead letters and replays; deliveries are
+/// rows of the `delivery` table, one per acknowledged request (schema v3). A record is the two
+/// read together ([`settle`]), so a row stored as `queued` may read as `delivered`: rows are
+/// read newest first, page by page, settled, then filtered.
+pub fn records(
     conn: &Connection,
     limit: usize,
-    decision: Option<&str>,
+    decision: Option<Decision>,
 ) -> rusqlite::Result<Vec<AuditRecord>> {
+    let wanted = decision.map(Decision::as_str);
+    // Only a row stored as `queued` reads differently once settled.
+    let or_queued = matches!(decision, Some(Decision::Queued | Decision::Delivered));
     let mut stmt = conn.prepare(
         "SELECT id, received_ms, source, event_id, event, decision, reasons, consent_id, legal_basis,
                 request_id, destinations
-         FROM audit WHERE (?1 IS NULL OR decision = ?1) ORDER BY id DESC LIMIT ?2",
+         FROM audit WHERE id < ?1 AND (?2 IS NULL OR decision = ?2 OR (?3 AND decision = 'queued'))
+         ORDER BY id DESC LIMIT ?4",
     )?;
-    stmt.query_map(params![decision, limit as i64], |r| {
-        let reasons: String = r.get(6)?;
-        let destinations: String = r.get(10)?;
-        Ok(AuditRecord {
-            id: r.get(0)?,
-            received_at: ms_to_rfc3339(r.get(1)?),
-            source: r.get(2)?,
-            event_id: r.get(3)?,
-            event: r.get(4)?,
-            decision: r.get(5)?,
-            reasons: serde_json::from_str(&reasons).unwrap_or_default(),
-            consent_id: r.get(7)?,
-            legal_basis: r.get(8)?,
-            request_id: r.get(9)?,
-            destinations: serde_json::from_str(&destinations).unwrap_or_default(),
-        })
-    })?
-    .collect()
+    let mut out = Vec::new();
+    let mut before = i64::MAX;
+    while out.len() < limit {
+        let page: Vec<AuditRecord> = stmt
+            .query_map(
+                params![before, wanted, or_queued, limit.min(PAGE) as i64],
+                stored_record,
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        let (Some(hi), Some(lo)) = (page.first().map(|r| r.id), page.last().map(|r| r.id)) else {
+            break;
+        };
+        before = lo;
+        let found = deliveries(conn, lo, hi)?;
+        for mut r in page {
+            settle(&mut r, &found);
+            if wanted.is_none_or(|w| r.decision == w) && out.len() < limit {
+                out.push(r);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn stored_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    let reasons: String = r.get(6)?;
+    let destinations: String = r.get(10)?;
+    Ok(AuditRecord {
+        id: r.get(0)?,
+        received_at: ms_to_rfc3339(r.get(1)?),
+        source: r.get(2)?,
+        event_id: r.get(3)?,
+        event: r.get(4)?,
+        decision: r.get(5)?,
+        reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        consent_id: r.get(7)?,
+        legal_basis: r.get(8)?,
+        request_id: r.get(9)?,
+        destinations: serde_json::from_str(&destinations).unwrap_or_default(),
+    })
+}
+
+/// One acknowledged request of a destination (a `delivery` row).
+#[derive(Debug, Clone)]
+struct Delivery {
+    id: i64,
+    request_id: String,
+    counted: Option<String>,
+}
+
+/// The deliveries that acknowledged audit rows `lo..=hi`, by (audit id, destination).
+fn deliveries(
+    conn: &Connection,
+    lo: i64,
+    hi: i64,
+) -> rusqlite::Result<HashMap<(i64, String), Delivery>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, destination, request_id, counted, audit_ids FROM delivery
+          WHERE last_audit_id >= ?1 AND first_audit_id <= ?2",
+    )?;
+    let mut found = HashMap::new();
+    let rows = stmt.query_map(params![lo, hi], |r| {
+        let ids: String = r.get(4)?;
+        Ok((
+            r.get::<_, String>(1)?,
+            ids,
+            Delivery {
+                id: r.get(0)?,
+                request_id: r.get(2)?,
+                counted: r.get(3)?,
+            },
+        ))
+    })?;
+    for row in rows {
+        let (destination, ids, d) = row?;
+        let ids: Vec<i64> = serde_json::from_str(&ids).unwrap_or_default();
+        for id in ids.into_iter().filter(|id| (lo..=hi).contains(id)) {
+            found.insert((id, destination.clone()), d.clone());
+        }
+    }
+    Ok(found)
+}
+
+/// Read an audit row together with its deliveries: a destination still `queued` that a
+/// delivery acknowledged is `delivered` (with the request id, and on a shortfall `counted` and
+/// the reason `<destination>:events_received_shortfall`); a `queued` decision becomes
+/// `delivered` once no destination is queued. Dead letters are already in the row.
+fn settle(r: &mut AuditRecord, found: &HashMap<(i64, String), Delivery>) {
+    let Some(dests) = r.destinations.as_object_mut() else {
+        return;
+    };
+    let mut latest: Option<&Delivery> = None;
+    for (name, entry) in dests.iter_mut() {
+        if entry["state"] != "queued" {
+            continue;
+        }
+        let Some(d) = found.get(&(r.id, name.clone())) else {
+            continue;
+        };
+        entry["state"] = "delivered".into();
+        entry["request_id"] = d.request_id.as_str().into();
+        if let Some(c) = &d.counted {
+            entry["counted"] = c.as_str().into();
+            r.reasons.push(format!("{name}:events_received_shortfall"));
+        }
+        if latest.is_none_or(|l| d.id > l.id) {
+            latest = Some(d);
+        }
+    }
+    if let Some(d) = latest {
+        r.request_id = Some(d.request_id.clone());
+    }
+    if r.decision == Decision::Queued.as_str() && !dests.values().any(|e| e["state"] == "queued") {
+        r.decision = Decision::Delivered.as_str().to_string();
+    }
 }
 
 /// All dead-lettered rows.

@@ -6,13 +6,23 @@ use rusqlite::Connection;
 
 use super::config::Synchronous;
 use super::error::StoreError;
+use crate::store::db::{Migration, apply_sqlite};
+
+macro_rules! relay_migrations {
+    ($($name:literal),* $(,)?) => {
+        &[$(Migration { name: $name, sql: include_str!(concat!("../../migrations/relay/", $name)) }),*]
+    };
+}
 
 /// Migrations in order; the database's `PRAGMA user_version` is the number applied.
-/// Never edit one that has shipped; add a new file.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../../migrations/relay/0001_init.sql"),
-    include_str!("../../migrations/relay/0002_destinations_nonces.sql"),
-];
+/// Never edit one that has shipped; add a new file. Applied by the crate's one SQLite
+/// migration runner ([`apply_sqlite`]: version read again under the write lock, so two
+/// processes opening one database at once apply each file once).
+const MIGRATIONS: &[Migration] = relay_migrations!(
+    "0001_init.sql",
+    "0002_destinations_nonces.sql",
+    "0003_delivery_batches.sql",
+);
 
 /// Schema version this relay writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -58,26 +68,15 @@ pub fn open_existing(path: &Path) -> Result<Connection, StoreError> {
 }
 
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let current: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(err(path))?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.display().to_string(),
-            found: current,
+    use crate::store::StoreError as Shared;
+    apply_sqlite(conn, &path.display().to_string(), MIGRATIONS).map_err(|e| match e {
+        Shared::TooNew { path, found, .. } => StoreError::TooNew {
+            path,
+            found,
             supported: SCHEMA_VERSION,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let version = i as i64 + 1;
-        let tx = conn.unchecked_transaction().map_err(err(path))?;
-        tx.execute_batch(sql).map_err(err(path))?;
-        tx.pragma_update(None, "user_version", version)
-            .map_err(err(path))?;
-        tx.commit().map_err(err(path))?;
-        tracing::info!(version, "applied relay migration");
-    }
-    Ok(())
+        },
+        other => StoreError::Migration(other.to_string()),
+    })
 }
 
 #[cfg(test)]
@@ -106,7 +105,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("r.db");
         let c = Connection::open(&p).expect("open");
-        c.execute_batch(MIGRATIONS[0]).expect("v1");
+        c.execute_batch(MIGRATIONS[0].sql).expect("v1");
         c.pragma_update(None, "user_version", 1).expect("version");
         c.execute_batch(
             r#"INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, updated_ms)

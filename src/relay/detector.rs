@@ -6,28 +6,31 @@
 
 use std::sync::LazyLock;
 
-use regex::Regex;
+use regex::{Regex, RegexSet};
 use serde_json::Value;
 
 use crate::lexicon::Lexicon;
 
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)[a-z0-9._%+-]+(@|%40)[a-z0-9.-]+\.[a-z]{2,}").expect("email regex")
+const EMAIL_RE: &str = r"(?i)[a-z0-9._%+-]+(@|%40)[a-z0-9.-]+\.[a-z]{2,}";
+const PHONE_RE: &str =
+    r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b|\+\d{10,15}\b";
+const DATE_RE: &str = r"(?i)\b(19|20)\d{2}[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])\b|\b(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.](19|20)?\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(st|nd|rd|th)?,?\s+(19|20)\d{2}\b";
+const SSN_RE: &str = r"\b\d{3}-\d{2}-\d{4}\b";
+
+/// The four patterns with their reason codes, in the order they are reported.
+static PATTERNS: LazyLock<[(Regex, &str); 4]> = LazyLock::new(|| {
+    let re = |src| Regex::new(src).expect("detector regex");
+    [
+        (re(EMAIL_RE), "email"),
+        (re(PHONE_RE), "phone"),
+        (re(DATE_RE), "date"),
+        (re(SSN_RE), "ssn"),
+    ]
 });
-static PHONE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?:\+\d{1,3}[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b|\+\d{10,15}\b",
-    )
-    .expect("phone regex")
+/// The same four as one set: most text matches none of them, and one pass over it says so.
+static ANY_PATTERN: LazyLock<RegexSet> = LazyLock::new(|| {
+    RegexSet::new([EMAIL_RE, PHONE_RE, DATE_RE, SSN_RE]).expect("detector regex set")
 });
-static DATE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
-        r"(?i)\b(19|20)\d{2}[-/.](0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])\b|\b(0?[1-9]|1[0-2])[-/.](0?[1-9]|[12]\d|3[01])[-/.](19|20)?\d{2}\b|\b(jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(st|nd|rd|th)?,?\s+(19|20)\d{2}\b",
-    )
-    .expect("date regex")
-});
-static SSN: LazyLock<Regex> =
-    LazyLock::new(|| Regex::new(r"\b\d{3}-\d{2}-\d{4}\b").expect("ssn regex"));
 static HEX64: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[0-9a-f]{64}$").expect("hex regex"));
 
 /// Keys of the outgoing schemas (TikTok and Meta); any other key is scanned like a value.
@@ -73,17 +76,12 @@ pub fn scan_text(text: &str, opaque: bool) -> Vec<String> {
         if let Some(m) = hit {
             out.push(format!("health_term:{}", m.category));
         }
-        if EMAIL.is_match(t) {
-            out.push("email".into());
-        }
-        if PHONE.is_match(t) {
-            out.push("phone".into());
-        }
-        if DATE.is_match(t) {
-            out.push("date".into());
-        }
-        if SSN.is_match(t) {
-            out.push("ssn".into());
+        if ANY_PATTERN.is_match(t) {
+            for (re, kind) in PATTERNS.iter() {
+                if re.is_match(t) {
+                    out.push((*kind).into());
+                }
+            }
         }
         if decoded.as_ref() == text {
             break;
@@ -114,11 +112,14 @@ pub fn scan_payload(event: &Value) -> Vec<String> {
 /// passed this detector (configured category URLs and event names, an id scanned once).
 pub fn scan_payload_vetted(event: &Value, vetted: &dyn Fn(&str) -> bool) -> Vec<String> {
     let mut out = Vec::new();
-    walk(event, "", vetted, &mut out);
+    let mut path = String::with_capacity(48);
+    walk(event, &mut path, vetted, &mut out);
     out
 }
 
-fn walk(v: &Value, path: &str, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
+/// `path` is the dotted path of `v` followed by a dot (empty at the root); it is one buffer
+/// for the whole walk, restored before returning.
+fn walk(v: &Value, path: &mut String, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<String>) {
     match v {
         Value::Object(o) => {
             for (k, child) in o {
@@ -127,7 +128,11 @@ fn walk(v: &Value, path: &str, vetted: &dyn Fn(&str) -> bool, out: &mut Vec<Stri
                         out.push(format!("detector:{path}{k}(key):{r}"));
                     }
                 }
-                walk(child, &format!("{path}{k}."), vetted, out);
+                let len = path.len();
+                path.push_str(k);
+                path.push('.');
+                walk(child, path, vetted, out);
+                path.truncate(len);
             }
         }
         Value::Array(a) => {

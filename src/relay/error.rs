@@ -50,6 +50,9 @@ pub enum StoreError {
         /// Newest version known.
         supported: i64,
     },
+    /// Applying the schema failed (the message names the database and the migration file).
+    #[error("{0}")]
+    Migration(String),
     /// The group transaction did not commit; nothing in it was stored.
     #[error("commit failed: {0}")]
     Commit(String),

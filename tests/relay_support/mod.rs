@@ -347,26 +347,31 @@ impl Harness {
 
     /// Audit rows (id, decision, reasons JSON, request_id) from the database file.
     pub fn audit(&self) -> Vec<(i64, String, String, Option<String>)> {
-        let c = rusqlite::Connection::open(&self.db).expect("open db");
-        let mut s = c
-            .prepare("SELECT id, decision, reasons, request_id FROM audit ORDER BY id")
-            .expect("prepare");
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .expect("query")
-            .map(|r| r.expect("row"))
+        self.audit_records()
+            .into_iter()
+            .map(|r| {
+                let reasons = serde_json::to_string(&r.reasons).expect("reasons");
+                (r.id, r.decision, reasons, r.request_id)
+            })
             .collect()
     }
 
-    /// Per-destination audit state (`destinations` JSON) of every row.
+    /// Per-destination audit state (`destinations`) of every row.
     pub fn audit_destinations(&self) -> Vec<Value> {
-        let c = rusqlite::Connection::open(&self.db).expect("open db");
-        let mut s = c
-            .prepare("SELECT destinations FROM audit ORDER BY id")
-            .expect("prepare");
-        s.query_map([], |r| r.get::<_, String>(0))
-            .expect("query")
-            .map(|r| serde_json::from_str(&r.expect("row")).expect("json"))
+        self.audit_records()
+            .into_iter()
+            .map(|r| r.destinations)
             .collect()
+    }
+
+    /// Every audit record as operators read it (`pixelwatch-relay audit`: the stored row and
+    /// the deliveries that acknowledged it), oldest first.
+    pub fn audit_records(&self) -> Vec<pixelwatch::relay::audit::AuditRecord> {
+        let c = rusqlite::Connection::open(&self.db).expect("open db");
+        let mut all =
+            pixelwatch::relay::audit::records(&c, usize::MAX, None).expect("audit records");
+        all.reverse();
+        all
     }
 
     /// Every byte of the database files (main file and WAL), lower-cased text.

@@ -8,7 +8,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde::ser::SerializeMap;
 
 use super::{ApiError, AppState, Caller, St, admit, gpc, with_cors};
 use crate::relay::consent::Gate;
@@ -206,20 +207,20 @@ async fn events_inner(
 
     let mut accepted = 0;
     let mut woken = vec![false; st.wake.len()];
-    let results: Vec<Value> = pending
+    let results: Vec<EventResult> = pending
         .into_iter()
         .zip(stored)
         .map(|(p, per_dest)| {
-            let mut dests = Map::new();
+            let mut dests = Vec::with_capacity(p.states.len());
             let mut any_accepted = false;
             let mut duplicates = 0;
             let mut blocked = false;
-            for ((name, state), enq) in p.states.iter().zip(&per_dest) {
+            for ((name, state), enq) in p.states.into_iter().zip(&per_dest) {
                 let word = match (state, enq) {
                     (_, Enqueued::Accepted) => {
                         any_accepted = true;
-                        st.metrics.destination(name).queued.add(1);
-                        if let Some(i) = st.destinations.iter().position(|d| d == name) {
+                        st.metrics.destination(&name).queued.add(1);
+                        if let Some(i) = st.destinations.iter().position(|d| *d == name) {
                             woken[i] = true;
                         }
                         "accepted"
@@ -234,8 +235,10 @@ async fn events_inner(
                     }
                     _ => "dropped",
                 };
-                dests.insert(name.to_string(), json!(word));
+                dests.push((name, word));
             }
+            // Object keys in name order, as a JSON map of them always was.
+            dests.sort_by(|a, b| a.0.cmp(&b.0));
             let decision = if any_accepted {
                 accepted += 1;
                 "accepted"
@@ -246,8 +249,12 @@ async fn events_inner(
             } else {
                 "dropped"
             };
-            json!({"decision": decision, "event_id": p.event_id, "reasons": p.reasons,
-                   "destinations": dests})
+            EventResult {
+                decision,
+                event_id: p.event_id,
+                reasons: p.reasons,
+                destinations: Words(dests),
+            }
         })
         .collect();
     if accepted > 0 {
@@ -259,9 +266,33 @@ async fn events_inner(
         }
     }
     tracing::debug!(source, events = results.len(), accepted, "events processed");
-    Ok((
-        StatusCode::ACCEPTED,
-        axum::Json(json!({"results": results})),
-    )
-        .into_response())
+    Ok((StatusCode::ACCEPTED, axum::Json(Results { results })).into_response())
+}
+
+/// The answer to `POST /v1/events`, serialised directly (no `serde_json::Value` in between).
+#[derive(Serialize)]
+struct Results {
+    results: Vec<EventResult>,
+}
+
+/// One event's answer: decision, outgoing event id, reasons, and a word per destination.
+#[derive(Serialize)]
+struct EventResult {
+    decision: &'static str,
+    event_id: Option<String>,
+    reasons: Vec<String>,
+    destinations: Words,
+}
+
+/// `{"<destination>": "<word>", ...}` in name order.
+struct Words(Vec<(Arc<str>, &'static str)>);
+
+impl Serialize for Words {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (name, word) in &self.0 {
+            m.serialize_entry(&**name, word)?;
+        }
+        m.end()
+    }
 }

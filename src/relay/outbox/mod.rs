@@ -25,8 +25,19 @@
 //! hashes. A caller's free text has no column to go to.
 //!
 //! Group commit: the writer takes one command, then drains whatever else is queued (up to
-//! [`MAX_GROUP`]) and applies them all in one transaction, each inside its own savepoint so one
-//! failing command does not fail the others.
+//! [`MAX_GROUP`]) and applies them all in one transaction, then answers each caller after
+//! `COMMIT` returned. A command only reads its inputs, so it can be applied twice: the group
+//! is applied first without savepoints; if one command fails, that transaction is rolled back
+//! and the group applied again with each command in its own savepoint, so the failing one is
+//! undone alone and the others still commit (`commit_group`).
+//!
+//! Delivery is one `delivery` row per acknowledged request (schema v3), written in the
+//! transaction that deletes the delivered outbox rows and listing exactly the audit rows of
+//! the rows it deleted; audit rows are not rewritten per delivered event.
+//! `super::audit` reads the two together.
+//!
+//! Claims (reading a destination's due rows) run on a read connection of their own, not on
+//! the writer: WAL lets them read committed rows while the writer commits.
 
 mod store;
 
@@ -264,26 +275,59 @@ pub enum Record {
 
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
-/// Answers a caller once the group's commit has (or has not) succeeded.
-type Answer = Box<dyn FnOnce(Option<&StoreError>)>;
-
-enum Cmd {
-    Ingest(
-        Vec<NewAudit>,
-        Option<Nonce>,
-        Reply<Stored<Vec<Vec<Enqueued>>>>,
-    ),
-    Consent(NewConsent, Option<Nonce>, Reply<Stored<i64>>),
-    Claim(Arc<str>, usize, i64, Reply<Batch>),
-    Record(Arc<str>, Vec<RowRef>, Record, i64, Reply<u64>),
-    Depth(Reply<Vec<(String, i64)>>),
-    Ping(Reply<()>),
+/// One caller's command: applied against the group's transaction, answered after the commit.
+trait Command: Send {
+    /// Apply against the open transaction and keep the result. May be called a second time
+    /// (after the group was rolled back because another command failed), so it only reads the
+    /// command's inputs.
+    fn apply(&mut self, c: &store::Db<'_>, err: &dyn Fn(rusqlite::Error) -> StoreError);
+    /// Whether the last [`Command::apply`] failed.
+    fn failed(&self) -> bool;
+    /// Answer the caller: the kept result if the group committed, the commit error otherwise.
+    fn answer(self: Box<Self>, commit: Option<&StoreError>);
 }
+
+/// A [`Command`] from a function of the connection and the caller's reply channel.
+struct Call<T, F> {
+    f: F,
+    result: Option<Result<T, StoreError>>,
+    reply: Reply<T>,
+}
+
+impl<T, F> Command for Call<T, F>
+where
+    T: Send,
+    F: Fn(&store::Db<'_>) -> rusqlite::Result<T> + Send,
+{
+    fn apply(&mut self, c: &store::Db<'_>, err: &dyn Fn(rusqlite::Error) -> StoreError) {
+        self.result = Some((self.f)(c).map_err(err));
+    }
+
+    fn failed(&self) -> bool {
+        matches!(self.result, Some(Err(_)))
+    }
+
+    fn answer(self: Box<Self>, commit: Option<&StoreError>) {
+        let result = match (commit, self.result) {
+            (Some(e), _) => Err(StoreError::Commit(e.to_string())),
+            (None, Some(r)) => r,
+            (None, None) => Err(StoreError::WriterGone),
+        };
+        let _ = self.reply.send(result);
+    }
+}
+
+type Cmd = Box<dyn Command>;
 
 /// Handle to the writer thread; cheap to clone.
 #[derive(Clone)]
 pub struct Outbox {
     tx: mpsc::Sender<Cmd>,
+    /// A read connection for claims: reading due rows (payloads included) is not the writer's
+    /// work. A dispatcher claims again only after its previous batch was recorded (committed),
+    /// so a read sees every outcome it must.
+    claims: Arc<std::sync::Mutex<Connection>>,
+    path: Arc<Path>,
 }
 
 /// The writer thread; join it after dropping every [`Outbox`] handle.
@@ -307,6 +351,11 @@ impl Outbox {
         let conn = db::open(path, sync)?;
         // Every statement the writer runs stays prepared (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
+        // The statements the writer holds prepared ([`store::Db`]): fail here, not in the thread.
+        store::Db::new(&conn).map_err(|source| StoreError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        })?;
         let p = path.to_path_buf();
         let e = move |source| StoreError::Sqlite {
             path: p.display().to_string(),
@@ -328,18 +377,34 @@ impl Outbox {
         // the WAL fsync on the same disk and made p99 spikes of ~300 ms.
         let reader = db::open(path, sync)?;
         let (tx, rx) = mpsc::channel(4096);
+        let claims = Arc::new(std::sync::Mutex::new(db::open(path, sync)?));
+        let shown: Arc<Path> = Arc::from(path);
         let path: PathBuf = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
             .spawn(move || writer_loop(conn, rx, path, metrics))
             .map_err(|_| StoreError::WriterGone)?;
-        Ok((Outbox { tx }, WriterThread(writer), salt, reader))
+        let outbox = Outbox {
+            tx,
+            claims,
+            path: shown,
+        };
+        Ok((outbox, WriterThread(writer), salt, reader))
     }
 
-    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, StoreError> {
-        let (tx, rx) = oneshot::channel();
+    /// Run `f` in the writer's next group commit; the answer comes once that group committed.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl Fn(&store::Db<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let cmd: Cmd = Box::new(Call {
+            f,
+            result: None,
+            reply,
+        });
         self.tx
-            .send(make(tx))
+            .send(cmd)
             .await
             .map_err(|_| StoreError::WriterGone)?;
         rx.await.map_err(|_| StoreError::WriterGone)?
@@ -352,7 +417,12 @@ impl Outbox {
         rows: Vec<NewAudit>,
         nonce: Option<Nonce>,
     ) -> Result<Stored<Vec<Vec<Enqueued>>>, StoreError> {
-        self.call(|r| Cmd::Ingest(rows, nonce, r)).await
+        self.call(move |c| {
+            store::guarded(c, nonce.as_ref(), |c| {
+                rows.iter().map(|a| store::insert_audit(c, a)).collect()
+            })
+        })
+        .await
     }
 
     /// Store a consent record (with the request's nonce when signed); returns its id.
@@ -361,7 +431,10 @@ impl Outbox {
         c: NewConsent,
         nonce: Option<Nonce>,
     ) -> Result<Stored<i64>, StoreError> {
-        self.call(|r| Cmd::Consent(c, nonce, r)).await
+        self.call(move |conn| {
+            store::guarded(conn, nonce.as_ref(), |conn| store::insert_consent(conn, &c))
+        })
+        .await
     }
 
     /// Oldest due rows of one destination, up to `limit`, sharing one test event code.
@@ -371,8 +444,18 @@ impl Outbox {
         limit: usize,
         now_ms: i64,
     ) -> Result<Batch, StoreError> {
-        self.call(|r| Cmd::Claim(destination.clone(), limit, now_ms, r))
-            .await
+        let dest = destination.clone();
+        let (claims, path) = (self.claims.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another claim panicked; the connection is fine.
+            let c = claims.lock().unwrap_or_else(|p| p.into_inner());
+            store::claim(&c, &dest, limit, now_ms).map_err(|source| StoreError::Sqlite {
+                path: path.display().to_string(),
+                source,
+            })
+        })
+        .await
+        .map_err(|_| StoreError::WriterGone)?
     }
 
     /// Record a delivery outcome for rows of one destination. Returns how many rows were
@@ -384,7 +467,7 @@ impl Outbox {
         outcome: Record,
         now_ms: i64,
     ) -> Result<u64, StoreError> {
-        let rows = rows
+        let rows: Vec<RowRef> = rows
             .iter()
             .map(|c| RowRef {
                 id: c.id,
@@ -392,23 +475,29 @@ impl Outbox {
                 attempts: c.attempts,
             })
             .collect();
-        self.call(|r| Cmd::Record(destination.clone(), rows, outcome, now_ms, r))
+        let dest = destination.clone();
+        self.call(move |c| store::record(c, &dest, &rows, &outcome, now_ms))
             .await
     }
 
     /// Pending rows per destination.
     pub async fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.call(Cmd::Depth).await
+        self.call(|c| store::depth(c)).await
     }
 
     /// Check that the database accepts a write lock.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        self.call(Cmd::Ping).await
+        self.call(|c| {
+            c.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', x'00')")?
+                .execute([])
+                .map(|_| ())
+        })
+        .await
     }
 }
 
 fn writer_loop(
-    mut conn: Connection,
+    conn: Connection,
     mut rx: mpsc::Receiver<Cmd>,
     path: PathBuf,
     metrics: Arc<Metrics>,
@@ -417,7 +506,15 @@ fn writer_loop(
         path: path.display().to_string(),
         source,
     };
-    let mut group = Vec::with_capacity(MAX_GROUP);
+    let db = match store::Db::new(&conn) {
+        Ok(db) => db,
+        Err(e) => {
+            // Checked in `Outbox::open`; callers get `WriterGone`.
+            tracing::error!(error = %err(e), "outbox writer cannot prepare its statements");
+            return;
+        }
+    };
+    let mut group: Vec<Cmd> = Vec::with_capacity(MAX_GROUP);
     let mut last_prune = Instant::now();
     while let Some(first) = rx.blocking_recv() {
         group.push(first);
@@ -432,17 +529,7 @@ fn writer_loop(
             .group_commands
             .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let prune = last_prune.elapsed() >= NONCE_PRUNE_EVERY;
-        let mut replies: Vec<Answer> = Vec::with_capacity(group.len());
-        let result = (|| -> Result<(), rusqlite::Error> {
-            let tx = conn.transaction()?;
-            for cmd in group.drain(..) {
-                replies.push(apply(&tx, cmd, &err));
-            }
-            if prune {
-                store::prune_nonces(&tx, chrono::Utc::now().timestamp_millis())?;
-            }
-            tx.commit()
-        })();
+        let result = commit_group(&db, &mut group, prune, &err);
         if prune && result.is_ok() {
             last_prune = Instant::now();
         }
@@ -450,67 +537,62 @@ fn writer_loop(
         metrics
             .group_commits
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // If BEGIN failed nothing was drained: dropping the commands fails their callers.
-        group.clear();
         let failure = result.err().map(err);
         if let Some(e) = &failure {
             tracing::error!(error = %e, "outbox commit failed");
         }
-        for reply in replies {
-            reply(failure.as_ref());
+        for cmd in group.drain(..) {
+            cmd.answer(failure.as_ref());
         }
     }
     tracing::debug!("outbox writer stopped");
 }
 
-fn reply_with<T: Send + 'static>(tx: Reply<T>, result: Result<T, StoreError>) -> Answer {
-    Box::new(move |commit_err: Option<&StoreError>| {
-        let _ = tx.send(match commit_err {
-            Some(e) => Err(StoreError::Commit(e.to_string())),
-            None => result,
-        });
-    })
-}
-
-fn apply(
-    tx: &rusqlite::Transaction<'_>,
-    cmd: Cmd,
+/// Apply a group in one transaction and commit it.
+///
+/// First without savepoints: a savepoint per command costs two statements and a copy of every
+/// page the command touches. If a command fails, the whole transaction is rolled back and the
+/// group applied again with each command in its own savepoint, so the failing one is undone
+/// alone and the others still commit. Commands only read their inputs, so applying one twice
+/// is the same as applying it once.
+fn commit_group(
+    db: &store::Db<'_>,
+    group: &mut [Cmd],
+    prune: bool,
     err: &dyn Fn(rusqlite::Error) -> StoreError,
-) -> Answer {
-    match cmd {
-        Cmd::Ingest(rows, nonce, r) => {
-            let res = store::in_savepoint(tx, |c| {
-                store::guarded(c, nonce.as_ref(), |c| {
-                    rows.iter().map(|a| store::insert_audit(c, a)).collect()
-                })
-            });
-            reply_with(r, res.map_err(err))
-        }
-        Cmd::Consent(n, nonce, r) => {
-            let res = store::in_savepoint(tx, |c| {
-                store::guarded(c, nonce.as_ref(), |c| store::insert_consent(c, &n))
-            });
-            reply_with(r, res.map_err(err))
-        }
-        Cmd::Claim(dest, limit, now, r) => {
-            reply_with(r, store::claim(tx, &dest, limit, now).map_err(err))
-        }
-        Cmd::Record(dest, rows, outcome, now, r) => {
-            let res = store::in_savepoint(tx, |c| store::record(c, &dest, &rows, &outcome, now));
-            reply_with(r, res.map_err(err))
-        }
-        Cmd::Depth(r) => reply_with(r, store::depth(tx).map_err(err)),
-        Cmd::Ping(r) => {
-            let res = store::in_savepoint(tx, |c| {
-                c.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('ping', x'00')",
-                    [],
-                )
-                .map(|_| ())
-            });
-            reply_with(r, res.map_err(err))
+) -> rusqlite::Result<()> {
+    // The writer is the connection's only user, so a transaction that borrows it shared (the
+    // held statements borrow it too) cannot overlap another.
+    let tx = db.unchecked_transaction()?;
+    let mut failed = false;
+    for cmd in group.iter_mut() {
+        cmd.apply(db, err);
+        if cmd.failed() {
+            // Stop here: the rest would be applied again anyway, and some errors (disk full,
+            // I/O) end the transaction, after which a statement would run in autocommit.
+            failed = true;
+            break;
         }
     }
+    if failed {
+        tx.rollback()?;
+        let tx = db.unchecked_transaction()?;
+        for cmd in group.iter_mut() {
+            store::in_savepoint(db, |c| {
+                cmd.apply(c, err);
+                !cmd.failed()
+            })?;
+        }
+        return finish(tx, prune);
+    }
+    finish(tx, prune)
+}
+
+fn finish(tx: rusqlite::Transaction<'_>, prune: bool) -> rusqlite::Result<()> {
+    if prune {
+        store::prune_nonces(&tx, chrono::Utc::now().timestamp_millis())?;
+    }
+    tx.commit()
 }
 
 #[cfg(test)]

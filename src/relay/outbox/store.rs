@@ -1,45 +1,80 @@
-//! The SQL behind the outbox commands; every function runs inside the writer's transaction.
+//! The SQL behind the outbox commands; every function runs inside the writer's transaction,
+//! except [`claim`], which reads on the claims connection.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::cell::RefCell;
+use std::ops::Deref;
+
+use rusqlite::{Connection, OptionalExtension, Statement, params};
 
 use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, RowRef, Stored};
 use crate::relay::consent::NewConsent;
 
-/// Run one command inside a savepoint of the group's transaction, so a failing command is
-/// rolled back alone. The savepoint statements are prepared once and cached (rusqlite's
-/// `Savepoint` parses them anew each time, which was a tenth of the relay's CPU under load).
-pub(super) fn in_savepoint<T>(
-    tx: &rusqlite::Transaction<'_>,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    let c: &Connection = tx;
-    c.prepare_cached("SAVEPOINT command")?.execute([])?;
-    match f(c) {
-        Ok(v) => {
-            c.prepare_cached("RELEASE command")?.execute([])?;
-            Ok(v)
-        }
-        Err(e) => {
-            // Undo this command's writes; the rest of the group stays.
-            c.prepare_cached("ROLLBACK TO command")?.execute([])?;
-            c.prepare_cached("RELEASE command")?.execute([])?;
-            Err(e)
-        }
+const INSERT_AUDIT: &str =
+    "INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, consent_id,
+                    legal_basis, updated_ms, destinations, pending)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1, ?9, ?10)";
+const INSERT_OUTBOX: &str =
+    "INSERT INTO outbox (destination, event_id, test_event_code, payload, next_attempt_ms,
+                    created_ms, audit_id, event_time)
+ VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+const INSERT_NONCE: &str =
+    "INSERT INTO nonce (hash, expires_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
+
+/// The writer's connection, with the statements every accepted request runs held prepared.
+/// rusqlite's statement cache hashes the whole SQL text on each use and again when the
+/// statement goes back (SipHash over ~250 bytes, twice): on the writer, the one thread every
+/// request waits for, that cost more than binding the values. Everything else goes through
+/// the connection ([`Deref`]) and its cache.
+pub(super) struct Db<'c> {
+    conn: &'c Connection,
+    insert_audit: RefCell<Statement<'c>>,
+    insert_outbox: RefCell<Statement<'c>>,
+    insert_nonce: RefCell<Statement<'c>>,
+}
+
+impl<'c> Db<'c> {
+    pub(super) fn new(conn: &'c Connection) -> rusqlite::Result<Db<'c>> {
+        Ok(Db {
+            conn,
+            insert_audit: RefCell::new(conn.prepare(INSERT_AUDIT)?),
+            insert_outbox: RefCell::new(conn.prepare(INSERT_OUTBOX)?),
+            insert_nonce: RefCell::new(conn.prepare(INSERT_NONCE)?),
+        })
     }
+}
+
+impl Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+/// Run one command inside a savepoint of the group's transaction; `f` says whether to keep
+/// its writes, and a command that failed is rolled back alone. The savepoint statements are
+/// prepared once and cached (rusqlite's `Savepoint` parses them anew each time).
+pub(super) fn in_savepoint(c: &Db<'_>, f: impl FnOnce(&Db<'_>) -> bool) -> rusqlite::Result<()> {
+    c.prepare_cached("SAVEPOINT command")?.execute([])?;
+    if !f(c) {
+        // Undo this command's writes; the rest of the group stays.
+        c.prepare_cached("ROLLBACK TO command")?.execute([])?;
+    }
+    c.prepare_cached("RELEASE command")?.execute([])?;
+    Ok(())
 }
 
 /// Apply `f` only if the nonce (when there is one) has not been stored before; the nonce is
 /// stored in the same transaction as the effect.
 pub(super) fn guarded<T>(
-    c: &Connection,
+    c: &Db<'_>,
     nonce: Option<&Nonce>,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    f: impl FnOnce(&Db<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<Stored<T>> {
     if let Some(n) = nonce {
         let fresh = c
-            .prepare_cached(
-                "INSERT INTO nonce (hash, expires_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
-            )?
+            .insert_nonce
+            .borrow_mut()
             .execute(params![n.hash, n.expires_ms])?;
         if fresh == 0 {
             return Ok(Stored::Replayed);
@@ -96,16 +131,11 @@ fn destinations_json(a: &NewAudit, states: &[&str]) -> String {
     out
 }
 
-pub(super) fn insert_audit(c: &Connection, a: &NewAudit) -> rusqlite::Result<Vec<Enqueued>> {
+pub(super) fn insert_audit(c: &Db<'_>, a: &NewAudit) -> rusqlite::Result<Vec<Enqueued>> {
     let reasons = serde_json::to_string(&a.reasons).unwrap_or_else(|_| "[]".into());
     let mut states: Vec<&str> = a.destinations.iter().map(|d| d.state.as_str()).collect();
     let queued = a.destinations.iter().filter(|d| d.row.is_some()).count();
-    c.prepare_cached(
-        "INSERT INTO audit (received_ms, source, event_id, event, decision, reasons, consent_id,
-                            legal_basis, updated_ms, destinations, pending)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1, ?9, ?10)",
-    )?
-    .execute(params![
+    c.insert_audit.borrow_mut().execute(params![
         a.received_ms,
         a.source,
         a.event_id,
@@ -125,21 +155,15 @@ pub(super) fn insert_audit(c: &Connection, a: &NewAudit) -> rusqlite::Result<Vec
             out.push(Enqueued::Recorded);
             continue;
         };
-        let n = c
-            .prepare_cached(
-                "INSERT INTO outbox (destination, event_id, test_event_code, payload, next_attempt_ms,
-                                     created_ms, audit_id, event_time)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-            )?
-            .execute(params![
-                &*d.name,
-                o.event_id,
-                o.test_event_code,
-                o.payload,
-                a.received_ms,
-                audit_id,
-                o.event_time
-            ])?;
+        let n = c.insert_outbox.borrow_mut().execute(params![
+            &*d.name,
+            o.event_id,
+            o.test_event_code,
+            o.payload,
+            a.received_ms,
+            audit_id,
+            o.event_time
+        ])?;
         if n == 1 {
             out.push(Enqueued::Accepted);
         } else {
@@ -194,43 +218,38 @@ pub(super) fn record(
             request_id,
             shortfall,
         } => {
-            let note = shortfall.map(|(received, sent)| format!("{received}/{sent}"));
-            let reason = shortfall.map(|_| format!("{dest}:events_received_shortfall"));
+            // One row per acknowledged request; the audit rows are not touched (schema v3).
+            // It lists the audit rows of the outbox rows this deleted, so an event is listed
+            // as delivered to a destination at most once.
+            let mut audit_ids: Vec<i64> = Vec::with_capacity(rows.len());
             for chunk in rows.chunks(500) {
-                c.execute(
-                    &format!(
-                        "DELETE FROM outbox WHERE id IN ({})",
-                        id_list(chunk.iter().map(|r| r.id))
-                    ),
-                    [],
-                )?;
-                c.execute(
-                    &format!(
-                        "UPDATE audit SET
-                           destinations = CASE WHEN ?5 IS NULL
-                               THEN json_set(destinations, ?1, 'delivered', ?2, ?3)
-                               ELSE json_set(destinations, ?1, 'delivered', ?2, ?3, ?4, ?5) END,
-                           decision = CASE WHEN pending <= 1 AND decision = 'queued'
-                                           THEN 'delivered' ELSE decision END,
-                           pending = max(pending - 1, 0),
-                           reasons = CASE WHEN ?6 IS NULL THEN reasons
-                                          ELSE json_insert(reasons, '$[#]', ?6) END,
-                           updated_ms = ?7,
-                           request_id = ?3
-                         WHERE id IN ({})",
-                        id_list(chunk.iter().map(|r| r.audit_id))
-                    ),
-                    params![
-                        path(dest, "state"),
-                        path(dest, "request_id"),
-                        request_id,
-                        path(dest, "counted"),
-                        note,
-                        reason,
-                        now
-                    ],
-                )?;
+                let mut stmt = c.prepare(&format!(
+                    "DELETE FROM outbox WHERE id IN ({}) RETURNING audit_id",
+                    id_list(chunk.iter().map(|r| r.id))
+                ))?;
+                let deleted = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+                for id in deleted {
+                    audit_ids.push(id?);
+                }
             }
+            audit_ids.sort_unstable();
+            let (Some(first), Some(last)) = (audit_ids.first(), audit_ids.last()) else {
+                return Ok(0);
+            };
+            c.prepare_cached(
+                "INSERT INTO delivery (destination, request_id, delivered_ms, counted,
+                                       first_audit_id, last_audit_id, audit_ids)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                dest,
+                request_id,
+                now,
+                shortfall.map(|(received, sent)| format!("{received}/{sent}")),
+                first,
+                last,
+                format!("[{}]", id_list(audit_ids.iter().copied()))
+            ])?;
             Ok(0)
         }
         Record::Retry { reason, policy } => {
@@ -293,7 +312,7 @@ pub(super) fn claim(c: &Connection, dest: &str, limit: usize, now: i64) -> rusql
         "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time FROM outbox
           WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
             AND IFNULL(test_event_code, '') = ?3
-          ORDER BY id LIMIT ?4",
+          ORDER BY next_attempt_ms, id LIMIT ?4",
     )?;
     let rows = stmt
         .query_map(

@@ -33,13 +33,10 @@ fn open(dir: &tempfile::TempDir) -> (Outbox, WriterThread, Connection) {
     (ob, writer, reader)
 }
 
-fn decision(c: &Connection) -> (String, String, i64) {
-    c.query_row(
-        "SELECT decision, destinations, pending FROM audit ORDER BY id LIMIT 1",
-        [],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )
-    .expect("audit row")
+/// The first audit record as operators read it (stored row and deliveries together).
+fn first_record(c: &Connection) -> crate::relay::audit::AuditRecord {
+    let mut all = crate::relay::audit::records(c, usize::MAX, None).expect("audit records");
+    all.pop().expect("an audit row")
 }
 
 #[test]
@@ -119,11 +116,11 @@ async fn retry_then_dead_letter_after_max_attempts() {
         "dead rows are not claimed"
     );
     assert!(ob.depth().await.expect("depth").is_empty());
-    let (d, dests, pending) = decision(&reader);
-    assert_eq!((d.as_str(), pending), ("dead_lettered", 0));
-    assert!(
-        dests.contains(r#""tiktok":{"event":"Lead","state":"dead_lettered"}"#),
-        "{dests}"
+    let r = first_record(&reader);
+    assert_eq!(r.decision, "dead_lettered");
+    assert_eq!(
+        r.destinations,
+        serde_json::json!({"tiktok": {"event": "Lead", "state": "dead_lettered"}})
     );
     drop(ob);
     writer.join();
@@ -147,23 +144,32 @@ async fn destinations_are_claimed_and_settled_independently() {
         shortfall: None,
     };
     ob.record(&tt, &b.rows, delivered, 6).await.expect("record");
-    assert_eq!(decision(&reader).0, "queued", "meta still pending");
+    assert_eq!(
+        first_record(&reader).decision,
+        "queued",
+        "meta still pending"
+    );
     let b = ob.claim(&meta, 10, 5).await.expect("claim");
     let short = Record::Delivered {
         request_id: "fb1".into(),
         shortfall: Some((0, 1)),
     };
     ob.record(&meta, &b.rows, short, 7).await.expect("record");
-    let (d, dests, pending) = decision(&reader);
-    assert_eq!((d.as_str(), pending), ("delivered", 0));
-    assert!(dests.contains(r#""counted":"0/1""#), "{dests}");
-    let reasons: String = reader
-        .query_row("SELECT reasons FROM audit", [], |r| r.get(0))
-        .expect("reasons");
-    assert!(
-        reasons.contains("meta:events_received_shortfall"),
-        "{reasons}"
-    );
+    let r = first_record(&reader);
+    assert_eq!(r.decision, "delivered");
+    assert_eq!(r.destinations["tiktok"]["request_id"], "r1");
+    assert_eq!(r.destinations["meta"]["counted"], "0/1");
+    assert_eq!(r.request_id.as_deref(), Some("fb1"), "the latest request");
+    assert_eq!(r.reasons, vec!["meta:events_received_shortfall"]);
+    // Delivery is one row per acknowledged request; the audit row keeps its ingest state.
+    let (stored, batches): (String, i64) = reader
+        .query_row(
+            "SELECT decision, (SELECT count(*) FROM delivery) FROM audit",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("stored");
+    assert_eq!((stored.as_str(), batches), ("queued", 2));
     drop(ob);
     writer.join();
 }
@@ -190,6 +196,105 @@ async fn a_nonce_is_used_once_and_a_replay_changes_nothing() {
         .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
         .expect("count");
     assert_eq!(n, 1, "the replay stored nothing");
+    drop(ob);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_failing_command_is_undone_alone_and_the_rest_of_its_group_commits() {
+    let dir = tempfile::tempdir().expect("dir");
+    let metrics = Arc::new(Metrics::default());
+    let (ob, writer, _, reader) =
+        Outbox::open(&dir.path().join("o.db"), Synchronous::Full, metrics.clone()).expect("open");
+    // Hold the writer so that the next three commands wait and are applied as one group.
+    let hold = ob.call(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        Ok(())
+    });
+    let first = ob.ingest(vec![audit("e1", &["tiktok"])], None);
+    // Writes an audit row, then fails: its write must not survive.
+    let failing = ob.call(|c| {
+        store::insert_audit(c, &audit("e2", &["tiktok"]))?;
+        c.execute("INSERT INTO no_such_table VALUES (1)", [])
+    });
+    let last = ob.ingest(vec![audit("e3", &["tiktok"])], None);
+    let (hold, first, failing, last) = tokio::join!(hold, first, failing, last);
+    hold.expect("hold");
+    assert_eq!(
+        first.expect("first"),
+        Stored::Done(vec![vec![Enqueued::Accepted]])
+    );
+    assert!(
+        matches!(failing, Err(StoreError::Sqlite { .. })),
+        "{failing:?}"
+    );
+    assert_eq!(
+        last.expect("last"),
+        Stored::Done(vec![vec![Enqueued::Accepted]])
+    );
+    let ids: Vec<String> = reader
+        .prepare("SELECT event_id FROM audit ORDER BY id")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("audit");
+    assert_eq!(ids, ["e1", "e3"]);
+    let commits = metrics
+        .group_commits
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        commits <= 2,
+        "the three commands after the hold share a group ({commits} commits)"
+    );
+    drop(ob);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_delivered_batch_is_one_row_and_each_event_reads_as_delivered() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ob, writer, reader) = open(&dir);
+    let (tt, meta): (Arc<str>, Arc<str>) = (Arc::from("tiktok"), Arc::from("meta"));
+    let events: Vec<NewAudit> = (0..5)
+        .map(|i| audit(&format!("e{i}"), &["tiktok", "meta"]))
+        .collect();
+    ob.ingest(events, None).await.expect("ingest");
+    let delivered = |id: &str| Record::Delivered {
+        request_id: id.into(),
+        shortfall: None,
+    };
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    assert_eq!(b.rows.len(), 5);
+    ob.record(&tt, &b.rows, delivered("t1"), 6)
+        .await
+        .expect("record");
+    let b = ob.claim(&meta, 3, 5).await.expect("claim");
+    ob.record(&meta, &b.rows, delivered("m1"), 7)
+        .await
+        .expect("record");
+    let batches: i64 = reader
+        .query_row("SELECT count(*) FROM delivery", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(batches, 2, "one row per acknowledged request");
+    let all = crate::relay::audit::records(&reader, usize::MAX, None).expect("records");
+    let decisions: Vec<&str> = all.iter().rev().map(|r| r.decision.as_str()).collect();
+    assert_eq!(
+        decisions,
+        ["delivered", "delivered", "delivered", "queued", "queued"]
+    );
+    for r in &all {
+        assert_eq!(r.destinations["tiktok"]["state"], "delivered");
+        assert_eq!(r.destinations["tiktok"]["request_id"], "t1");
+    }
+    assert_eq!(all[0].destinations["meta"]["state"], "queued");
+    assert_eq!(all[4].destinations["meta"]["request_id"], "m1");
+    let only = |d| crate::relay::audit::records(&reader, 2, Some(d)).expect("records");
+    let ids = |v: Vec<crate::relay::audit::AuditRecord>| v.iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(only(Decision::Delivered)),
+        [3, 2],
+        "newest first, limited"
+    );
+    assert_eq!(ids(only(Decision::Queued)), [5, 4]);
+    assert!(only(Decision::DeadLettered).is_empty());
     drop(ob);
     writer.join();
 }

@@ -31,8 +31,8 @@ pub const POSTGRES_MIGRATIONS: &[Migration] =
 const MIGRATION_LOCK: i64 = 0x0070_7877_6d69_6772;
 
 /// Applies `migrations` to a SQLite database whose `PRAGMA user_version` counts those applied;
-/// `shown` names it in errors. Any SQLite database of the crate can use it (the relay's outbox
-/// keeps a runner of its own for now, which reads the version outside the write lock).
+/// `shown` names it in errors. Every SQLite database of the crate uses it (the scanner's store,
+/// the relay's outbox: `relay::db`).
 pub fn apply_sqlite(
     c: &rusqlite::Connection,
     shown: &str,
