@@ -57,7 +57,7 @@ pub(super) async fn overview(
     Extension(who): Extension<Signed>,
     Query(q): Query<OverviewQuery>,
 ) -> Response {
-    let mut rows = match status::all(&app).await {
+    let mut rows = match status::all(&app, None).await {
         Ok(r) => r,
         Err(e) => return views::store_error(&e),
     };

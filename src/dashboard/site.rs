@@ -52,7 +52,7 @@ struct Data {
 }
 
 async fn gather(app: &App, site: &str) -> Result<Option<Data>, StoreError> {
-    let Some(status) = status::all(app).await?.into_iter().find(|s| s.site == site) else {
+    let Some(status) = status::all(app, Some(site)).await?.into_iter().next() else {
         return Ok(None);
     };
     let rows = app.store.list_scans(Some(site), HISTORY + 1).await?;

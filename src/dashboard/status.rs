@@ -235,8 +235,9 @@ fn next_time(schedule: &str) -> Option<String> {
     ))
 }
 
-/// Every known site's status, by URL.
-pub async fn all(app: &super::App) -> Result<Vec<SiteStatus>, StoreError> {
+/// Every known site's status, by URL; with `only`, just that site's (the others' latest scans
+/// are then not loaded and judged).
+pub async fn all(app: &super::App, only: Option<&str>) -> Result<Vec<SiteStatus>, StoreError> {
     let store = &app.store;
     let known = store.known_sites().await?;
     let mut recent = store.recent_scans_by_site(SPARK_SCANS).await?;
@@ -247,6 +248,9 @@ pub async fn all(app: &super::App) -> Result<Vec<SiteStatus>, StoreError> {
     let mut mutes = store.all_active_mutes().await?;
     let mut out = Vec::with_capacity(known.len());
     for site in known {
+        if only.is_some_and(|o| o != site) {
+            continue;
+        }
         let mut scans = recent.remove(&site).unwrap_or_default();
         let site_mutes = mutes.remove(&site).unwrap_or_default();
         let baseline = baselines.get(&site);
