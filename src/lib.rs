@@ -26,6 +26,7 @@ pub mod relay;
 pub mod report;
 pub mod rules;
 pub mod scan;
+pub mod screenshots;
 pub mod settings;
 pub mod store;
 pub mod watch;

@@ -100,6 +100,10 @@ pub struct Page {
     /// Why the page reveals health information about its visitor, when it does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health: Option<PageHealth>,
+    /// File name of the page's screenshot in the `--screenshots` directory (kept only for
+    /// pages with a finding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub screenshot: Option<String>,
     /// What a visitor sees, read for the page's health context (not written to the report).
     #[serde(skip)]
     pub text: PageText,

@@ -18,6 +18,7 @@ use crate::crawl::{self, Frontier, Limits, Pending, sitemap};
 use crate::model::{CookieSeen, Finding, Page, SCAN_SCHEMA, ScanReport, Summary};
 use crate::rules::RuleSet;
 use crate::rules::consent::ConsentMode;
+use crate::screenshots::Screenshots;
 
 /// Tabs in parallel by default: a page is watched ~3 s for tags injected by timers, mostly
 /// idle, so 12 tabs keep 2 cores busy (measured: scripts/bench-crawl.sh, README).
@@ -53,6 +54,9 @@ pub struct ScanOptions {
     pub rules_dir: Option<PathBuf>,
     /// Adblock-syntax filter lists to catch trackers the rules do not know.
     pub filter_lists: Vec<PathBuf>,
+    /// Where each page's picture goes as it is visited (`--screenshots`; an output of the run,
+    /// never a stored setting).
+    pub screenshots: Option<Arc<Screenshots>>,
 }
 
 impl Default for ScanOptions {
@@ -78,6 +82,7 @@ impl Default for ScanOptions {
             journeys: Vec::new(),
             rules_dir: None,
             filter_lists: Vec::new(),
+            screenshots: None,
         }
     }
 }
@@ -254,6 +259,7 @@ pub async fn run_with_hook(
         canaries,
         funnel_steps: opts.funnel_steps,
         site: site.clone(),
+        screenshots: opts.screenshots.is_some(),
     });
     let notify = Arc::new(Notify::new());
     let timing = VisitTiming {
@@ -271,6 +277,7 @@ pub async fn run_with_hook(
             timing,
             plan: plan.clone(),
             pid_hook: pid_hook.clone(),
+            screenshots: opts.screenshots.clone(),
         };
         workers.push(tokio::spawn(w.run()));
     }
@@ -282,7 +289,15 @@ pub async fn run_with_hook(
     // Scripted journeys, after the crawl: each in a fresh tab, each a page of the report.
     for j in &journeys {
         progress.page_started(j.start().unwrap_or_default());
-        let page = run_journey(&pool, &shared, j, &plan, timing).await;
+        let page = run_journey(
+            &pool,
+            &shared,
+            j,
+            &plan,
+            timing,
+            opts.screenshots.as_deref(),
+        )
+        .await;
         let mut s = lock(&shared);
         if page.error.is_some() {
             s.errors += 1;
@@ -360,6 +375,7 @@ struct Worker {
     timing: VisitTiming,
     plan: Arc<Plan>,
     pid_hook: Option<PidHook>,
+    screenshots: Option<Arc<Screenshots>>,
 }
 
 impl Worker {
@@ -451,6 +467,7 @@ impl Worker {
         let mut page = std::mem::take(&mut visit.page);
         page.depth = job.depth;
         page.found_via = job.via.to_string();
+        page.screenshot = save_screenshot(self.screenshots.as_deref(), &page, visit.screenshot);
         if visit.browser_died {
             page.error = Some("the browser crashed during this page (it was restarted)".into());
             *tab = None;
@@ -505,6 +522,7 @@ async fn run_journey(
     journey: &crate::journey::Journey,
     plan: &Plan,
     timing: VisitTiming,
+    screenshots: Option<&Screenshots>,
 ) -> Page {
     let start = journey.start().unwrap_or_default().to_string();
     let mut tab = match pool.open_tab().await {
@@ -521,17 +539,29 @@ async fn run_journey(
     };
     let canaries = plan.canaries.clone().unwrap_or_default();
     let generation = tab.generation();
-    let mut visit = tab.run_journey(journey, &canaries, timing).await;
+    let mut visit = tab
+        .run_journey(journey, &canaries, timing, plan.screenshots)
+        .await;
     if visit.browser_died {
         pool.restart(generation).await;
     } else {
         tab.close().await;
     }
     let mut page = std::mem::take(&mut visit.page);
+    page.screenshot = save_screenshot(screenshots, &page, visit.screenshot);
     let mut s = lock(shared);
     page.cookies = s.cookies.record(&page.url, &visit.cookies);
     s.link_texts.add(&visit.link_texts);
     page
+}
+
+/// Writes the picture a visit took, if screenshots were asked for; its file name.
+fn save_screenshot(
+    screenshots: Option<&Screenshots>,
+    page: &Page,
+    png: Option<Vec<u8>>,
+) -> Option<String> {
+    screenshots?.save(&page.url, &png?)
 }
 
 /// How the browser fared during a scan.

@@ -488,3 +488,146 @@ async fn rules_check_and_explain() {
     );
     assert!(Path::new(BIN).exists());
 }
+
+/// `--screenshots DIR`: a PNG of each page with a finding, none of a clean page, each named on
+/// its page in the JSON report and linked from the HTML report relative to where it was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn screenshots_are_kept_for_pages_with_a_finding_and_linked_from_the_report() {
+    let site = Site::new()
+        .page(
+            "www.clinic.test",
+            "/",
+            r#"<html><body style="background:#c00"><h1>Home</h1><a href="/about">About</a>
+            <a href="/book">Book</a>
+            <script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script></body></html>"#,
+        )
+        .page(
+            "www.clinic.test",
+            "/about",
+            r#"<html><body style="background:#0c0"><h1>About us</h1></body></html>"#,
+        )
+        .page(
+            "www.clinic.test",
+            "/book",
+            r#"<html><body style="background:#00c"><h1>Book</h1>
+            <script src="https://analytics.tiktok.com/i18n/pixel/events.js"></script></body></html>"#,
+        )
+        .route(
+            "analytics.tiktok.com",
+            "/i18n/pixel/events.js",
+            Response::js("window.ttq = {};"),
+        );
+    let server = FixtureServer::start(site).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let json = dir.path().join("report.json");
+    let html = dir.path().join("out/report.html");
+    std::fs::create_dir(dir.path().join("out")).unwrap();
+    // A directory that does not exist yet, beside the report's.
+    let shots = dir.path().join("evidence/shots");
+    let sargs = server.browser_args();
+    let out = run(&scan_args(
+        &sargs,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+            "--screenshots",
+            shots.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
+    if let Ok(keep) = std::env::var("PIXELWATCH_KEEP_SCREENSHOTS") {
+        let _ = std::fs::create_dir_all(&keep);
+        for e in std::fs::read_dir(&shots).unwrap() {
+            let e = e.unwrap();
+            let _ = std::fs::copy(e.path(), Path::new(&keep).join(e.file_name()));
+        }
+    }
+    assert!(
+        text(&out.stdout).contains("Screenshots of the 2 pages with a finding"),
+        "{}",
+        text(&out.stdout)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let shot_of = |path: &str| {
+        let url = format!("https://www.clinic.test{path}");
+        let page = report["pages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["url"] == url)
+            .unwrap_or_else(|| panic!("no page {url}"));
+        page["screenshot"].as_str().map(str::to_string)
+    };
+    assert_eq!(shot_of("/about"), None, "a clean page keeps no picture");
+    let home = shot_of("/").expect("the home page has a finding and a picture");
+    let book = shot_of("/book").expect("/book has a finding and a picture");
+    let mut files: Vec<String> = std::fs::read_dir(&shots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    let mut named = vec![home.clone(), book.clone()];
+    named.sort();
+    assert_eq!(files, named, "only the pictures the report names are left");
+    assert!(
+        home.starts_with("www-clinic-test-") && home.ends_with(".png"),
+        "{home}"
+    );
+    for f in &files {
+        let png = shots.join(f);
+        assert_eq!(&std::fs::read(&png).unwrap()[..8], b"\x89PNG\r\n\x1a\n");
+        let (w, h) = outputs_support::png_size(&png);
+        assert!(
+            w >= 800 && h >= 500,
+            "{f} is {w}x{h}: not a picture of the window"
+        );
+    }
+    assert_ne!(
+        std::fs::read(shots.join(&home)).unwrap(),
+        std::fs::read(shots.join(&book)).unwrap(),
+        "each picture shows its own page"
+    );
+    // The HTML report links each picture relative to itself, so the pair can be moved together.
+    let page = std::fs::read_to_string(&html).unwrap();
+    for name in [&home, &book] {
+        let href = format!("href=\"../evidence/shots/{name}\"");
+        // In the page list of each cause on that page, and in the page's row.
+        assert!(page.matches(&href).count() >= 2, "{href} missing");
+    }
+    let about_row = page
+        .split("<tr class=\"page\">")
+        .find(|r| r.contains("https://www.clinic.test/about<"))
+        .expect("the /about row");
+    assert!(
+        !about_row.split("</tr>").next().unwrap().contains("shot"),
+        "{about_row}"
+    );
+
+    // A directory that cannot be made fails before the scan, naming the flag and the path.
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let bad = file.join("shots");
+    let out = run(&scan_args(
+        &sargs,
+        &[
+            "--db",
+            db.to_str().unwrap(),
+            "--screenshots",
+            bad.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--screenshots") && err.contains("a-file"),
+        "{err}"
+    );
+    assert!(!err.contains("Stored in"), "no scan ran: {err}");
+}

@@ -69,7 +69,11 @@ fn assert_streams_safe(what: &str, out: &Output) {
 
 /// An HTML report: nothing from the page became markup, in the file or in Chromium's DOM.
 fn assert_html_inert(what: &str, path: &std::path::Path, shown_as_text: &str) {
+    // The one link the report makes itself: a screenshot, by a file name pixelwatch built.
+    let ours =
+        regex::Regex::new(r#"<a class="shot" href="[a-z0-9./-]+\.png">screenshot</a>"#).unwrap();
     let html = std::fs::read_to_string(path).unwrap();
+    let html = ours.replace_all(&html, "").into_owned();
     let lower = html.to_lowercase();
     for tag in ["<script", "<img", "<iframe", "<a ", "<link"] {
         assert!(!lower.contains(tag), "{what} contains {tag}");
@@ -83,7 +87,9 @@ fn assert_html_inert(what: &str, path: &std::path::Path, shown_as_text: &str) {
         !html.chars().any(|c| hidden(c) && c != '\n'),
         "{what}: raw control"
     );
-    let dom = dump_dom(path, 1280, 900).to_lowercase();
+    let dom = ours
+        .replace_all(&dump_dom(path, 1280, 900), "")
+        .to_lowercase();
     for tag in ["<script", "<img", "<iframe", "<a "] {
         assert!(!dom.contains(tag), "{what}: Chromium's DOM has {tag}");
     }
@@ -111,6 +117,8 @@ async fn a_hostile_site_cannot_subvert_any_output() {
         &path("r.html"),
         "--har",
         &path("r.har"),
+        "--screenshots",
+        &path("shots"),
     ]));
     let out = run(&first).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -151,6 +159,26 @@ async fn a_hostile_site_cannot_subvert_any_output() {
         evidence.len()
     );
     assert_eq!(leak["matched"], "semaglutide");
+    // Screenshots: one per page with a finding, named by pixelwatch, never by the page.
+    let shots: Vec<String> = std::fs::read_dir(path("shots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let named: Vec<&str> = pages
+        .iter()
+        .filter_map(|p| p["screenshot"].as_str())
+        .collect();
+    assert_eq!(shots.len(), named.len(), "{shots:?} vs {named:?}");
+    assert!(shots.len() >= 2, "every hostile page leaks: {shots:?}");
+    for n in &shots {
+        assert!(named.contains(&n.as_str()), "{n} is not in the report");
+        assert!(
+            n.ends_with(".png")
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-.".contains(c)),
+            "{n:?}"
+        );
+    }
     assert_html_inert(
         "scan --html",
         std::path::Path::new(&path("r.html")),

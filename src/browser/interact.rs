@@ -36,6 +36,8 @@ pub struct Plan {
     pub funnel_steps: usize,
     /// The registrable domain being scanned (its submissions are held back).
     pub site: String,
+    /// Capture a PNG of each page as the visit leaves it (`--screenshots`).
+    pub screenshots: bool,
 }
 
 const CLICK_CONSENT: &str = r#"(args) => {

@@ -71,11 +71,14 @@ const FIND: &str = r#"(a) => {
 
 impl Tab {
     /// Runs `journey` from its first `goto`; the visit is one page with every step's requests.
+    /// With `screenshot`, the page it ends on is captured, unless a step typed a secret (a
+    /// picture cannot be redacted).
     pub async fn run_journey(
         &mut self,
         journey: &Journey,
         canaries: &[Canary],
         timing: VisitTiming,
+        screenshot: bool,
     ) -> Visit {
         let mut st = self.fresh_state(Phase::Journey);
         let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
@@ -131,6 +134,7 @@ impl Tab {
                     settle_ms: load_ms,
                     reason,
                     not_html: false,
+                    screenshot: screenshot && secrets.is_empty(),
                 },
             )
             .await;

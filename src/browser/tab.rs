@@ -85,6 +85,8 @@ pub struct Visit {
     pub not_html: bool,
     /// The page a submission let through by `--submit-forms` landed on, with its requests.
     pub landing: Option<Box<Visit>>,
+    /// A PNG of the page as the visit left it (when the plan asks for screenshots).
+    pub screenshot: Option<Vec<u8>>,
 }
 
 /// A tab: one page target and the sessions of its children.
@@ -281,9 +283,31 @@ impl Tab {
                 settle_ms,
                 reason,
                 not_html,
+                screenshot: plan.screenshots,
             },
         )
         .await
+    }
+
+    /// A PNG of what the tab shows (the first screen), bounded by `limit`.
+    pub(super) async fn screenshot(&self, limit: Duration) -> Result<Vec<u8>, CdpError> {
+        use base64::Engine as _;
+        const METHOD: &str = "Page.captureScreenshot";
+        let shot = self
+            .conn
+            .call_with_timeout(
+                METHOD,
+                json!({"format": "png", "captureBeyondViewport": false}),
+                Some(&self.session),
+                limit,
+            )
+            .await?;
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .map_err(|e| CdpError::Protocol {
+                method: METHOD.into(),
+                message: format!("the screenshot is not base64: {e}"),
+            })
     }
 
     /// `Page.navigate` in this tab, bounded by `limit`.

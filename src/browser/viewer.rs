@@ -59,22 +59,7 @@ impl Viewer {
 
     /// A PNG of the first screen.
     pub async fn screenshot(&self) -> Result<Vec<u8>, CdpError> {
-        use base64::Engine as _;
-        let shot = self
-            .tab
-            .conn
-            .call(
-                "Page.captureScreenshot",
-                json!({"format": "png", "captureBeyondViewport": false}),
-                Some(&self.tab.session),
-            )
-            .await?;
-        base64::engine::general_purpose::STANDARD
-            .decode(shot["data"].as_str().unwrap_or_default())
-            .map_err(|e| CdpError::Protocol {
-                method: "Page.captureScreenshot".into(),
-                message: format!("the screenshot is not base64: {e}"),
-            })
+        self.tab.screenshot(Duration::from_secs(10)).await
     }
 
     /// Closes the tab and the browser.

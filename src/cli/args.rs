@@ -187,6 +187,9 @@ pub struct RunArgs {
     /// Write an HTTP Archive (HAR 1.2) of every page with its requests and request bodies.
     #[arg(long, value_name = "FILE")]
     pub har: Option<PathBuf>,
+    /// Save a PNG of each page with a finding in DIR (created if needed), named in the reports.
+    #[arg(long, value_name = "DIR")]
+    pub screenshots: Option<PathBuf>,
     #[command(flatten)]
     pub db: DbArg,
     /// Chromium or Chrome executable [default: $CHROME, then well-known paths].

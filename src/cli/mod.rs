@@ -29,6 +29,7 @@ use crate::model::ScanReport;
 use crate::report::{self, progress::Bar, terminal, untrusted};
 use crate::rules::Engine;
 use crate::scan::{self, ScanOptions};
+use crate::screenshots::Screenshots;
 use crate::store::{self, DbTarget, Store};
 
 /// Parses `args`, runs the command and returns its exit code.
@@ -195,12 +196,16 @@ impl Scanned {
 
 /// Scans, stores, writes every requested file and prints the summary.
 async fn scan_and_report(
-    opts: ScanOptions,
+    mut opts: ScanOptions,
     common: &RunArgs,
     engine: &Engine,
 ) -> Result<Scanned, Error> {
     site_url(&opts.start)?;
     let mut failures = Vec::new();
+    if let Some(dir) = &common.screenshots {
+        let shots = Screenshots::create(dir).map_err(|e| Error::Run(e.to_string()))?;
+        opts.screenshots = Some(Arc::new(shots));
+    }
     // Open the database first: a locked or unwritable database is reported before a long scan.
     let db_path = common.db.target();
     let store = match Store::open(&db_path).await {
@@ -215,6 +220,13 @@ async fn scan_and_report(
     let result = scan::run(&opts, bar.clone()).await;
     bar.finish();
     let mut report = result?;
+    let mut screenshots_kept = None;
+    if let Some(shots) = &opts.screenshots {
+        screenshots_kept = Some((shots.keep_pages_with_findings(&mut report), shots.dir()));
+        if let Some(why) = shots.failure() {
+            failures.push(Error::Run(why));
+        }
+    }
     let mut saved = false;
     if let Some(s) = store.as_ref() {
         match s.save_scan(&mut report).await {
@@ -250,10 +262,12 @@ async fn scan_and_report(
             Some(s) => s.active_mutes(&report.site).await.unwrap_or_default(),
             None => Vec::new(),
         };
+        let shots_href = screenshots_kept.map(|(_, dir)| report::html::href_to(dir, p));
         let cx = report::html::Context {
             history: &history,
             first_seen: &first_seen,
             mutes: &mutes,
+            screenshots: shots_href.as_deref(),
             ..report::html::Context::new(&report, engine)
         };
         if let Err(e) = report::write_file(p, report::html::render(&cx).as_bytes()) {
@@ -272,6 +286,13 @@ async fn scan_and_report(
         }
         if saved {
             println!("Stored in {db_path} as scan #{}", report.id.unwrap_or(0));
+        }
+        if let Some((kept, dir)) = screenshots_kept {
+            println!(
+                "Screenshots of the {kept} page{} with a finding: {}",
+                if kept == 1 { "" } else { "s" },
+                dir.display()
+            );
         }
     }
     if let Some(reason) = report.unscannable() {
