@@ -631,3 +631,72 @@ async fn screenshots_are_kept_for_pages_with_a_finding_and_linked_from_the_repor
     );
     assert!(!err.contains("Stored in"), "no scan ran: {err}");
 }
+
+/// A scanner killed with SIGKILL (an OOM kill, `kill -9` from cron) takes its browser with it:
+/// no Chromium is left running, holding memory, after pixelwatch is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scanner_killed_mid_page_leaves_no_browser_behind() {
+    use std::time::{Duration, Instant};
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let site = Site::new().route(
+        "www.clinic.test",
+        "/",
+        Response {
+            body: pixelwatch::fixture::Body::Hang,
+            ..Response::html("")
+        },
+    );
+    let server = FixtureServer::start(site).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("h.db");
+    let sargs = server.browser_args();
+    let mut args = scan_args(&sargs, &["--db", db.to_str().unwrap()]);
+    args.extend(["--page-timeout", "120", "--no-sitemap"]);
+    let mut child = tokio::process::Command::new(BIN)
+        .args(&args)
+        .env_remove("PIXELWATCH_DB")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    // Wait until the browser runs (the page hangs, so the scan stays mid-page).
+    let until = Instant::now() + Duration::from_secs(30);
+    let browsers = loop {
+        let found: Vec<u32> = outputs_support::descendants(pid)
+            .into_iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.to_lowercase().contains("chrom"))
+            })
+            .collect();
+        if found.len() >= 2 || Instant::now() > until {
+            break found;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!browsers.is_empty(), "the scan started no browser");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let all = outputs_support::descendants(pid);
+    // SAFETY: signalling the process this test started, by its pid.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    let _ = child.wait().await;
+    let until = Instant::now() + Duration::from_secs(15);
+    while all.iter().any(|&p| outputs_support::alive(p)) && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let left: Vec<u32> = all
+        .iter()
+        .copied()
+        .filter(|&p| outputs_support::alive(p))
+        .collect();
+    for &p in &left {
+        // SAFETY: the test's own orphans, by pid; cleaned up so a failure leaks nothing.
+        unsafe { libc::kill(p as i32, libc::SIGKILL) };
+    }
+    assert!(
+        left.is_empty(),
+        "still running after pixelwatch was killed: {left:?} of {all:?}"
+    );
+}

@@ -5,12 +5,14 @@
 //! each due time once across a failover; PostgreSQL restarted mid-run and the workers recover.
 
 mod alert_support;
+mod outputs_support;
 mod pg_support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use alert_support::SmtpSink;
+use outputs_support::descendants;
 use pg_support::{PgServer, free_port};
 use pixelwatch::fixture::{FixtureServer, Response, Site};
 use pixelwatch::settings::ScanSettings;
@@ -68,7 +70,8 @@ impl Proc {
         self.log.lock().unwrap().join("\n")
     }
 
-    /// SIGKILL, as a lost machine; its browsers (now orphans) are killed too.
+    /// SIGKILL, as a lost machine. Its browsers die with it (parent-death signal; asserted in
+    /// tests/cli.rs); any left over are killed too, so a regression there cannot leak here.
     async fn kill9(&mut self) {
         let pid = self.pid();
         let orphans = descendants(pid);
@@ -91,35 +94,6 @@ impl Proc {
             .unwrap()
             .code()
     }
-}
-
-/// Every process below `pid`.
-fn descendants(pid: u32) -> Vec<u32> {
-    let mut parent_of: Vec<(u32, u32)> = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
-        let after = &stat[stat.rfind(')').map_or(0, |i| i + 1)..];
-        if let Some(ppid) = after.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
-            parent_of.push((p, ppid));
-        }
-    }
-    let mut out = vec![];
-    let mut frontier = vec![pid];
-    while let Some(q) = frontier.pop() {
-        for &(p, pp) in &parent_of {
-            if pp == q {
-                out.push(p);
-                frontier.push(p);
-            }
-        }
-    }
-    out
 }
 
 async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut f: F)

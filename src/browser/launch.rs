@@ -184,13 +184,14 @@ impl Browser {
         cmd_args.extend(args);
         cmd_args.push("about:blank".into());
 
-        let mut child = Command::new(&path)
-            .args(&cmd_args)
+        let mut cmd = Command::new(&path);
+        cmd.args(&cmd_args)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
+            .kill_on_drop(true);
+        let mut child = spawner::spawn(cmd)
+            .await
             .map_err(|source| LaunchError::Spawn {
                 path: path.display().to_string(),
                 source,
@@ -294,4 +295,74 @@ impl Browser {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Browsers die with pixelwatch, even when it is killed with SIGKILL (an OOM kill, a lost
+/// fleet worker, a `kill -9` from cron): each is started with Linux's parent-death signal.
+/// Linux ties that signal to the *thread* that forked, not the process, and the runtime's
+/// threads come and go, so every browser is forked by one thread that lives as long as the
+/// process.
+mod spawner {
+    use std::sync::OnceLock;
+    use std::sync::mpsc;
+
+    use tokio::process::{Child, Command};
+    use tokio::sync::oneshot;
+
+    struct Job {
+        cmd: Command,
+        runtime: tokio::runtime::Handle,
+        reply: oneshot::Sender<std::io::Result<Child>>,
+    }
+
+    static JOBS: OnceLock<mpsc::Sender<Job>> = OnceLock::new();
+
+    /// Spawns `cmd` from the spawner thread, registered with the caller's runtime.
+    pub(super) async fn spawn(mut cmd: Command) -> std::io::Result<Child> {
+        die_with_parent(&mut cmd);
+        let jobs = JOBS.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::Builder::new()
+                .name("pixelwatch-browser-spawner".into())
+                .spawn(move || {
+                    for mut job in rx {
+                        let _enter = job.runtime.enter();
+                        let _ = job.reply.send(job.cmd.spawn());
+                    }
+                })
+                .expect("a thread for spawning browsers");
+            tx
+        });
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            cmd,
+            runtime: tokio::runtime::Handle::current(),
+            reply,
+        };
+        let gone = || std::io::Error::other("the browser spawner thread is gone");
+        jobs.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+
+    #[cfg(target_os = "linux")]
+    fn die_with_parent(cmd: &mut Command) {
+        let parent = std::process::id() as libc::pid_t;
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe calls (prctl, getppid), allocating nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // pixelwatch died between fork and prctl: the signal will never come.
+                if libc::getppid() != parent {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn die_with_parent(_cmd: &mut Command) {}
 }
