@@ -449,6 +449,11 @@ impl Worker {
         };
         if tab.as_ref().is_some_and(Tab::browser_gone) {
             *tab = None;
+        } else if tab.as_ref().is_some_and(Tab::retiring)
+            && let Some(t) = tab.take()
+        {
+            // Its browser was replaced to free parked tabs: go on in the new one.
+            t.close().await;
         }
         if tab.is_none() {
             match self.pool.open_tab().await {
@@ -482,7 +487,7 @@ impl Worker {
             && let Some(t) = tab.take()
         {
             // A probe queued WebSocket frames in this tab: park it, go on in a fresh one.
-            *tab = self.pool.park(t);
+            self.pool.park(t).await;
         }
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());

@@ -604,3 +604,105 @@ async fn nothing_typed_leaves_the_browser_and_every_tracker_leak_is_still_named(
     assert!(leak("tiktok", "email"), "{:#?}", report.findings);
     assert!(leak("meta", "sha256"), "{:#?}", report.findings);
 }
+
+/// A chat widget holds a socket open on every page, and many pages have a form. Each probe on
+/// such a page parks its tab (frames it queued must never be released), and a browser holds
+/// only a few parked tabs: after that the browser is replaced, not reused with WebSockets
+/// offline. Every page's chat socket connects and says hello, across replacements, with the
+/// visitor's cookies carried over, and nothing typed ever leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_page_keeps_working_sockets_however_many_tabs_the_probe_parks() {
+    const FORMS: usize = 9;
+    let chat = format!(
+        r#"<script>const ws = new WebSocket('wss://{CHAT}/socket');
+        ws.onopen = () => ws.send('hello ' + location.pathname);</script>"#
+    );
+    let links: String = (1..=FORMS)
+        .map(|i| format!(r#"<a href="/form{i}">Form {i}</a> "#))
+        .collect();
+    let mut site = Site::new()
+        .page(
+            C,
+            "/",
+            &html(&format!(
+                "{links}<script>document.cookie = 'visitor=v1; path=/; max-age=3600';</script>{chat}"
+            )),
+        )
+        .route(CHAT, "/socket", Response::websocket());
+    for i in 1..=FORMS {
+        site = site.page(
+            C,
+            &format!("/form{i}"),
+            &html(&format!(
+                r#"<form><input type="email" name="email"><button>Send</button></form>{chat}"#
+            )),
+        );
+    }
+    let server = FixtureServer::start(site).await.unwrap();
+    let pids = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let seen = pids.clone();
+    let opts = options(&server, &format!("https://{C}/"));
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let report = tokio::time::timeout(
+        Duration::from_secs(240),
+        scan::run_with_hook(
+            &opts,
+            Arc::new(Silent),
+            Some(Arc::new(move |pid| {
+                seen.lock().unwrap().insert(pid);
+            })),
+        ),
+    )
+    .await
+    .expect("a scan must end in bounded time")
+    .expect("scan runs");
+    assert_eq!(report.pages.len(), FORMS + 1);
+    assert_eq!(report.summary.pages_errored, 0, "{:#?}", report.pages);
+    assert_eq!(report.summary.browser_restarts, 0, "nothing crashed");
+    assert!(
+        pids.lock().unwrap().len() >= 2,
+        "{FORMS} parked tabs must have replaced the browser at least once"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let requests = server.requests();
+    let hellos: BTreeSet<String> = requests
+        .iter()
+        .filter(|r| r.method == "WS")
+        .filter_map(|r| {
+            String::from_utf8_lossy(&r.body)
+                .strip_prefix("hello ")
+                .map(str::to_string)
+        })
+        .collect();
+    for p in &report.pages {
+        assert!(
+            p.probed_fields > 0 || p.url.ends_with(".test/"),
+            "{} probed",
+            p.url
+        );
+        let socket = p
+            .requests
+            .iter()
+            .find(|r| r.resource_type == "WebSocket" && r.host == CHAT && r.phase == "load")
+            .unwrap_or_else(|| panic!("{}: no chat socket recorded", p.url));
+        assert!(socket.error.is_none(), "{}: {socket:?}", p.url);
+        let path = p.url.trim_start_matches(&format!("https://{C}"));
+        assert!(hellos.contains(path), "{path} never said hello: {hellos:?}");
+    }
+    // The visitor keeps its cookies in the replacement browser: every form page asked for
+    // after the home page sent the cookie the home page set.
+    for r in requests
+        .iter()
+        .filter(|r| r.host == C && r.method == "GET" && r.target.starts_with("/form"))
+    {
+        assert!(
+            r.header("cookie").is_some_and(|c| c.contains("visitor=v1")),
+            "{} went without the visitor's cookie",
+            r.target
+        );
+    }
+    assert!(
+        server.canaries_received(&report.canaries).is_empty(),
+        "a typed value left the browser"
+    );
+}

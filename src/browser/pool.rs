@@ -6,7 +6,7 @@
 //! by the probe's guard (a request carrying a typed canary never leaves); what they send is
 //! recorded and handed to the next page that finishes.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde_json::json;
@@ -36,6 +36,27 @@ pub(super) struct Context {
     shared_workers: Mutex<Vec<String>>,
     /// Tabs probing a form right now.
     probing: Mutex<usize>,
+    /// Tabs of this browser not yet dropped (parked ones included).
+    open_tabs: AtomicUsize,
+    /// Replaced by a fresh browser: its tabs finish their page and go; it ends when only
+    /// parked tabs are left.
+    pub(super) retiring: AtomicBool,
+}
+
+/// Counts a tab as open on its browser until dropped (a field of [`Tab`]).
+pub(super) struct OpenTab(Arc<Context>);
+
+impl OpenTab {
+    pub(super) fn new(ctx: &Arc<Context>) -> OpenTab {
+        ctx.open_tabs.fetch_add(1, Ordering::SeqCst);
+        OpenTab(ctx.clone())
+    }
+}
+
+impl Drop for OpenTab {
+    fn drop(&mut self) {
+        self.0.open_tabs.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Context {
@@ -97,9 +118,16 @@ struct Live {
     ctx: Arc<Context>,
 }
 
-/// Tabs parked at most per browser; beyond that a tab holding queued frames stays in use (with
-/// WebSockets offline).
-const MAX_PARKED: usize = 8;
+/// Tabs parked at most per browser. The next tab to hold queued frames replaces the browser
+/// instead: a fresh one takes new tabs (with the old one's cookies), and the old one is killed
+/// once its other tabs have finished their pages. No tab ever goes on with WebSockets offline.
+const MAX_PARKED: usize = 4;
+
+/// A browser being replaced, with the tabs parked on it.
+struct Retiring {
+    live: Live,
+    parked: Vec<Tab>,
+}
 
 /// The browser of one scan.
 pub struct Pool {
@@ -107,6 +135,13 @@ pub struct Pool {
     /// Tabs that hold WebSocket frames queued during a probe: never closed, never used again;
     /// they end with the browser (killed).
     parked: Mutex<Vec<Tab>>,
+    /// Browsers replaced because they held [`MAX_PARKED`] tabs, until their last tab is done.
+    retiring: Mutex<Vec<Retiring>>,
+    /// Cookies of the browser last replaced, for the one that replaces it (a scan's visitor
+    /// keeps its cookies, consent included, across the replacement).
+    carried_cookies: Mutex<Vec<serde_json::Value>>,
+    /// Browsers replaced to free parked tabs.
+    rotations: AtomicU32,
     opts: LaunchOptions,
     guard: Arc<Guard>,
     restarts: AtomicU32,
@@ -121,6 +156,9 @@ impl Pool {
         Pool {
             current: tokio::sync::Mutex::new((None, 0)),
             parked: Mutex::new(Vec::new()),
+            retiring: Mutex::new(Vec::new()),
+            carried_cookies: Mutex::new(Vec::new()),
+            rotations: AtomicU32::new(0),
             opts,
             guard: Arc::new(guard),
             restarts: AtomicU32::new(0),
@@ -148,8 +186,19 @@ impl Pool {
                 generation,
                 shared_workers: Mutex::new(Vec::new()),
                 probing: Mutex::new(0),
+                open_tabs: AtomicUsize::new(0),
+                retiring: AtomicBool::new(false),
             });
             prepare(&ctx).await?;
+            let carried = std::mem::take(&mut *lock(&self.carried_cookies));
+            if !carried.is_empty()
+                && let Err(e) = ctx
+                    .conn
+                    .call("Storage.setCookies", json!({"cookies": carried}), None)
+                    .await
+            {
+                tracing::warn!(error = %e, "the replaced browser's cookies could not be carried over");
+            }
             cur.0 = Some(Live { browser, ctx });
             cur.1 = generation;
         }
@@ -158,6 +207,7 @@ impl Pool {
 
     /// Opens a tab on the live browser, launching it if needed.
     pub async fn open_tab(&self) -> Result<Tab, PoolError> {
+        self.reap().await;
         let ctx = self.live().await.map_err(PoolError::Launch)?;
         let generation = ctx.generation;
         match Tab::open(ctx).await {
@@ -171,15 +221,72 @@ impl Pool {
     }
 
     /// Takes a tab that holds queued WebSocket frames out of service, so its worker goes on in
-    /// a fresh tab whose WebSockets work. Gives the tab back when enough tabs are parked
-    /// already: keep using it.
-    pub fn park(&self, tab: Tab) -> Option<Tab> {
-        let mut parked = lock(&self.parked);
-        if parked.len() >= MAX_PARKED {
-            return Some(tab);
+    /// a fresh tab whose WebSockets work. When the browser already holds [`MAX_PARKED`] such
+    /// tabs it is replaced: new tabs open in a fresh browser, and its own tabs leave it at their
+    /// next page ([`Tab::retiring`]).
+    pub async fn park(&self, tab: Tab) {
+        let generation = tab.generation();
+        if tab.retiring() {
+            // Its browser is already being replaced: the tab waits with it (or, if that browser
+            // has ended, it is gone already and dropping it changes nothing).
+            let mut retiring = lock(&self.retiring);
+            if let Some(r) = retiring
+                .iter_mut()
+                .find(|r| r.live.ctx.generation == generation)
+            {
+                r.parked.push(tab);
+            }
+            return;
         }
-        parked.push(tab);
-        None
+        let full = {
+            let mut parked = lock(&self.parked);
+            parked.push(tab);
+            parked.len() >= MAX_PARKED
+        };
+        if !full {
+            return;
+        }
+        let mut cur = self.current.lock().await;
+        if cur.1 != generation {
+            return;
+        }
+        let Some(live) = cur.0.take() else {
+            return;
+        };
+        live.ctx.retiring.store(true, Ordering::SeqCst);
+        if let Ok(jar) = live
+            .ctx
+            .conn
+            .call("Storage.getCookies", json!({}), None)
+            .await
+        {
+            *lock(&self.carried_cookies) = carry(&jar["cookies"]);
+        }
+        let parked = std::mem::take(&mut *lock(&self.parked));
+        lock(&self.retiring).push(Retiring { live, parked });
+        self.rotations.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(generation, "browser replaced to free its parked tabs");
+    }
+
+    /// Ends replaced browsers whose tabs are all parked or gone.
+    pub async fn reap(&self) {
+        let done: Vec<Retiring> = {
+            let mut retiring = lock(&self.retiring);
+            let (done, keep) = std::mem::take(&mut *retiring).into_iter().partition(|r| {
+                r.live.ctx.open_tabs.load(Ordering::SeqCst) <= r.parked.len()
+                    || r.live.ctx.conn.is_closed()
+            });
+            *retiring = keep;
+            done
+        };
+        for r in done {
+            self.retire(r.live, r.parked).await;
+        }
+    }
+
+    /// Browsers replaced so far to free parked tabs.
+    pub fn rotations(&self) -> u32 {
+        self.rotations.load(Ordering::Relaxed)
     }
 
     /// Replaces the browser of generation `generation` (if nobody did already).
@@ -189,7 +296,8 @@ impl Pool {
             return;
         }
         if let Some(old) = cur.0.take() {
-            self.retire(old).await;
+            let parked = std::mem::take(&mut *lock(&self.parked));
+            self.retire(old, parked).await;
         }
         self.restarts.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("browser crashed or stopped answering; restarting it");
@@ -197,14 +305,19 @@ impl Pool {
 
     /// Ends the browser.
     pub async fn shutdown(&self) {
+        let retiring = std::mem::take(&mut *lock(&self.retiring));
+        for r in retiring {
+            self.retire(r.live, r.parked).await;
+        }
         if let Some(old) = self.current.lock().await.0.take() {
-            self.retire(old).await;
+            let parked = std::mem::take(&mut *lock(&self.parked));
+            self.retire(old, parked).await;
         }
     }
 
-    async fn retire(&self, live: Live) {
-        // Parked tabs go with the browser (dropping a Tab never closes its target).
-        let parked: Vec<Tab> = std::mem::take(&mut *lock(&self.parked));
+    /// Ends `live`; `parked` (its parked tabs) go with it (dropping a Tab never closes its
+    /// target).
+    async fn retire(&self, live: Live, parked: Vec<Tab>) {
         let conn = &live.ctx.conn;
         self.past_decode_failures
             .fetch_add(conn.decode_failures(), Ordering::Relaxed);
@@ -265,6 +378,43 @@ pub enum PoolError {
     Launch(LaunchError),
     #[error("could not open a tab: {0}")]
     Tab(CdpError),
+}
+
+/// `Storage.getCookies` cookies as `Storage.setCookies` parameters (session cookies stay
+/// session cookies).
+fn carry(cookies: &serde_json::Value) -> Vec<serde_json::Value> {
+    const PARAMS: &[&str] = &[
+        "name",
+        "value",
+        "domain",
+        "path",
+        "secure",
+        "httpOnly",
+        "sameSite",
+        "priority",
+        "sourceScheme",
+        "sourcePort",
+        "partitionKey",
+    ];
+    let Some(list) = cookies.as_array() else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|c| {
+            let mut p = serde_json::Map::new();
+            for k in PARAMS {
+                if let Some(v) = c.get(*k) {
+                    p.insert((*k).to_string(), v.clone());
+                }
+            }
+            if c["session"] != true
+                && let Some(e) = c.get("expires")
+            {
+                p.insert("expires".into(), e.clone());
+            }
+            serde_json::Value::Object(p)
+        })
+        .collect()
 }
 
 /// Browser-level set-up: deny downloads (a scan records them, never opens them), close popups,

@@ -103,6 +103,8 @@ pub struct Tab {
     pub(super) sockets_offline: bool,
     /// Our isolated world's execution context per frame, for the current document.
     worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Counts this tab as open on its browser.
+    _open: super::pool::OpenTab,
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,6 +147,7 @@ impl Tab {
             guard_mode,
             sockets_offline: false,
             worlds: Default::default(),
+            _open: super::pool::OpenTab::new(&ctx),
         };
         setup_session(&ctx, &tab.session, "page").await?;
         tab.wait_for_window().await;
@@ -178,6 +181,11 @@ impl Tab {
     /// Whether the browser connection is gone.
     pub fn browser_gone(&self) -> bool {
         self.conn.is_closed()
+    }
+
+    /// Whether its browser is being replaced: finish the page, then take a new tab.
+    pub fn retiring(&self) -> bool {
+        self.ctx.retiring.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Closes the tab. A tab that holds WebSocket frames queued during a probe is left open
