@@ -708,8 +708,8 @@ fn print_run(run: &Run) {
         beats as f64 / n.max(1) as f64
     );
     println!(
-        "  health: cdp_events_dropped {}, cdp_decode_failures {}, browser_restarts {}",
-        s.cdp_events_dropped, s.cdp_decode_failures, s.browser_restarts
+        "  health: cdp_events_dropped {}, cdp_decode_failures {}, browser_restarts {}, browser_replacements {}",
+        s.cdp_events_dropped, s.cdp_decode_failures, s.browser_restarts, s.browser_replacements
     );
 }
 

@@ -511,5 +511,8 @@ pub struct Summary {
     /// Times the browser had to be restarted during the scan.
     #[serde(default)]
     pub browser_restarts: u32,
+    /// Times the browser was replaced to free tabs the form probe parked (planned, not a crash).
+    #[serde(default)]
+    pub browser_replacements: u32,
     pub duration_ms: u64,
 }

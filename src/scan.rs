@@ -347,6 +347,7 @@ pub async fn run_with_hook(
             cdp_decode_failures: decode_failures,
             cdp_events_dropped: dropped_events,
             browser_restarts: pool.restarts(),
+            browser_replacements: pool.rotations(),
         },
         t0.elapsed(),
     );
@@ -574,6 +575,7 @@ struct Health {
     cdp_decode_failures: u64,
     cdp_events_dropped: u64,
     browser_restarts: u32,
+    browser_replacements: u32,
 }
 
 fn summarize(
@@ -634,6 +636,7 @@ fn summarize(
         cdp_events_dropped: health.cdp_events_dropped,
         settle_reasons,
         browser_restarts: health.browser_restarts,
+        browser_replacements: health.browser_replacements,
         duration_ms: took.as_millis() as u64,
     }
 }

@@ -660,7 +660,7 @@ async fn every_page_keeps_working_sockets_however_many_tabs_the_probe_parks() {
     assert_eq!(report.summary.pages_errored, 0, "{:#?}", report.pages);
     assert_eq!(report.summary.browser_restarts, 0, "nothing crashed");
     assert!(
-        pids.lock().unwrap().len() >= 2,
+        pids.lock().unwrap().len() >= 2 && report.summary.browser_replacements >= 1,
         "{FORMS} parked tabs must have replaced the browser at least once"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
