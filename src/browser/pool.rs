@@ -226,20 +226,23 @@ impl Pool {
     /// next page ([`Tab::retiring`]).
     pub async fn park(&self, tab: Tab) {
         let generation = tab.generation();
-        if tab.retiring() {
-            // Its browser is already being replaced: the tab waits with it (or, if that browser
-            // has ended, it is gone already and dropping it changes nothing).
-            let mut retiring = lock(&self.retiring);
-            if let Some(r) = retiring
-                .iter_mut()
-                .find(|r| r.live.ctx.generation == generation)
-            {
-                r.parked.push(tab);
-            }
-            return;
-        }
         let full = {
+            // Checked and pushed under the lock a replacement takes the list under, so a tab
+            // always waits with its own browser.
             let mut parked = lock(&self.parked);
+            if tab.retiring() {
+                drop(parked);
+                // Its browser is already being replaced: the tab waits with it (or, if that
+                // browser has ended, it is gone already and dropping the tab changes nothing).
+                let mut retiring = lock(&self.retiring);
+                if let Some(r) = retiring
+                    .iter_mut()
+                    .find(|r| r.live.ctx.generation == generation)
+                {
+                    r.parked.push(tab);
+                }
+                return;
+            }
             parked.push(tab);
             parked.len() >= MAX_PARKED
         };
@@ -253,7 +256,6 @@ impl Pool {
         let Some(live) = cur.0.take() else {
             return;
         };
-        live.ctx.retiring.store(true, Ordering::SeqCst);
         if let Ok(jar) = live
             .ctx
             .conn
@@ -262,8 +264,12 @@ impl Pool {
         {
             *lock(&self.carried_cookies) = carry(&jar["cookies"]);
         }
-        let parked = std::mem::take(&mut *lock(&self.parked));
-        lock(&self.retiring).push(Retiring { live, parked });
+        {
+            let mut parked = lock(&self.parked);
+            live.ctx.retiring.store(true, Ordering::SeqCst);
+            let parked = std::mem::take(&mut *parked);
+            lock(&self.retiring).push(Retiring { live, parked });
+        }
         self.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(generation, "browser replaced to free its parked tabs");
     }
