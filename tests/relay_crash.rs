@@ -148,6 +148,15 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
         want.is_subset(&ids(st.events())) && want.is_subset(&ids(mt.events()))
     })
     .await;
+    // Events committed at the kill without their 202 reaching a producer are delivered too;
+    // wait for them as well before stopping (a SIGTERM does not wait for deliveries).
+    let db_path = dir.path().join("relay.db");
+    wait_for(30, "the outbox drained", || {
+        rusqlite::Connection::open(&db_path)
+            .and_then(|c| c.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0)))
+            .is_ok_and(|n| n == 0)
+    })
+    .await;
 
     // Graceful stop of the second process (SIGTERM) exits 0.
     // SAFETY: sending a signal to our own child by pid.
