@@ -25,7 +25,7 @@
 //! word runs up to that word's longest term looked up. Cost grows with the text's length, not with
 //! the number of terms.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::fmt;
 
 use serde::Deserialize;
@@ -132,7 +132,9 @@ const UNKNOWN: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 pub struct Lexicon {
     terms: Vec<Term>,
-    /// Every word of every term form, numbered.
+    /// Every word of every term form, numbered. The maps use FxHash, not SipHash: every word
+    /// of every scanned string is looked up here, and the keys are fixed at compile time (only
+    /// lookups take caller text, never inserts, so a caller cannot grow a collision chain).
     vocab: HashMap<String, u32>,
     /// Longest form (in words) starting with each word id; absent when no form starts there.
     longest_from: HashMap<u32, usize>,
@@ -192,9 +194,9 @@ impl Lexicon {
         }
         let mut lex = Lexicon {
             terms,
-            vocab: HashMap::new(),
-            longest_from: HashMap::new(),
-            forms: HashMap::new(),
+            vocab: HashMap::default(),
+            longest_from: HashMap::default(),
+            forms: HashMap::default(),
         };
         for (words, idx) in all {
             let ids: Box<[u32]> = words

@@ -429,7 +429,9 @@ impl Sanitizer {
             verdict: Verdict::Forward(OutgoingEvent {
                 event_id: p.event_id.clone(),
                 test_event_code,
-                payload: data.to_string(),
+                // `to_string` would go through `fmt::Display` and its adapters: serde's writer is
+                // several times cheaper for the same bytes.
+                payload: serde_json::to_string(&data).expect("a JSON value always serialises"),
                 event_time: p.event_time,
             }),
             mapped,

@@ -116,11 +116,11 @@ fn destinations_json(a: &NewAudit, states: &[&str]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&serde_json::Value::from(&*d.name).to_string());
+        push_json_str(&mut out, &d.name);
         out.push_str(":{");
         if let Some(ev) = &d.event {
             out.push_str("\"event\":");
-            out.push_str(&serde_json::Value::from(ev.as_str()).to_string());
+            push_json_str(&mut out, ev);
             out.push(',');
         }
         out.push_str("\"state\":\"");
@@ -129,6 +129,11 @@ fn destinations_json(a: &NewAudit, states: &[&str]) -> String {
     }
     out.push('}');
     out
+}
+
+/// `s` as a JSON string (quoted and escaped) at the end of `out`.
+fn push_json_str(out: &mut String, s: &str) {
+    out.push_str(&serde_json::to_string(s).expect("a string always serialises"));
 }
 
 pub(super) fn insert_audit(c: &Db<'_>, a: &NewAudit) -> rusqlite::Result<Vec<Enqueued>> {
