@@ -486,7 +486,7 @@ mod tests {
 
     #[test]
     fn direct_path_builds_what_the_value_path_builds() {
-        let long = format!(r#"[{}]"#, [r#"{"event":"A"}"#; 11].join(","));
+        let long = format!(r#"[{}]"#, vec![r#"{"event":"A"}"#; 11].join(","));
         let bodies: Vec<&str> = vec![
             r#"{"event":"BookedGLP1Consultation","event_id":"loadgen-a-b-event","ttclid":"E.C.P.CqgBbenchaxYkLmQp","fbclid":"IwAR2F4","url":"https://clinic.example/book/glp1","consent_token":"t"}"#,
             r#" {"event":"A","event_time":1700000000,"value":12.5,"currency":"usd","client_ip_address":"2001:db8::1"} "#,
