@@ -3,9 +3,7 @@
 
 use std::net::IpAddr;
 
-use serde_json::{Map, Number, Value};
-
-mod direct;
+use serde_json::{Map, Value};
 
 /// Deepest nesting of arrays and objects accepted in a request body.
 pub const MAX_DEPTH: usize = 16;
@@ -90,7 +88,13 @@ pub(crate) fn type_name(v: &Value) -> &'static str {
 /// Read a request body as JSON: valid UTF-8, nesting at most [`MAX_DEPTH`], numbers in range.
 /// Errors say what rule broke and where (line, column or byte offset), never the input.
 pub fn parse_json(body: &[u8]) -> Result<Value, InputError> {
-    precheck(body)?;
+    if let Err(e) = std::str::from_utf8(body) {
+        return Err(bad(
+            "body",
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        ));
+    }
+    check_depth(body)?;
     serde_json::from_slice(body).map_err(|e| {
         let msg = e.to_string();
         let what = if msg.contains("number out of range") {
@@ -116,17 +120,6 @@ pub fn parse_json(body: &[u8]) -> Result<Value, InputError> {
             ),
         )
     })
-}
-
-/// The checks before any parser sees a body: valid UTF-8, nesting at most [`MAX_DEPTH`].
-fn precheck(body: &[u8]) -> Result<(), InputError> {
-    if let Err(e) = std::str::from_utf8(body) {
-        return Err(bad(
-            "body",
-            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
-        ));
-    }
-    check_depth(body)
 }
 
 /// Refuse bodies nested deeper than [`MAX_DEPTH`] before the parser recurses into them.
@@ -161,20 +154,7 @@ fn check_depth(body: &[u8]) -> Result<(), InputError> {
 }
 
 /// Parse a body holding one event object, `{"events": [...]}`, or a bare array of events.
-///
-/// A well-formed single event or bare array is read straight into [`IncomingEvent`]s
-/// ([`direct`]); anything else, and every body with an error, is read through [`parse_json`]
-/// and a `Value`, which names the first problem. Both accept the same bodies and build the
-/// same events.
 pub fn parse_body(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, InputError> {
-    match direct::parse(body, max_events) {
-        Some(events) => Ok(events),
-        None => parse_value(body, max_events),
-    }
-}
-
-/// [`parse_body`] through a `serde_json::Value`: slower, and names the first problem.
-fn parse_value(body: &[u8], max_events: usize) -> Result<Vec<IncomingEvent>, InputError> {
     let v = parse_json(body)?;
     let (items, prefix): (Vec<Value>, &str) = match v {
         Value::Array(a) => (a, ""),
@@ -246,10 +226,38 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
     let f = |name: &str| format!("{path}{name}");
     let event = take_str(&mut o, "event", path)?
         .ok_or_else(|| bad(f("event"), "missing (the event name is required)"))?;
-    check_name(&event, path)?;
+    if event.trim().is_empty() {
+        return Err(bad(f("event"), "is empty"));
+    }
     let event_time = match o.remove("event_time") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(event_time_of(&n, path)?),
+        Some(Value::Number(n)) => {
+            let t = match (n.as_i64(), n.as_f64()) {
+                (Some(t), _) => t,
+                (None, Some(x)) if x.fract() == 0.0 || x.abs() > 9.0e15 => {
+                    return Err(bad(
+                        f("event_time"),
+                        "number out of range (integer Unix seconds, 0 to 100000000000)",
+                    ));
+                }
+                _ => {
+                    return Err(bad(
+                        f("event_time"),
+                        "expected integer Unix seconds, got a fraction",
+                    ));
+                }
+            };
+            if t > 100_000_000_000 {
+                return Err(bad(
+                    f("event_time"),
+                    "looks like milliseconds; send integer Unix seconds",
+                ));
+            }
+            if t < 0 {
+                return Err(bad(f("event_time"), "is negative"));
+            }
+            Some(t)
+        }
         Some(other) => {
             return Err(bad(
                 f("event_time"),
@@ -259,7 +267,13 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
     };
     let value = match o.remove("value") {
         None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => Some(value_of(&n, path)?),
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if !(0.0..=MAX_VALUE).contains(&x) {
+                return Err(bad(f("value"), "number out of range (0 to 1000000000)"));
+            }
+            Some(x)
+        }
         Some(other) => {
             return Err(bad(
                 f("value"),
@@ -278,7 +292,10 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
         fbp: take_str(&mut o, "fbp", path)?,
         client_ip: match take_str(&mut o, "client_ip_address", path)? {
             None => None,
-            Some(s) => Some(ip_of(&s, path)?),
+            Some(s) => Some(
+                s.parse::<IpAddr>()
+                    .map_err(|_| bad(f("client_ip_address"), "expected an IPv4 or IPv6 address"))?,
+            ),
         },
         client_user_agent: take_str(&mut o, "client_user_agent", path)?,
         url: take_str(&mut o, "url", path)?,
@@ -293,63 +310,6 @@ fn parse_event(v: Value, path: &str) -> Result<IncomingEvent, InputError> {
     };
     ev.other_fields = o.keys().cloned().collect();
     Ok(ev)
-}
-
-/// The event name must say something.
-fn check_name(event: &str, path: &str) -> Result<(), InputError> {
-    if event.trim().is_empty() {
-        return Err(bad(format!("{path}event"), "is empty"));
-    }
-    Ok(())
-}
-
-/// `event_time`: integer Unix seconds, not milliseconds, not negative.
-fn event_time_of(n: &Number, path: &str) -> Result<i64, InputError> {
-    let f = || format!("{path}event_time");
-    let t = match (n.as_i64(), n.as_f64()) {
-        (Some(t), _) => t,
-        (None, Some(x)) if x.fract() == 0.0 || x.abs() > 9.0e15 => {
-            return Err(bad(
-                f(),
-                "number out of range (integer Unix seconds, 0 to 100000000000)",
-            ));
-        }
-        _ => {
-            return Err(bad(f(), "expected integer Unix seconds, got a fraction"));
-        }
-    };
-    if t > 100_000_000_000 {
-        return Err(bad(
-            f(),
-            "looks like milliseconds; send integer Unix seconds",
-        ));
-    }
-    if t < 0 {
-        return Err(bad(f(), "is negative"));
-    }
-    Ok(t)
-}
-
-/// `value`: 0 to [`MAX_VALUE`].
-fn value_of(n: &Number, path: &str) -> Result<f64, InputError> {
-    let x = n.as_f64().unwrap_or(f64::NAN);
-    if !(0.0..=MAX_VALUE).contains(&x) {
-        return Err(bad(
-            format!("{path}value"),
-            "number out of range (0 to 1000000000)",
-        ));
-    }
-    Ok(x)
-}
-
-/// `client_ip_address`: an IPv4 or IPv6 address.
-fn ip_of(s: &str, path: &str) -> Result<IpAddr, InputError> {
-    s.parse::<IpAddr>().map_err(|_| {
-        bad(
-            format!("{path}client_ip_address"),
-            "expected an IPv4 or IPv6 address",
-        )
-    })
 }
 
 fn take_str(
@@ -482,57 +442,5 @@ mod tests {
         let mut names = ev[0].other_fields.clone();
         names.sort();
         assert_eq!(names, vec!["diagnosis", "nested"]);
-    }
-
-    #[test]
-    fn direct_path_builds_what_the_value_path_builds() {
-        let long = format!(r#"[{}]"#, vec![r#"{"event":"A"}"#; 11].join(","));
-        let bodies: Vec<&str> = vec![
-            r#"{"event":"BookedGLP1Consultation","event_id":"loadgen-a-b-event","ttclid":"E.C.P.CqgBbenchaxYkLmQp","fbclid":"IwAR2F4","url":"https://clinic.example/book/glp1","consent_token":"t"}"#,
-            r#" {"event":"A","event_time":1700000000,"value":12.5,"currency":"usd","client_ip_address":"2001:db8::1"} "#,
-            r#"[{"event":"A","zz":1,"diagnosis":{"a":[1,2]},"zz":"x"},{"event":"B","email":null}]"#,
-            r#"[{"event":"A"}]"#,
-            r#"{"event":"A","event_id":"x","event_id":"y","ttp":"é
-"}"#,
-            r#"{"event":"A","event_id":1,"event_id":"y"}"#,
-            r#"{"event":"A","event_id":"y","event_id":1}"#,
-            r#"{"events":[{"event":"A"}]}"#,
-            r#"{"event":"A","value":-1}"#,
-            r#"{"event":"A","event_time":1.5}"#,
-            r#"{"event":"A","event_time":1700000000000}"#,
-            r#"{"event":"A","client_ip_address":"Jane"}"#,
-            r#"{"event":" "}"#,
-            r#"{"event":null}"#,
-            r#"{"ttclid":"x"}"#,
-            r#"[]"#,
-            r#"{"event":"A","x":1e400}"#,
-            r#"{"event":"A","event_time":1e400}"#,
-            r#"{"event":"A","x":"\ud800"}"#,
-            r#"[{"event":"A"},7]"#,
-            r#"{"event":"A"} x"#,
-            r#"{"event":"A","x":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]}"#,
-            &long,
-        ];
-        for body in bodies {
-            let direct = direct::parse(body.as_bytes(), 10);
-            let value = parse_value(body.as_bytes(), 10);
-            match (&direct, &value) {
-                (Some(d), Ok(v)) => assert_eq!(format!("{d:?}"), format!("{v:?}"), "{body}"),
-                // The direct path may leave a good body to the value path, never the reverse.
-                (None, _) => {}
-                (Some(_), Err(e)) => {
-                    panic!("direct path accepted what the value path refuses ({e}): {body}")
-                }
-            }
-            assert_eq!(
-                format!("{:?}", parse_body(body.as_bytes(), 10)),
-                format!("{value:?}"),
-                "{body}"
-            );
-        }
-        assert!(
-            direct::parse(br#"{"event":"A","x":1}"#, 10).is_some(),
-            "the common case is direct"
-        );
     }
 }
