@@ -137,9 +137,10 @@ pub struct Pool {
     parked: Mutex<Vec<Tab>>,
     /// Browsers replaced because they held [`MAX_PARKED`] tabs, until their last tab is done.
     retiring: Mutex<Vec<Retiring>>,
-    /// Cookies of the browser last replaced, for the one that replaces it (a scan's visitor
-    /// keeps its cookies, consent included, across the replacement).
-    carried_cookies: Mutex<Vec<serde_json::Value>>,
+    /// A replacement browser is being launched.
+    replacing: AtomicBool,
+    /// Generations handed out (the first browser is 1).
+    generations: AtomicU64,
     /// Browsers replaced to free parked tabs.
     rotations: AtomicU32,
     opts: LaunchOptions,
@@ -157,7 +158,8 @@ impl Pool {
             current: tokio::sync::Mutex::new((None, 0)),
             parked: Mutex::new(Vec::new()),
             retiring: Mutex::new(Vec::new()),
-            carried_cookies: Mutex::new(Vec::new()),
+            replacing: AtomicBool::new(false),
+            generations: AtomicU64::new(0),
             rotations: AtomicU32::new(0),
             opts,
             guard: Arc::new(guard),
@@ -175,34 +177,30 @@ impl Pool {
     async fn live(&self) -> Result<Arc<Context>, LaunchError> {
         let mut cur = self.current.lock().await;
         if cur.0.is_none() {
-            let browser = Browser::launch(&self.opts).await?;
-            let generation = cur.1 + 1;
-            let ctx = Arc::new(Context {
-                conn: browser.connection(),
-                disguise: Disguise::new(browser.version(), self.opts.global_privacy_control),
-                guard: self.guard.clone(),
-                worker_requests: Mutex::new(Vec::new()),
-                quarantined: AtomicBool::new(false),
-                generation,
-                shared_workers: Mutex::new(Vec::new()),
-                probing: Mutex::new(0),
-                open_tabs: AtomicUsize::new(0),
-                retiring: AtomicBool::new(false),
-            });
-            prepare(&ctx).await?;
-            let carried = std::mem::take(&mut *lock(&self.carried_cookies));
-            if !carried.is_empty()
-                && let Err(e) = ctx
-                    .conn
-                    .call("Storage.setCookies", json!({"cookies": carried}), None)
-                    .await
-            {
-                tracing::warn!(error = %e, "the replaced browser's cookies could not be carried over");
-            }
-            cur.0 = Some(Live { browser, ctx });
-            cur.1 = generation;
+            let live = self.launch().await?;
+            cur.1 = live.ctx.generation;
+            cur.0 = Some(live);
         }
         Ok(cur.0.as_ref().expect("browser just set").ctx.clone())
+    }
+
+    /// Launches a browser of the next generation and sets it up.
+    async fn launch(&self) -> Result<Live, LaunchError> {
+        let browser = Browser::launch(&self.opts).await?;
+        let ctx = Arc::new(Context {
+            conn: browser.connection(),
+            disguise: Disguise::new(browser.version(), self.opts.global_privacy_control),
+            guard: self.guard.clone(),
+            worker_requests: Mutex::new(Vec::new()),
+            quarantined: AtomicBool::new(false),
+            generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
+            shared_workers: Mutex::new(Vec::new()),
+            probing: Mutex::new(0),
+            open_tabs: AtomicUsize::new(0),
+            retiring: AtomicBool::new(false),
+        });
+        prepare(&ctx).await?;
+        Ok(Live { browser, ctx })
     }
 
     /// Opens a tab on the live browser, launching it if needed.
@@ -246,29 +244,57 @@ impl Pool {
             parked.push(tab);
             parked.len() >= MAX_PARKED
         };
-        if !full {
+        if !full || self.replacing.swap(true, Ordering::SeqCst) {
             return;
         }
+        // The replacement starts while the old browser still serves every other tab, so no
+        // worker waits for a launch; the swap itself is two protocol calls.
+        match self.launch().await {
+            Ok(fresh) => self.replace(generation, fresh).await,
+            Err(e) => tracing::warn!(error = %e, "no replacement browser; tabs stay parked"),
+        }
+        self.replacing.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes `fresh` the live browser in place of generation `generation`, with its cookies;
+    /// the old one retires.
+    async fn replace(&self, generation: u64, fresh: Live) {
         let mut cur = self.current.lock().await;
-        if cur.1 != generation {
-            return;
-        }
-        let Some(live) = cur.0.take() else {
-            return;
+        let old = match cur.0.take() {
+            Some(old) if cur.1 == generation => old,
+            other => {
+                // Restarted after a crash meanwhile: that browser has no parked tabs to free.
+                cur.0 = other;
+                drop(cur);
+                fresh.browser.close().await;
+                return;
+            }
         };
-        if let Ok(jar) = live
+        if let Ok(jar) = old
             .ctx
             .conn
             .call("Storage.getCookies", json!({}), None)
             .await
         {
-            *lock(&self.carried_cookies) = carry(&jar["cookies"]);
+            let cookies = carry(&jar["cookies"]);
+            if !cookies.is_empty()
+                && let Err(e) = fresh
+                    .ctx
+                    .conn
+                    .call("Storage.setCookies", json!({"cookies": cookies}), None)
+                    .await
+            {
+                tracing::warn!(error = %e, "the replaced browser's cookies could not be carried over");
+            }
         }
+        cur.1 = fresh.ctx.generation;
+        cur.0 = Some(fresh);
+        drop(cur);
         {
             let mut parked = lock(&self.parked);
-            live.ctx.retiring.store(true, Ordering::SeqCst);
+            old.ctx.retiring.store(true, Ordering::SeqCst);
             let parked = std::mem::take(&mut *parked);
-            lock(&self.retiring).push(Retiring { live, parked });
+            lock(&self.retiring).push(Retiring { live: old, parked });
         }
         self.rotations.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(generation, "browser replaced to free its parked tabs");
