@@ -17,6 +17,9 @@
 #
 # Usage: scripts/bench-relay.sh [seconds] [concurrency] [synchronous]
 #   BASELINE_BIN=path/to/pixelwatch-relay  also run that binary, first, in the same run
+#   ABBA=1                                  with BASELINE_BIN: baseline, this, this, baseline
+#                                           (the order bias and the drift of a shared box cancel;
+#                                           compare the mean of each binary's two rows)
 #   PERF_DIR=dir                            `perf record` the relay's closed loop into dir/<label>.data
 set -euo pipefail
 SECS=${1:-10}
@@ -189,6 +192,10 @@ echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg),
 C1=$(ceiling); echo "$C1"
 if [ -n "${BASELINE_BIN:-}" ]; then run_relay baseline "$BASELINE_BIN"; fi
 run_relay relay "$BIN/pixelwatch-relay"
+if [ -n "${BASELINE_BIN:-}" ] && [ -n "${ABBA:-}" ]; then
+  run_relay relay-2 "$BIN/pixelwatch-relay"
+  run_relay baseline-2 "$BASELINE_BIN"
+fi
 C2=$(ceiling); echo "$C2"
 echo "== load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$(rate "$C1")" "$(rate "$C2")" "${SUMMARY[@]}" <<'PY'
