@@ -309,7 +309,8 @@ pub(super) struct Ending {
     pub(super) settle_ms: u64,
     pub(super) reason: SettleReason,
     pub(super) not_html: bool,
-    /// Take a PNG of the page before leaving it.
+    /// Take a PNG of the page before leaving it (a journey's end; a crawled page is taken
+    /// before the scanner interacts with it).
     pub(super) screenshot: bool,
 }
 

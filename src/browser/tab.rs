@@ -273,6 +273,15 @@ impl Tab {
         if not_html && error.as_deref().is_some_and(|e| e.contains("ERR_ABORTED")) {
             error = None;
         }
+        // The picture is of the page as a visitor first sees it once it settled (consent
+        // banner included), before the scanner clicks or types: after the probe the tab may
+        // show only the error page of a submission it held back.
+        if plan.screenshots && !st.crashed && !st.tab_broken && !not_html {
+            match self.screenshot(COLLECT_TIMEOUT).await {
+                Ok(png) => visit.screenshot = Some(png),
+                Err(e) => tracing::warn!(error = %e, "no screenshot of this page"),
+            }
+        }
         if !st.crashed && error.is_none() && !not_html {
             self.collect_dom(&mut st, &mut visit).await;
             let t = Instant::now();
@@ -291,7 +300,7 @@ impl Tab {
                 settle_ms,
                 reason,
                 not_html,
-                screenshot: plan.screenshots,
+                screenshot: false,
             },
         )
         .await
