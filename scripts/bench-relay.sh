@@ -26,6 +26,7 @@ SECS=${1:-10}
 CONC=${2:-64}
 SYNC=${3:-full}
 cd "$(dirname "$0")/.."
+. scripts/relay-bench-config.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --bin pixelwatch-relay --example relay_loadgen
 BIN="$CARGO_TARGET_DIR/release"
@@ -89,33 +90,7 @@ run_relay() {
   local label=$1 bin=$2
   local RELAY; RELAY=$(port)
   mkdir -p "$WORK/$label"
-  cat > "$WORK/$label/relay.toml" <<TOML
-[server]
-listen = "127.0.0.1:$RELAY"
-allowed_origins = ["https://clinic.example"]
-[database]
-path = "$WORK/$label/relay.db"
-synchronous = "$SYNC"
-[dispatch]
-poll_ms = 100
-[[mapping]]
-from = "BookedGLP1Consultation"
-to = "Schedule"
-[[destination]]
-kind = "tiktok"
-endpoint = "http://127.0.0.1:$TT/open_api/v1.3/event/track/"
-pixel_code = "CBENCH"
-[[destination]]
-kind = "meta"
-endpoint = "http://127.0.0.1:$META/v21.0/1234/events"
-pixel_id = "1234"
-[[page_category]]
-path_pattern = "^/book"
-url = "https://clinic.example/booking"
-[[page_category]]
-path_pattern = ".*"
-url = "https://clinic.example/"
-TOML
+  relay_bench_config "$RELAY" "$WORK/$label/relay.db" "$SYNC" "$TT" "$META" > "$WORK/$label/relay.toml"
   PIXELWATCH_TIKTOK_ACCESS_TOKEN=bench PIXELWATCH_META_ACCESS_TOKEN=bench PIXELWATCH_LOG=warn \
     "$bin" serve --config "$WORK/$label/relay.toml" & local pid=$!
   PIDS+=($pid)

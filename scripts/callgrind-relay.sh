@@ -11,6 +11,7 @@
 set -euo pipefail
 BIN=$(realpath "$1"); mkdir -p "$2"; OUT=$(realpath "$2"); RATE=${3:-100}; SECS=${4:-10}
 cd "$(dirname "$0")/.."
+. scripts/relay-bench-config.sh
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release --quiet --example relay_loadgen
 L="$CARGO_TARGET_DIR/release/examples/relay_loadgen"
@@ -20,33 +21,7 @@ port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); 
 TT=$(port); META=$(port); R=$(port)
 "$L" tiktok --listen "127.0.0.1:$TT" & PIDS+=($!)
 "$L" meta --listen "127.0.0.1:$META" & PIDS+=($!)
-cat > "$W/relay.toml" <<TOML
-[server]
-listen = "127.0.0.1:$R"
-allowed_origins = ["https://clinic.example"]
-[database]
-path = "$W/relay.db"
-synchronous = "full"
-[dispatch]
-poll_ms = 100
-[[mapping]]
-from = "BookedGLP1Consultation"
-to = "Schedule"
-[[destination]]
-kind = "tiktok"
-endpoint = "http://127.0.0.1:$TT/open_api/v1.3/event/track/"
-pixel_code = "CBENCH"
-[[destination]]
-kind = "meta"
-endpoint = "http://127.0.0.1:$META/v21.0/1234/events"
-pixel_id = "1234"
-[[page_category]]
-path_pattern = "^/book"
-url = "https://clinic.example/booking"
-[[page_category]]
-path_pattern = ".*"
-url = "https://clinic.example/"
-TOML
+relay_bench_config "$R" "$W/relay.db" full "$TT" "$META" > "$W/relay.toml"
 PIXELWATCH_TIKTOK_ACCESS_TOKEN=bench PIXELWATCH_META_ACCESS_TOKEN=bench PIXELWATCH_LOG=warn \
   valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.out" "$BIN" serve --config "$W/relay.toml" 2>"$OUT/valgrind.log" & RP=$!
 PIDS+=($RP)

@@ -347,7 +347,7 @@ pub async fn run_with_hook(
             cdp_decode_failures: decode_failures,
             cdp_events_dropped: dropped_events,
             browser_restarts: pool.restarts(),
-            browser_replacements: pool.rotations(),
+            browser_replacements: pool.replacements(),
         },
         t0.elapsed(),
     );

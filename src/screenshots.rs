@@ -1,4 +1,4 @@
-//! `--screenshots DIR`: a PNG of each page as the scan left it, written while the scan runs (a
+//! `--screenshots DIR`: a PNG of each page as a visitor first sees it, written while the scan runs (a
 //! site's pictures are never all held in memory) and kept afterwards only for the pages with a
 //! finding, each named on its page in the report.
 //!

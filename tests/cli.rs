@@ -555,13 +555,6 @@ async fn screenshots_are_kept_for_pages_with_a_finding_and_linked_from_the_repor
     ))
     .await;
     assert_eq!(out.status.code(), Some(0), "stderr: {}", text(&out.stderr));
-    if let Ok(keep) = std::env::var("PIXELWATCH_KEEP_SCREENSHOTS") {
-        let _ = std::fs::create_dir_all(&keep);
-        for e in std::fs::read_dir(&shots).unwrap() {
-            let e = e.unwrap();
-            let _ = std::fs::copy(e.path(), Path::new(&keep).join(e.file_name()));
-        }
-    }
     assert!(
         text(&out.stdout).contains("Screenshots of the 2 pages with a finding"),
         "{}",

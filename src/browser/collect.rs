@@ -24,12 +24,6 @@ impl Tab {
         end: Ending,
     ) -> Visit {
         if !st.crashed {
-            if end.screenshot && !end.not_html && !st.tab_broken {
-                match self.screenshot(COLLECT_TIMEOUT).await {
-                    Ok(png) => visit.screenshot = Some(png),
-                    Err(e) => tracing::warn!(error = %e, "no screenshot of this page"),
-                }
-            }
             visit.page.scripts.extend(self.hash_scripts(&st).await);
             visit.page.storage = self.collect_storage(&st).await;
             self.leave(&mut st).await;
@@ -309,9 +303,6 @@ pub(super) struct Ending {
     pub(super) settle_ms: u64,
     pub(super) reason: SettleReason,
     pub(super) not_html: bool,
-    /// Take a PNG of the page before leaving it (a journey's end; a crawled page is taken
-    /// before the scanner interacts with it).
-    pub(super) screenshot: bool,
 }
 
 /// Reads what a visitor sees for the page's health context (isolated world, bounded).

@@ -120,6 +120,10 @@ impl Tab {
         let mut visit = Visit::default();
         if !st.crashed && st.load_fired {
             self.collect_dom(&mut st, &mut visit).await;
+            // The page the journey ends on; not when a step typed a secret.
+            if screenshot && secrets.is_empty() {
+                visit.screenshot = self.picture().await;
+            }
         }
         let load_ms = started.elapsed().as_millis() as u64;
         let mut visit = self
@@ -134,7 +138,6 @@ impl Tab {
                     settle_ms: load_ms,
                     reason,
                     not_html: false,
-                    screenshot: screenshot && secrets.is_empty(),
                 },
             )
             .await;

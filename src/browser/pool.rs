@@ -142,7 +142,7 @@ pub struct Pool {
     /// Generations handed out (the first browser is 1).
     generations: AtomicU64,
     /// Browsers replaced to free parked tabs.
-    rotations: AtomicU32,
+    replacements: AtomicU32,
     opts: LaunchOptions,
     guard: Arc<Guard>,
     restarts: AtomicU32,
@@ -160,7 +160,7 @@ impl Pool {
             retiring: Mutex::new(Vec::new()),
             replacing: AtomicBool::new(false),
             generations: AtomicU64::new(0),
-            rotations: AtomicU32::new(0),
+            replacements: AtomicU32::new(0),
             opts,
             guard: Arc::new(guard),
             restarts: AtomicU32::new(0),
@@ -296,7 +296,7 @@ impl Pool {
             let parked = std::mem::take(&mut *parked);
             lock(&self.retiring).push(Retiring { live: old, parked });
         }
-        self.rotations.fetch_add(1, Ordering::Relaxed);
+        self.replacements.fetch_add(1, Ordering::Relaxed);
         tracing::debug!(generation, "browser replaced to free its parked tabs");
     }
 
@@ -317,8 +317,8 @@ impl Pool {
     }
 
     /// Browsers replaced so far to free parked tabs.
-    pub fn rotations(&self) -> u32 {
-        self.rotations.load(Ordering::Relaxed)
+    pub fn replacements(&self) -> u32 {
+        self.replacements.load(Ordering::Relaxed)
     }
 
     /// Replaces the browser of generation `generation` (if nobody did already).

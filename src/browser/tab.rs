@@ -277,10 +277,7 @@ impl Tab {
         // banner included), before the scanner clicks or types: after the probe the tab may
         // show only the error page of a submission it held back.
         if plan.screenshots && !st.crashed && !st.tab_broken && !not_html {
-            match self.screenshot(COLLECT_TIMEOUT).await {
-                Ok(png) => visit.screenshot = Some(png),
-                Err(e) => tracing::warn!(error = %e, "no screenshot of this page"),
-            }
+            visit.screenshot = self.picture().await;
         }
         if !st.crashed && error.is_none() && !not_html {
             self.collect_dom(&mut st, &mut visit).await;
@@ -300,7 +297,6 @@ impl Tab {
                 settle_ms,
                 reason,
                 not_html,
-                screenshot: false,
             },
         )
         .await
@@ -325,6 +321,14 @@ impl Tab {
                 method: METHOD.into(),
                 message: format!("the screenshot is not base64: {e}"),
             })
+    }
+
+    /// [`Self::screenshot`] for a report: `None`, logged, when the page could not be captured.
+    pub(super) async fn picture(&self) -> Option<Vec<u8>> {
+        self.screenshot(COLLECT_TIMEOUT)
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "no screenshot of this page"))
+            .ok()
     }
 
     /// `Page.navigate` in this tab, bounded by `limit`.

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::{Component, Path};
+use std::path::Path;
 
 use super::untrusted::{self, esc, html as h};
 use super::verdict::{self, SEVERITIES};
@@ -406,8 +406,9 @@ fn pages_section(out: &mut String, cx: &Context<'_>) {
     }
 }
 
-/// " · screenshot" after a page that has one: a link into the screenshots directory, or the
-/// file name when the report does not know where that directory is.
+/// " screenshot" after a page that has one: a link into the screenshots directory, or the
+/// file name when the report does not know where that directory is. Names are pixelwatch's own
+/// (`[a-z0-9.-]`, see `crate::screenshots`), never a page's.
 fn screenshot_link(cx: &Context<'_>, name: Option<&str>) -> String {
     let Some(name) = name else {
         return String::new();
@@ -416,49 +417,25 @@ fn screenshot_link(cx: &Context<'_>, name: Option<&str>) -> String {
         Some(dir) => format!(
             " <a class=\"shot\" href=\"{}{}\">screenshot</a>",
             esc(dir),
-            esc(&percent(name))
+            esc(name)
         ),
         None => format!(" <small class=\"shot\">screenshot {}</small>", esc(name)),
     }
 }
 
 /// `dir` as an href relative to the directory of the report file `report` (both resolved on
-/// disk), ending in `/`; absolute (`file://`) when they share no root.
+/// disk), ending in `/`; an absolute `file://` URL when no relative one can be made.
 pub fn href_to(dir: &Path, report: &Path) -> String {
     let from = report
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let (Ok(from), Ok(to)) = (from.canonicalize(), dir.canonicalize()) else {
-        return format!("{}/", percent(&dir.to_string_lossy()));
+    let url = |p: &Path| {
+        let p = p.canonicalize().or_else(|_| std::path::absolute(p)).ok()?;
+        url::Url::from_directory_path(p).ok()
     };
-    let same = from
-        .components()
-        .zip(to.components())
-        .take_while(|(a, b)| a == b)
-        .count();
-    let mut href = String::new();
-    for _ in from.components().skip(same) {
-        href.push_str("../");
+    match (url(from), url(dir)) {
+        (Some(from), Some(to)) => from.make_relative(&to).unwrap_or_else(|| to.into()),
+        (_, to) => to.map(String::from).unwrap_or_default(),
     }
-    for c in to.components().skip(same) {
-        if let Component::Normal(seg) = c {
-            href.push_str(&percent(&seg.to_string_lossy()));
-            href.push('/');
-        }
-    }
-    href
-}
-
-/// Percent-encodes everything but unreserved characters and `/` in a path for an href.
-fn percent(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for b in path.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
 }
