@@ -243,6 +243,9 @@ async fn a_scripted_journey_logs_in_and_its_findings_name_the_step() {
         probe_forms: true,
         journeys: vec![file.clone()],
         browser_args: server.browser_args(),
+        screenshots: Some(std::sync::Arc::new(
+            pixelwatch::screenshots::Screenshots::create(&dir.path().join("shots")).unwrap(),
+        )),
         ..Default::default()
     };
     let report = scan(&opts).await;
@@ -252,6 +255,19 @@ async fn a_scripted_journey_logs_in_and_its_findings_name_the_step() {
         .find(|p| p.found_via == "journey")
         .expect("the journey is a page of the report");
     assert_eq!(journey.error, None, "{journey:#?}");
+    // A picture cannot be redacted: a journey that typed a secret is not captured, while the
+    // crawled login page (nothing typed) is.
+    assert_eq!(journey.screenshot, None);
+    let crawled = report
+        .pages
+        .iter()
+        .find(|p| p.found_via != "journey")
+        .unwrap();
+    let shot = crawled
+        .screenshot
+        .as_deref()
+        .expect("the crawled page's picture");
+    assert!(dir.path().join("shots").join(shot).is_file());
     assert!(
         journey.final_url.ends_with("/portal/home"),
         "{}",
