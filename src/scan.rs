@@ -470,6 +470,12 @@ impl Worker {
         let t = tab.as_mut().expect("tab just opened");
         let generation = t.generation();
         let mut visit = t.visit(&job.url, self.timing, &self.plan).await;
+        if let Some(probed) = visit.parked.take()
+            && !visit.browser_died
+        {
+            // The form probe's tab holds WebSocket frames queued during the probe.
+            self.pool.park(probed).await;
+        }
         let mut page = std::mem::take(&mut visit.page);
         page.depth = job.depth;
         page.found_via = job.via.to_string();

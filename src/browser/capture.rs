@@ -10,7 +10,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::cdp::{Connection, Event};
-use super::guard::{Guard, Verdict};
+use super::guard::Guard;
 use super::protocol::{self, Event as Ev, RequestData, header};
 use super::settle::{Hold, Settle};
 use crate::model::{Phase, Request};
@@ -232,12 +232,7 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
         }
         Ev::LoadEventFired if session == main_session => st.load_fired = true,
         Ev::RequestPaused(e) => {
-            let verdict = match &st.guard {
-                Some(g) if st.journey => g.judge_worker(&e),
-                Some(g) => g.judge_probe(&e, st.main_frame.as_deref()),
-                None => Verdict::Continue,
-            };
-            if let Verdict::Block(why) = verdict {
+            if let Some(why) = e.pixelwatch_blocked {
                 st.blocked
                     .push(format!("{} {} ({why})", e.request.method, e.request.url));
             }

@@ -12,6 +12,11 @@
 //! - a navigation of the main frame (a form submission) is failed, to any host;
 //! - a non-GET request to the scanned site is failed (a submission by script).
 //!
+//! The headers `Fetch` shows include the `Cookie` header the request will carry (measured in
+//! Chromium 156), so a cookie the page wrote a typed value into is caught with the rest. The
+//! probe runs in a browser context of its own (`sandbox.rs`), so such a cookie never reaches
+//! another tab, or a page visited later, where nothing is intercepted.
+//!
 //! WebSockets bypass `Fetch`: the tab takes them offline for the probe (see `interact.rs`).
 
 use super::protocol::{RequestPaused, header};
@@ -56,6 +61,11 @@ impl Guard {
             .is_some_and(|h| h.eq_ignore_ascii_case(host))
     }
 
+    /// Whether `host` belongs to the scanned site (its registrable domain).
+    pub fn is_site(&self, host: &str) -> bool {
+        crate::crawl::same_site(&self.site, host)
+    }
+
     /// Judges a request paused in a tab that is probing (`main_frame`: the tab's top frame id).
     pub fn judge_probe(&self, req: &RequestPaused, main_frame: Option<&str>) -> Verdict {
         let host = super::capture::host_of(&req.request.url);
@@ -71,7 +81,7 @@ impl Guard {
         if is_main_navigation {
             return Verdict::Block(NAVIGATION);
         }
-        if req.request.method != "GET" && crate::crawl::same_site(&self.site, &host) {
+        if req.request.method != "GET" && self.is_site(&host) {
             return Verdict::Block(SUBMISSION);
         }
         Verdict::Continue
@@ -161,6 +171,7 @@ mod tests {
             },
             resource_type: kind.into(),
             frame_id: Some("main".into()),
+            pixelwatch_blocked: None,
         }
     }
 
@@ -205,6 +216,14 @@ mod tests {
         let mut in_header = paused("https://t.test/x", "GET", "Fetch", None);
         in_header.request.headers = json!({"X-Lead": "pw.canary.abcdef@example.com"});
         assert_eq!(g.judge_worker(&in_header), Verdict::Block(CARRIES_CANARY));
+        // A cookie the page wrote what was typed into (Fetch shows the Cookie header).
+        let mut in_cookie = paused("https://clinic.test/ping", "GET", "Fetch", None);
+        in_cookie.request.headers =
+            json!({"Cookie": "visitor=v1; lead=pw.canary.abcdef%40example.com"});
+        assert_eq!(
+            g.judge_probe(&in_cookie, main),
+            Verdict::Block(CARRIES_CANARY)
+        );
         let mut b64 = paused("https://t.test/x", "POST", "Fetch", None);
         b64.request.post_data_entries = vec![PostDataEntry {
             bytes: Some(base64::Engine::encode(

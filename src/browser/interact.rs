@@ -1,13 +1,16 @@
 //! What a scan does to a page besides watching: press the consent banner's button
 //! (`--consent accept|reject`) and type canary values into forms (the form probe).
 //!
-//! The probe has no side effects anywhere: while it runs, every request of the page, its
-//! iframes and its workers is paused and judged by the guard (`guard.rs`) — anything carrying a
-//! typed value is recorded and failed, whoever it is addressed to, and so are navigations and
-//! submissions to the site. WebSockets bypass request interception, so they are taken offline
-//! for the probe; when a socket was already open, frames the page queued on it would be sent the
-//! moment the tab went back online, so that tab stays offline for WebSockets for the rest of
-//! the scan and the browser is killed, never closed, at the end.
+//! The probe has no side effects anywhere. It runs in a copy of the page in a throwaway browser
+//! context (`sandbox.rs`), so nothing the page writes while it is typed into reaches the jar or
+//! storage the scan's other pages share. While it runs, every request of the page, its iframes
+//! and its workers is paused and judged by the guard (`guard.rs`) — anything carrying a typed
+//! value, in its URL, body, headers or cookies, is recorded and failed, whoever it is addressed
+//! to, and so are navigations and submissions to the site. WebSockets bypass request
+//! interception, so they are taken offline for the probe; when a socket was already open,
+//! frames the page queued on it would be sent the moment the tab went back online or closed, so
+//! that tab stays offline for WebSockets for good and the browser is killed, never closed, at
+//! the end.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -153,7 +156,7 @@ impl Tab {
         }
         let funnel = plan.funnel_steps > 0 && super::funnel::looks_like_one(&visit.page.text);
         if let (Some(canaries), true) = (&plan.canaries, visit.page.forms > 0 || funnel) {
-            let (typed, r) = self.probe(st, plan, canaries, timing).await;
+            let (typed, r) = self.probe_aside(st, visit, plan, canaries, timing).await;
             visit.page.probed_fields = typed;
             reason = reason.max(r);
         }
@@ -172,7 +175,7 @@ impl Tab {
             .await
     }
 
-    async fn press_consent(&self, plan: &Plan) -> Option<String> {
+    pub(super) async fn press_consent(&self, plan: &Plan) -> Option<String> {
         let arg = json!({"buttons": plan.consent_buttons, "generic": plan.consent_generic});
         self.eval_isolated(CLICK_CONSENT, arg)
             .await?
@@ -183,7 +186,7 @@ impl Tab {
     /// The probe phase, with every request judged by the guard: walks a multi-step flow if the
     /// page has one, then types canaries into its forms and submits them. Returns the number of
     /// fields typed into and the worst reason a settle ended for.
-    async fn probe(
+    pub(super) async fn probe(
         &mut self,
         st: &mut PageState,
         plan: &Plan,

@@ -5,7 +5,8 @@
 //! module), `protocol` (lenient typed events), `pool` (the scan's browser, restarts, workers
 //! outside tabs), `tab` (one visit), `capture` (events into a page record), `settle` (when a
 //! page is done), `stealth` (what a page could check), `cookies` (who set what), `guard` and
-//! `interact` (consent clicks and the side-effect-free form probe), `viewer` (open a document
+//! `interact` (consent clicks and the side-effect-free form probe), `sandbox` (the probe's
+//! throwaway browser context), `viewer` (open a document
 //! and look at it, for reports and tests).
 
 pub mod capture;
@@ -19,6 +20,7 @@ mod journey;
 pub mod launch;
 pub mod pool;
 mod protocol;
+mod sandbox;
 pub mod settle;
 mod stealth;
 pub mod tab;

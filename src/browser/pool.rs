@@ -414,7 +414,7 @@ pub enum PoolError {
 
 /// `Storage.getCookies` cookies as `Storage.setCookies` parameters (session cookies stay
 /// session cookies).
-fn carry(cookies: &serde_json::Value) -> Vec<serde_json::Value> {
+pub(super) fn carry(cookies: &serde_json::Value) -> Vec<serde_json::Value> {
     const PARAMS: &[&str] = &[
         "name",
         "value",

@@ -163,6 +163,9 @@ pub struct RequestPaused {
     pub request: RequestData,
     pub resource_type: String,
     pub frame_id: Option<String>,
+    /// Why the tab's responder failed it, added by the responder before the event reaches
+    /// the capture (the one judgement, recorded as made).
+    pub pixelwatch_blocked: Option<String>,
 }
 
 /// The events capture and the responders read, typed.

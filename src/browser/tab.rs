@@ -22,7 +22,7 @@ use super::cookies::{self, VisitCookies};
 use super::guard::Verdict;
 use super::interact::Plan;
 use super::pool::Context;
-use super::protocol::{self, Event as Ev};
+use super::protocol::{self, Event as Ev, RequestData};
 use super::settle::{Timers, Window};
 use crate::model::{Page, Phase, SettleReason};
 
@@ -87,6 +87,19 @@ pub struct Visit {
     pub landing: Option<Box<Visit>>,
     /// A PNG of the page as the visit left it (when the plan asks for screenshots).
     pub screenshot: Option<Vec<u8>>,
+    /// The tab the form probe ran in, when it holds WebSocket frames queued during the probe:
+    /// it must never be closed (that would release them); the scan parks it.
+    pub parked: Option<Tab>,
+}
+
+/// How arriving at a page went ([`Tab::arrive`]).
+pub(super) struct Arrival {
+    /// Why the page could not be loaded (the visit records it).
+    pub(super) error: Option<String>,
+    /// Why watching ended.
+    pub(super) reason: SettleReason,
+    /// How long the page was watched after its load event.
+    pub(super) settle_ms: u64,
 }
 
 /// A tab: one page target and the sessions of its children.
@@ -103,8 +116,21 @@ pub struct Tab {
     pub(super) sockets_offline: bool,
     /// Our isolated world's execution context per frame, for the current document.
     worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// The throwaway browser context the tab lives in (the form probe's, `sandbox.rs`),
+    /// disposed of when the tab is closed.
+    browser_context: Option<String>,
     /// Counts this tab as open on its browser.
     _open: super::pool::OpenTab,
+}
+
+impl std::fmt::Debug for Tab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tab")
+            .field("target_id", &self.target_id)
+            .field("browser_context", &self.browser_context)
+            .field("sockets_offline", &self.sockets_offline)
+            .finish_non_exhaustive()
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -114,14 +140,21 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Tab {
     /// Opens a new tab, its own window, on about:blank with every listener attached.
     pub(super) async fn open(ctx: Arc<Context>) -> Result<Tab, CdpError> {
+        Tab::open_in(ctx, None).await
+    }
+
+    /// [`Tab::open`] in browser context `browser_context` (the default one when `None`); the
+    /// tab disposes of that context when it is closed.
+    pub(super) async fn open_in(
+        ctx: Arc<Context>,
+        browser_context: Option<String>,
+    ) -> Result<Tab, CdpError> {
         let conn = ctx.conn.clone();
-        let created = conn
-            .call(
-                "Target.createTarget",
-                json!({"url": "about:blank", "newWindow": true}),
-                None,
-            )
-            .await?;
+        let mut params = json!({"url": "about:blank", "newWindow": true});
+        if let Some(id) = &browser_context {
+            params["browserContextId"] = json!(id);
+        }
+        let created = conn.call("Target.createTarget", params, None).await?;
         let target_id = created["targetId"].as_str().unwrap_or_default().to_string();
         let attached = conn
             .call(
@@ -147,6 +180,7 @@ impl Tab {
             guard_mode,
             sockets_offline: false,
             worlds: Default::default(),
+            browser_context,
             _open: super::pool::OpenTab::new(&ctx),
         };
         setup_session(&ctx, &tab.session, "page").await?;
@@ -204,6 +238,9 @@ impl Tab {
                 Duration::from_secs(3),
             )
             .await;
+        if let Some(id) = &self.browser_context {
+            super::sandbox::dispose(&self.conn, id).await;
+        }
     }
 
     /// Visits `url` and returns what happened. Never fails: problems are recorded on the page.
@@ -216,52 +253,11 @@ impl Tab {
         });
         let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
         let started = Instant::now();
-        let deadline = started + timing.page_timeout;
-        let mut error: Option<String> = None;
-        let mut reason = SettleReason::Quiet;
-        let mut settle_ms = 0;
-
-        let nav = self.navigate(url, timing.page_timeout).await;
-        match nav {
-            Ok(v) => {
-                st.main_frame = v["frameId"].as_str().map(str::to_string);
-                if let Some(e) = v["errorText"].as_str().filter(|e| !e.is_empty()) {
-                    error = Some(format!("navigation failed: {e}"));
-                }
-            }
-            Err(CdpError::Timeout { .. }) => {
-                error = Some(format!(
-                    "no response within {}s; stopped loading",
-                    timing.page_timeout.as_secs()
-                ));
-                reason = SettleReason::Timeout;
-                self.stop_loading().await;
-            }
-            Err(e) => {
-                // The tab itself failed (closed by the page, detached): replace it.
-                error = Some(format!("navigation failed: {e}"));
-                st.tab_broken = true;
-            }
-        }
-        self.pump(&mut st, Instant::now()).await;
-
-        if error.is_none() {
-            self.pump_until(&mut st, deadline, |s| s.load_fired || s.crashed)
-                .await;
-            if !st.load_fired && !st.crashed {
-                error = Some(format!(
-                    "page did not finish loading within {}s; stopped loading",
-                    timing.page_timeout.as_secs()
-                ));
-                reason = SettleReason::Timeout;
-                self.stop_loading().await;
-            }
-        }
-        if error.is_none() {
-            let t = Instant::now();
-            reason = self.settle(&mut st, timing).await;
-            settle_ms += t.elapsed().as_millis() as u64;
-        }
+        let Arrival {
+            mut error,
+            mut reason,
+            mut settle_ms,
+        } = self.arrive(&mut st, url, timing).await;
         let load_ms = started.elapsed().as_millis() as u64;
 
         let mut visit = Visit::default();
@@ -300,6 +296,67 @@ impl Tab {
             },
         )
         .await
+    }
+
+    /// Navigates to `url`, waits (bounded) for its load event, then watches the page until the
+    /// settle rules say it is done. A page that never finishes is stopped.
+    pub(super) async fn arrive(
+        &mut self,
+        st: &mut PageState,
+        url: &str,
+        timing: VisitTiming,
+    ) -> Arrival {
+        let deadline = Instant::now() + timing.page_timeout;
+        let mut error: Option<String> = None;
+        let mut reason = SettleReason::Quiet;
+        let mut settle_ms = 0;
+
+        let nav = self.navigate(url, timing.page_timeout).await;
+        match nav {
+            Ok(v) => {
+                st.main_frame = v["frameId"].as_str().map(str::to_string);
+                if let Some(e) = v["errorText"].as_str().filter(|e| !e.is_empty()) {
+                    error = Some(format!("navigation failed: {e}"));
+                }
+            }
+            Err(CdpError::Timeout { .. }) => {
+                error = Some(format!(
+                    "no response within {}s; stopped loading",
+                    timing.page_timeout.as_secs()
+                ));
+                reason = SettleReason::Timeout;
+                self.stop_loading().await;
+            }
+            Err(e) => {
+                // The tab itself failed (closed by the page, detached): replace it.
+                error = Some(format!("navigation failed: {e}"));
+                st.tab_broken = true;
+            }
+        }
+        self.pump(st, Instant::now()).await;
+
+        if error.is_none() {
+            self.pump_until(st, deadline, |s| s.load_fired || s.crashed)
+                .await;
+            if !st.load_fired && !st.crashed {
+                error = Some(format!(
+                    "page did not finish loading within {}s; stopped loading",
+                    timing.page_timeout.as_secs()
+                ));
+                reason = SettleReason::Timeout;
+                self.stop_loading().await;
+            }
+        }
+        if error.is_none() {
+            let t = Instant::now();
+            reason = self.settle(st, timing).await;
+            settle_ms += t.elapsed().as_millis() as u64;
+        }
+        Arrival {
+            error,
+            reason,
+            settle_ms,
+        }
     }
 
     /// A PNG of what the tab shows (the first screen), bounded by `limit`.
@@ -718,7 +775,7 @@ fn spawn_responder(
 ) -> mpsc::Receiver<Event> {
     let (tx, rx) = mpsc::channel(EVENT_QUEUE);
     tokio::spawn(async move {
-        while let Some(ev) = raw.recv().await {
+        while let Some(mut ev) = raw.recv().await {
             let wanted = matches!(
                 ev.method.as_str(),
                 "Page.javascriptDialogOpening" | "Target.attachedToTarget" | "Fetch.requestPaused"
@@ -748,32 +805,45 @@ fn spawn_responder(
                     tokio::spawn(async move {
                         let kind = e.target_info.kind;
                         let child = e.session_id;
+                        let resume = || {
+                            ctx.conn.call(
+                                "Runtime.runIfWaitingForDebugger",
+                                json!({}),
+                                Some(&child),
+                            )
+                        };
+                        // A service worker also waits for the browser session, which intercepts
+                        // its requests from the start (`pool.rs`); set up here while paused, a new
+                        // one never answers (seen in the probe's browser context: its
+                        // registration stalled), so it runs first.
+                        if kind == "service_worker" {
+                            let _ = resume().await;
+                        }
                         if let Err(err) = setup_session(&ctx, &child, &kind).await {
                             tracing::debug!(%kind, error = %err, "child target setup incomplete");
                         }
-                        let _ = ctx
-                            .conn
-                            .call("Runtime.runIfWaitingForDebugger", json!({}), Some(&child))
-                            .await;
+                        if kind != "service_worker" {
+                            let _ = resume().await;
+                        }
                     });
                 }
                 Some(Ev::RequestPaused(e)) => {
                     let mode = guard_mode.load(Ordering::SeqCst);
-                    let verdict = if mode == GuardMode::Probe as u8 {
-                        ctx.guard.judge_probe(&e, Some(&target_id))
-                    } else if mode == GuardMode::Journey as u8 {
-                        ctx.guard.judge_worker(&e)
-                    } else {
-                        Verdict::Continue
-                    };
+                    let verdict = judge_paused(&target_id, &ctx.guard, mode, &e);
                     let (method, params) = match verdict {
                         Verdict::Block(why) => {
                             tracing::debug!(why, "the form probe held a request back");
+                            ev.params["pixelwatchBlocked"] = json!(why);
                             (
                                 "Fetch.failRequest",
                                 json!({"requestId": e.request_id, "errorReason": "BlockedByClient"}),
                             )
                         }
+                        Verdict::Continue if mode != GuardMode::Off as u8 => (
+                            "Fetch.continueRequest",
+                            json!({"requestId": e.request_id,
+                                   "headers": pinned_headers(&ctx.guard, &e.request)}),
+                        ),
                         Verdict::Continue => {
                             ("Fetch.continueRequest", json!({"requestId": e.request_id}))
                         }
@@ -794,4 +864,49 @@ fn spawn_responder(
         }
     });
     rx
+}
+
+/// The headers a request let go by the guard leaves with: exactly the ones judged, `Cookie`
+/// included. Otherwise the network stack adds the jar's cookies as they are when the request
+/// leaves, and the page may have written a typed value into one since the pause (seen in a
+/// test: `fetch('/race'); document.cookie = 'lead=' + typed` sent the typed value). Since
+/// Chromium 145 a `Cookie` header given here replaces the jar's. A request to the scanned site
+/// that had no cookies is given an empty `Cookie` header (it leaves with `cookie:` and nothing
+/// else): the page can write the site's cookies, not a tracker's, so requests to other hosts
+/// keep their headers as they were.
+fn pinned_headers(guard: &super::guard::Guard, req: &RequestData) -> Vec<Value> {
+    let mut list: Vec<Value> = req
+        .headers
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(name, value)| Some(json!({"name": name, "value": value.as_str()?})))
+        .collect();
+    let has_cookie = list.iter().any(|h| {
+        h["name"]
+            .as_str()
+            .is_some_and(|n| n.eq_ignore_ascii_case("cookie"))
+    });
+    if !has_cookie && guard.is_site(&super::capture::host_of(&req.url)) {
+        list.push(json!({"name": "Cookie", "value": ""}));
+    }
+    list
+}
+
+/// The guard's verdict on a request paused in a tab judged by `mode` (`Fetch` shows the
+/// `Cookie` header the request will carry, measured in Chromium 156: a cookie the page wrote a
+/// typed value into is judged with the other headers).
+fn judge_paused(
+    target_id: &str,
+    guard: &super::guard::Guard,
+    mode: u8,
+    e: &super::protocol::RequestPaused,
+) -> Verdict {
+    if mode == GuardMode::Probe as u8 {
+        guard.judge_probe(e, Some(target_id))
+    } else if mode == GuardMode::Journey as u8 {
+        guard.judge_worker(e)
+    } else {
+        Verdict::Continue
+    }
 }
