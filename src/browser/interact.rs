@@ -236,7 +236,8 @@ impl Tab {
         // Frames queued on a socket that was open during the probe are released by *any* change
         // of the offline rule (measured: narrowing it to that socket's host released them), so
         // the rule of this tab never changes again, and the browser is killed, never closed, at
-        // the end. The scan parks this tab and goes on in a fresh one.
+        // the end. This tab is the probe's copy of the page (`sandbox.rs`): the scan parks it;
+        // the tab that visited the page goes on with its sockets untouched.
         if sockets_were_open || !st.open_sockets.is_empty() {
             self.sockets_offline = true;
             self.ctx.quarantined.store(true, Ordering::SeqCst);

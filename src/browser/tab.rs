@@ -850,8 +850,18 @@ fn spawn_responder(
                     };
                     let conn = ctx.conn.clone();
                     let session = ev.session_id.clone();
+                    let request_id = e.request_id.clone();
                     tokio::spawn(async move {
-                        let _ = conn.call(method, params, session.as_deref()).await;
+                        let s = session.as_deref();
+                        if conn.call(method, params, s).await.is_err()
+                            && method.ends_with("continueRequest")
+                        {
+                            // Headers the protocol would not take back: the request is failed,
+                            // never let go with cookies nobody judged, nor left paused.
+                            let fail =
+                                json!({"requestId": request_id, "errorReason": "BlockedByClient"});
+                            let _ = conn.call("Fetch.failRequest", fail, s).await;
+                        }
                     });
                 }
                 _ => {}
@@ -880,7 +890,13 @@ fn pinned_headers(guard: &super::guard::Guard, req: &RequestData) -> Vec<Value> 
         .as_object()
         .into_iter()
         .flatten()
-        .filter_map(|(name, value)| Some(json!({"name": name, "value": value.as_str()?})))
+        .filter_map(|(name, value)| Some((name, value.as_str()?)))
+        // Repeated headers come joined by newlines; each goes back as an entry of its own.
+        .flat_map(|(name, value)| {
+            value
+                .split('\n')
+                .map(move |v| json!({"name": name, "value": v}))
+        })
         .collect();
     let has_cookie = list.iter().any(|h| {
         h["name"]
@@ -908,5 +924,59 @@ fn judge_paused(
         guard.judge_worker(e)
     } else {
         Verdict::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::canary::Needles;
+
+    fn request(url: &str, headers: Value) -> RequestData {
+        RequestData {
+            url: url.into(),
+            method: "GET".into(),
+            headers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_let_go_request_leaves_with_the_cookies_it_was_judged_with() {
+        let guard = super::super::guard::Guard::new("clinic.test", Needles::default(), None);
+        let pinned = |url: &str, headers: Value| -> Vec<(String, String)> {
+            pinned_headers(&guard, &request(url, headers))
+                .iter()
+                .map(|h| {
+                    (
+                        h["name"].as_str().unwrap().into(),
+                        h["value"].as_str().unwrap().into(),
+                    )
+                })
+                .collect()
+        };
+        let pair = |n: &str, v: &str| (n.to_string(), v.to_string());
+        assert_eq!(
+            pinned(
+                "https://www.clinic.test/ping",
+                json!({"Accept": "*/*", "Cookie": "visitor=v1"})
+            ),
+            [pair("Accept", "*/*"), pair("Cookie", "visitor=v1")]
+        );
+        // No cookies when judged: none may be added on the way out (the site's own hosts).
+        assert_eq!(
+            pinned("https://book.clinic.test/x", json!({"Accept": "*/*"})),
+            [pair("Accept", "*/*"), pair("Cookie", "")]
+        );
+        // A tracker's request keeps its headers as they were (the page cannot write its cookies).
+        assert_eq!(
+            pinned("https://analytics.tiktok.com/p", json!({"Accept": "*/*"})),
+            [pair("Accept", "*/*")]
+        );
+        // Repeated headers, joined by a newline in the pause, go back one entry each.
+        assert_eq!(
+            pinned("https://analytics.tiktok.com/p", json!({"X-A": "1\n2"})),
+            [pair("X-A", "1"), pair("X-A", "2")]
+        );
     }
 }
