@@ -729,17 +729,96 @@ async fn a_typed_value_the_page_keeps_never_reaches_another_page_or_request() {
     }
 }
 
-/// A chat widget holds a socket open on every page, and many pages have a form. Each probe on
-/// such a page parks its tab (frames it queued must never be released), and a browser holds
-/// only a few parked tabs: after that the browser is replaced, not reused with WebSockets
-/// offline. Every page's chat socket connects and says hello, across replacements, with the
-/// visitor's cookies carried over, and nothing typed ever leaves.
+/// The probe's copy runs in a browser context of its own, so only that context's shared
+/// workers go offline while it probes: the visited page's own shared worker (the scan's other
+/// pages share it) keeps working, while the copy's is held back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_probed_copys_shared_workers_go_offline() {
+    let site = Site::new()
+        .page(
+            C,
+            "/",
+            &html(r#"<a href="/contact">Contact</a>"#),
+        )
+        .page(
+            C,
+            "/contact",
+            &html(
+                r#"<form><input type="email" name="email"><button>Send</button></form>
+                <script>
+                // The visit's first load sets the cookie; the probe's copy starts with it.
+                const who = document.cookie.includes('seen=1') ? 'copy' : 'visit';
+                document.cookie = 'seen=1; path=/';
+                const w = new SharedWorker('/ticker.js', {name: who});
+                w.port.postMessage(who);
+                </script>"#,
+            ),
+        )
+        .route(
+            C,
+            "/ticker.js",
+            Response::js(
+                "onconnect = (c) => { c.ports[0].onmessage = (e) => {
+                   let n = 0;
+                   const t = setInterval(() => { fetch('/tick?who=' + e.data + '&n=' + n); if (++n >= 80) clearInterval(t); }, 100);
+                 }; };",
+            ),
+        )
+        .handler(C, "/tick", |_| Response::status(204));
+    let server = FixtureServer::start(site).await.unwrap();
+    let opts = ScanOptions {
+        concurrency: 1,
+        ..options(&server, &format!("https://{C}/"))
+    };
+    let report = scan(&opts).await;
+    assert_eq!(report.summary.pages_errored, 0, "{:#?}", report.pages);
+    assert_eq!(page(&report, "/contact").probed_fields, 1);
+    // At the server: the visit's worker ticked without a gap from its first tick to well after
+    // the copy's last (the visiting tab stays on the page while its copy loads, settles, is
+    // probed and closed), so it was never offline.
+    let log = server.requests();
+    let n_of = |who: &str| -> Vec<(usize, u32)> {
+        log.iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let n = r.target.strip_prefix(&format!("/tick?who={who}&n="))?;
+                Some((i, n.parse().ok()?))
+            })
+            .collect()
+    };
+    let (visit, copy) = (n_of("visit"), n_of("copy"));
+    let last_copy = copy.last().expect("the copy's worker ticked").0;
+    assert!(
+        visit.iter().any(|(i, _)| *i > last_copy),
+        "the visit's worker stopped before the copy did: {visit:?} / {copy:?}"
+    );
+    let mut seen: Vec<u32> = visit.iter().map(|(_, n)| *n).collect();
+    seen.sort_unstable();
+    let expected: Vec<u32> = (0..seen.len() as u32).collect();
+    assert_eq!(seen, expected, "the visit's worker missed ticks (offline)");
+    // ...and nothing of it is recorded as held back.
+    let held: Vec<&str> = report
+        .pages
+        .iter()
+        .flat_map(|p| &p.requests)
+        .filter(|r| r.target == "shared_worker" && r.url.contains("who=visit&"))
+        .filter_map(|r| r.error.as_deref())
+        .collect();
+    assert!(held.is_empty(), "{held:?}");
+}
+
+/// A chat widget holds a socket open on every page, and many pages have a form; the widget
+/// says "typing" on its socket when a field is typed into. Each probe's copy of such a page
+/// is parked (frames it queued must never be released), and a browser holds only a few parked
+/// tabs: after that the browser is replaced. Every page's chat socket connects and says hello,
+/// across replacements, with the visitor's cookies carried over, and nothing typed ever leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_keeps_working_sockets_however_many_tabs_the_probe_parks() {
     const FORMS: usize = 9;
     let chat = format!(
         r#"<script>const ws = new WebSocket('wss://{CHAT}/socket');
-        ws.onopen = () => ws.send('hello ' + location.pathname);</script>"#
+        ws.onopen = () => ws.send('hello ' + location.pathname);
+        document.addEventListener('input', () => ws.send('typing'));</script>"#
     );
     let links: String = (1..=FORMS)
         .map(|i| format!(r#"<a href="/form{i}">Form {i}</a> "#))

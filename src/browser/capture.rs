@@ -77,6 +77,9 @@ pub(super) struct PageState {
     /// Where a submission let through by `--submit-forms` landed (a confirmation page).
     pub(super) landing: Option<Landing>,
     pub(super) probe_frames: usize,
+    /// WebSocket frames the page sent while sockets were offline (all of them, recorded or
+    /// not): the browser holds them, and closing the tab would release them.
+    pub(super) frames_held: usize,
 }
 
 /// A page reached by a submission: its URL, where its requests start, and what it showed.
@@ -146,7 +149,11 @@ pub(super) fn handle_event(conn: &Connection, main_session: &str, st: &mut PageS
         }
         Ev::WebSocketFrameSent(e) => {
             // Frames sent while sockets are offline are held in the browser: evidence only.
-            if !st.sockets_offline || st.probe_frames >= MAX_PROBE_FRAMES {
+            if !st.sockets_offline {
+                return;
+            }
+            st.frames_held += 1;
+            if st.probe_frames >= MAX_PROBE_FRAMES {
                 return;
             }
             let key = (session.clone(), e.request_id);

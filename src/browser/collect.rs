@@ -111,7 +111,11 @@ impl Tab {
                         requests[i].phase = w.phase;
                     }
                 }
-                None => requests.push(w),
+                None => {
+                    // A record of its own: never the match of a later worker record.
+                    requests.push(w);
+                    matched.push(true);
+                }
             }
         }
         visit.page.requests = requests;

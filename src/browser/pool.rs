@@ -6,6 +6,7 @@
 //! by the probe's guard (a request carrying a typed canary never leaves); what they send is
 //! recorded and handed to the next page that finishes.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -31,16 +32,26 @@ pub(super) struct Context {
     /// A tab holds WebSocket frames queued during a probe: end the browser by SIGKILL.
     pub(super) quarantined: AtomicBool,
     pub(super) generation: u64,
-    /// Browser sessions of shared workers. `Fetch` does not intercept their requests, so they
-    /// are taken offline while any tab probes.
-    shared_workers: Mutex<Vec<String>>,
-    /// Tabs probing a form right now.
-    probing: Mutex<usize>,
+    /// Browser sessions of shared workers, with their browser context. `Fetch` does not
+    /// intercept their requests, so those of a context where a tab probes are taken offline
+    /// while it does (the probe's own context, `sandbox.rs`: the scan's other pages share no
+    /// worker with it, and theirs keep working).
+    shared_workers: Mutex<Vec<SharedWorker>>,
+    /// Tabs probing a form right now, per browser context id ("" when a tab's is unknown:
+    /// then every shared worker counts as in it).
+    probing: Mutex<HashMap<String, usize>>,
     /// Tabs of this browser not yet dropped (parked ones included).
     open_tabs: AtomicUsize,
     /// Replaced by a fresh browser: its tabs finish their page and go; it ends when only
     /// parked tabs are left.
     pub(super) retiring: AtomicBool,
+}
+
+/// A shared worker's browser session and the id of the browser context it runs in.
+#[derive(Debug, Clone)]
+struct SharedWorker {
+    session: String,
+    context: String,
 }
 
 /// Counts a tab as open on its browser until dropped (a field of [`Tab`]).
@@ -60,27 +71,35 @@ impl Drop for OpenTab {
 }
 
 impl Context {
-    /// A tab starts probing: shared workers go offline (their requests fail, recorded).
-    pub(super) async fn probe_started(&self) {
+    /// A tab of browser context `context` starts probing: that context's shared workers go
+    /// offline (their requests fail, recorded).
+    pub(super) async fn probe_started(&self, context: &str) {
         let first = {
-            let mut n = lock(&self.probing);
+            let mut probing = lock(&self.probing);
+            let n = probing.entry(context.to_string()).or_default();
             *n += 1;
             *n == 1
         };
         if first {
-            self.shared_workers_offline(true).await;
+            self.shared_workers_offline(context, true).await;
         }
     }
 
-    /// A tab stopped probing: when none is left, shared workers come back online.
-    pub(super) async fn probe_ended(&self) {
+    /// A tab of browser context `context` stopped probing: when none of it is left, that
+    /// context's shared workers come back online.
+    pub(super) async fn probe_ended(&self, context: &str) {
         let last = {
-            let mut n = lock(&self.probing);
+            let mut probing = lock(&self.probing);
+            let n = probing.entry(context.to_string()).or_default();
             *n = n.saturating_sub(1);
-            *n == 0
+            let last = *n == 0;
+            if last {
+                probing.remove(context);
+            }
+            last
         };
         if last {
-            self.shared_workers_offline(false).await;
+            self.shared_workers_offline(context, false).await;
         }
     }
 
@@ -91,12 +110,20 @@ impl Context {
         }
     }
 
-    fn probing_now(&self) -> bool {
-        *lock(&self.probing) > 0
+    /// Whether a tab of browser context `context` (or of an unknown one) is probing.
+    fn probing_in(&self, context: &str) -> bool {
+        let probing = lock(&self.probing);
+        [context, ""]
+            .iter()
+            .any(|c| probing.get(*c).is_some_and(|n| *n > 0))
     }
 
-    async fn shared_workers_offline(&self, offline: bool) {
-        let sessions = lock(&self.shared_workers).clone();
+    async fn shared_workers_offline(&self, context: &str, offline: bool) {
+        let sessions: Vec<String> = lock(&self.shared_workers)
+            .iter()
+            .filter(|w| context.is_empty() || w.context == context)
+            .map(|w| w.session.clone())
+            .collect();
         tracing::debug!(n = sessions.len(), offline, "switching shared workers");
         for s in sessions {
             set_offline(&self.conn, &s, offline).await;
@@ -195,7 +222,7 @@ impl Pool {
             quarantined: AtomicBool::new(false),
             generation: self.generations.fetch_add(1, Ordering::SeqCst) + 1,
             shared_workers: Mutex::new(Vec::new()),
-            probing: Mutex::new(0),
+            probing: Mutex::new(HashMap::new()),
             open_tabs: AtomicUsize::new(0),
             retiring: AtomicBool::new(false),
         });
@@ -476,7 +503,8 @@ async fn prepare(ctx: &Arc<Context>) -> Result<(), CdpError> {
 }
 
 async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp::Event>) {
-    let mut workers: std::collections::HashMap<String, String> = Default::default();
+    // Worker sessions: (kind, browser context id).
+    let mut workers: HashMap<String, (String, String)> = Default::default();
     while let Some(ev) = rx.recv().await {
         let parsed = match protocol::parse(&ev.method, &ev.params) {
             Ok(Some(p)) => p,
@@ -486,6 +514,11 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                 continue;
             }
         };
+        let worker = ev
+            .session_id
+            .as_deref()
+            .and_then(|s| workers.get(s))
+            .cloned();
         match parsed {
             Ev::TargetCreated(info) => {
                 let popup = info.kind == "page" && info.opener_id.is_some_and(|o| !o.is_empty());
@@ -509,7 +542,8 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                 if kind != "service_worker" && kind != "shared_worker" {
                     continue;
                 }
-                workers.insert(e.session_id.clone(), kind.clone());
+                let context = e.target_info.browser_context_id.unwrap_or_default();
+                workers.insert(e.session_id.clone(), (kind.clone(), context.clone()));
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let s = Some(e.session_id.as_str());
@@ -522,8 +556,11 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                         // Fetch does not see a shared worker's requests: offline while probing
                         // (network conditions need the Network domain on).
                         let _ = conn.call("Network.enable", json!({}), s).await;
-                        lock(&ctx.shared_workers).push(e.session_id.clone());
-                        if ctx.probing_now() {
+                        lock(&ctx.shared_workers).push(SharedWorker {
+                            session: e.session_id.clone(),
+                            context: context.clone(),
+                        });
+                        if ctx.probing_in(&context) {
                             set_offline(conn, &e.session_id, true).await;
                         }
                     } else {
@@ -539,11 +576,11 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                 });
             }
             Ev::RequestWillBeSent(e)
-                if workers
-                    .get(ev.session_id.as_deref().unwrap_or_default())
-                    .is_some_and(|k| k == "shared_worker") =>
+                if worker.as_ref().is_some_and(|(k, _)| k == "shared_worker") =>
             {
-                // A shared worker's request: recorded here; while a tab probes it fails offline.
+                // A shared worker's request: recorded here; while a tab of its browser context
+                // probes it fails offline.
+                let context = worker.as_ref().map_or("", |(_, c)| c.as_str());
                 let (post_data, truncated) = post_data(&e.request);
                 let request = Request {
                     host: host_of(&e.request.url),
@@ -554,7 +591,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
                     post_data_truncated: truncated,
                     referer: header(&e.request.headers, "referer"),
                     target: "shared_worker".into(),
-                    error: ctx.probing_now().then(|| {
+                    error: ctx.probing_in(context).then(|| {
                         "held back by the form probe: shared workers are offline during it".into()
                     }),
                     phase: Phase::Load,
@@ -564,10 +601,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
             }
             Ev::RequestPaused(e) => {
                 let session = ev.session_id.clone().unwrap_or_default();
-                let kind = workers
-                    .get(&session)
-                    .cloned()
-                    .unwrap_or_else(|| "service_worker".into());
+                let kind = worker.map_or_else(|| "service_worker".into(), |(k, _)| k);
                 let verdict = ctx.guard.judge_worker(&e);
                 tracing::debug!(%kind, ?verdict, "a worker request paused");
                 let (post_data, truncated) = post_data(&e.request);
@@ -612,7 +646,7 @@ async fn browser_responder(ctx: Arc<Context>, mut rx: mpsc::Receiver<super::cdp:
             }
             Ev::DetachedFromTarget(e) => {
                 workers.remove(&e.session_id);
-                lock(&ctx.shared_workers).retain(|s| *s != e.session_id);
+                lock(&ctx.shared_workers).retain(|w| w.session != e.session_id);
             }
             _ => {}
         }

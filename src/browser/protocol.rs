@@ -141,6 +141,7 @@ pub struct TargetInfo {
     pub kind: String,
     pub url: String,
     pub opener_id: Option<String>,
+    pub browser_context_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -17,8 +17,9 @@
 //! `judge_paused`): the page could have written a typed value into its own jar.
 //!
 //! A WebSocket open when the probe started holds the frames the page queued on it, and closing
-//! the tab would release them: such a tab is handed to the scan to park (`pool.rs`) and ends
-//! with the browser, killed. The visiting tab's sockets are never touched.
+//! the tab would release them: a copy on which the page sent any frame while its sockets were
+//! offline is handed to the scan to park (`pool.rs`) and ends with the browser, killed; one
+//! that sent none is closed. The visiting tab's sockets are never touched.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -117,8 +118,15 @@ impl Tab {
             {
                 aside.settle(&mut pst, timing).await;
             }
+            let dropped = aside.conn.dropped_events();
             outcome = aside.probe(&mut pst, plan, canaries, timing).await;
             aside.leave(&mut pst).await;
+            // A socket open during the probe makes the copy hold its sockets offline for good
+            // (`probe`); when the page sent no frame while they were, and no event of the
+            // browser was lost meanwhile, nothing is held and the copy can be closed.
+            if pst.frames_held == 0 && aside.conn.dropped_events() == dropped {
+                aside.sockets_offline = false;
+            }
         }
         adopt(st, pst);
         if aside.holds_queued_frames() {

@@ -119,6 +119,8 @@ pub struct Tab {
     /// The throwaway browser context the tab lives in (the form probe's, `sandbox.rs`),
     /// disposed of when the tab is closed.
     browser_context: Option<String>,
+    /// The id of the browser context the tab lives in ("" when it could not be read).
+    pub(super) context_id: String,
     /// Counts this tab as open on its browser.
     _open: super::pool::OpenTab,
 }
@@ -156,6 +158,19 @@ impl Tab {
         }
         let created = conn.call("Target.createTarget", params, None).await?;
         let target_id = created["targetId"].as_str().unwrap_or_default().to_string();
+        let context_id = match &browser_context {
+            Some(id) => id.clone(),
+            None => conn
+                .call("Target.getTargetInfo", json!({"targetId": target_id}), None)
+                .await
+                .ok()
+                .and_then(|i| {
+                    i["targetInfo"]["browserContextId"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .unwrap_or_default(),
+        };
         let attached = conn
             .call(
                 "Target.attachToTarget",
@@ -181,6 +196,7 @@ impl Tab {
             sockets_offline: false,
             worlds: Default::default(),
             browser_context,
+            context_id,
             _open: super::pool::OpenTab::new(&ctx),
         };
         setup_session(&ctx, &tab.session, "page").await?;
@@ -434,7 +450,7 @@ impl Tab {
             st.tab_broken = true;
         }
         if self.guard_mode.swap(GuardMode::Off as u8, Ordering::SeqCst) != GuardMode::Off as u8 {
-            self.ctx.probe_ended().await;
+            self.ctx.probe_ended(&self.context_id).await;
             // The probed page is gone: interception ends, and WebSockets come back online
             // unless frames were queued on a socket that was open during the probe.
             let _ = self
