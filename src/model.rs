@@ -94,6 +94,9 @@ pub struct Page {
     /// Form fields typed into with canary values.
     #[serde(default)]
     pub probed_fields: usize,
+    /// Why the form probe did not run on a page that has forms (a gap in what was checked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_skipped: Option<String>,
     /// First-party form submissions the probe held back (never reached the site).
     #[serde(default)]
     pub blocked_submissions: Vec<String>,
@@ -514,5 +517,8 @@ pub struct Summary {
     /// Times the browser was replaced to free tabs the form probe parked (planned, not a crash).
     #[serde(default)]
     pub browser_replacements: u32,
+    /// Pages with forms the form probe could not run on (each says why: `probe_skipped`).
+    #[serde(default)]
+    pub probes_skipped: usize,
     pub duration_ms: u64,
 }

@@ -627,6 +627,7 @@ fn summarize(
     Summary {
         pages: pages.len(),
         pages_errored: pages.iter().filter(|p| p.error.is_some()).count(),
+        probes_skipped: pages.iter().filter(|p| p.probe_skipped.is_some()).count(),
         requests,
         third_party_requests,
         third_party_hosts,

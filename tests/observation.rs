@@ -807,6 +807,44 @@ async fn only_the_probed_copys_shared_workers_go_offline() {
     assert!(held.is_empty(), "{held:?}");
 }
 
+/// A site that serves a form page once and loops on any later request for it (a bot wall, a
+/// one-time link): the probe's copy cannot load it, and the report says the page's forms were
+/// not checked instead of showing a silent `probed_fields: 0`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_form_page_the_probe_could_not_copy_says_so() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let served = Arc::new(AtomicUsize::new(0));
+    let seen = served.clone();
+    let form = html(r#"<form><input type="email" name="email"><button>Send</button></form>"#);
+    let site = Site::new()
+        .page(C, "/", &html(r#"<a href="/once">Book</a>"#))
+        .handler(C, "/once", move |_| {
+            if seen.fetch_add(1, Ordering::SeqCst) == 0 {
+                Response::html(form.as_str())
+            } else {
+                Response::redirect("/once")
+            }
+        });
+    let server = FixtureServer::start(site).await.unwrap();
+    let report = scan(&options(&server, &format!("https://{C}/"))).await;
+    let once = page(&report, "/once");
+    assert!(once.error.is_none(), "{:?}", once.error);
+    assert_eq!(once.forms, 1);
+    assert_eq!(once.probed_fields, 0);
+    assert_eq!(
+        once.probe_skipped.as_deref(),
+        Some("the copy of the page it types into did not load")
+    );
+    assert_eq!(report.summary.probes_skipped, 1);
+    assert!(page(&report, "/").probe_skipped.is_none());
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["summary"]["probes_skipped"], 1);
+    assert!(
+        served.load(Ordering::SeqCst) > 1,
+        "the copy asked for the page again"
+    );
+}
+
 /// A chat widget holds a socket open on every page, and many pages have a form; the widget
 /// says "typing" on its socket when a field is typed into. Each probe's copy of such a page
 /// is parked (frames it queued must never be released), and a browser holds only a few parked

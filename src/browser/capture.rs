@@ -77,6 +77,8 @@ pub(super) struct PageState {
     /// Where a submission let through by `--submit-forms` landed (a confirmation page).
     pub(super) landing: Option<Landing>,
     pub(super) probe_frames: usize,
+    /// Why the form probe could not run (reported on the page).
+    pub(super) probe_skipped: Option<&'static str>,
     /// WebSocket frames the page sent while sockets were offline (all of them, recorded or
     /// not): the browser holds them, and closing the tab would release them.
     pub(super) frames_held: usize,

@@ -50,6 +50,7 @@ impl Tab {
         page.settle_ms = end.settle_ms;
         page.settle_reason = reason;
         page.blocked_submissions = std::mem::take(&mut st.blocked);
+        page.probe_skipped = st.probe_skipped.map(str::to_string);
         page.frames = st
             .frames
             .iter()

@@ -195,8 +195,12 @@ impl Tab {
     ) -> (usize, SettleReason) {
         let sockets_were_open = !st.open_sockets.is_empty();
         let Some(enabled) = self.start_guard(st, GuardMode::Probe).await else {
+            st.probe_skipped = Some("its WebSockets could not be taken offline");
             return (0, SettleReason::Quiet);
         };
+        if !enabled {
+            st.probe_skipped = Some("request interception could not be turned on");
+        }
         let mut typed = 0;
         let mut reason = SettleReason::Quiet;
         // The probed page's own record, in case a submission let through lands elsewhere.

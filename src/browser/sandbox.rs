@@ -100,6 +100,7 @@ impl Tab {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "no tab for the form probe; this page's forms were not probed");
+                st.probe_skipped = Some("no browser context could be opened for it");
                 return (0, SettleReason::Quiet);
             }
         };
@@ -108,6 +109,7 @@ impl Tab {
         let mut outcome = (0, SettleReason::Quiet);
         if let Some(e) = arrival.error {
             tracing::warn!(error = %e, "the form probe's copy of the page did not load; its forms were not probed");
+            pst.probe_skipped = Some("the copy of the page it types into did not load");
         } else {
             if storage["worker"] == true {
                 aside.await_service_worker().await;
@@ -273,6 +275,7 @@ fn adopt(st: &mut PageState, mut aside: PageState) {
     }
     st.blocked.append(&mut aside.blocked);
     st.frames.append(&mut aside.frames);
+    st.probe_skipped = st.probe_skipped.or(aside.probe_skipped);
 }
 
 #[cfg(test)]
@@ -322,6 +325,7 @@ mod tests {
             ..Default::default()
         });
         aside.blocked.push("POST /contact (a submission)".into());
+        aside.probe_skipped = Some("why");
         adopt(&mut st, aside);
         let urls: Vec<&str> = st
             .order
@@ -335,5 +339,6 @@ mod tests {
         let l = st.landing.as_ref().unwrap();
         assert_eq!((l.order_at, l.hops_at), (3, 0));
         assert_eq!(st.blocked, ["POST /contact (a submission)"]);
+        assert_eq!(st.probe_skipped, Some("why"));
     }
 }

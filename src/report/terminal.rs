@@ -50,6 +50,13 @@ pub fn summary(report: &ScanReport, engine: &Engine) -> String {
             cut("timeout")
         );
     }
+    if s.probes_skipped > 0 {
+        let _ = writeln!(
+            out,
+            "  the form probe could not run on {} page(s) with forms (see pages[].probe_skipped): what their forms send was not checked",
+            s.probes_skipped
+        );
+    }
     if !s.third_party_hosts.is_empty() {
         let _ = writeln!(out, "\nThird-party hosts (requests):");
         let mut hosts: Vec<_> = s.third_party_hosts.iter().collect();
