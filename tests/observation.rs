@@ -839,6 +839,21 @@ async fn a_form_page_the_probe_could_not_copy_says_so() {
     assert!(page(&report, "/").probe_skipped.is_none());
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["summary"]["probes_skipped"], 1);
+    // Said where people read: the terminal summary, the CI comment and the HTML report.
+    let engine = pixelwatch::rules::Engine::bundled();
+    let terminal = pixelwatch::report::terminal::summary(&report, &engine);
+    assert!(
+        terminal.contains("the form probe could not run on 1 page(s) with forms"),
+        "{terminal}"
+    );
+    let md = pixelwatch::report::ci::markdown(&report, &[], None, &engine);
+    assert!(
+        md.contains("The form probe could not run on 1 page(s) with forms"),
+        "{md}"
+    );
+    let html =
+        pixelwatch::report::html::render(&pixelwatch::report::html::Context::new(&report, &engine));
+    assert!(html.contains("<li><b>1</b>form pages not probed</li>"));
     assert!(
         served.load(Ordering::SeqCst) > 1,
         "the copy asked for the page again"

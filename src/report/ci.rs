@@ -298,6 +298,13 @@ pub fn markdown(
         report.summary.findings,
         violations.len()
     );
+    if report.summary.probes_skipped > 0 {
+        let _ = writeln!(
+            out,
+            "The form probe could not run on {} page(s) with forms: what those forms send was not checked.\n",
+            report.summary.probes_skipped
+        );
+    }
     if !violations.is_empty() {
         let _ = writeln!(out, "| severity | cause | why | pages |\n|---|---|---|---|");
         for v in violations.iter().take(MD_MAX_VIOLATIONS) {

@@ -119,9 +119,17 @@ pub fn render(cx: &Context<'_>) -> String {
     }
     let _ = write!(
         out,
-        "<li><b>{}</b>pages with errors</li></ul>",
+        "<li><b>{}</b>pages with errors</li>",
         report.summary.pages_errored
     );
+    if report.summary.probes_skipped > 0 {
+        let _ = write!(
+            out,
+            "<li><b>{}</b>form pages not probed</li>",
+            report.summary.probes_skipped
+        );
+    }
+    out.push_str("</ul>");
     vendor_table(&mut out, cx);
     if let Some(d) = cx.drift {
         drift_section(&mut out, d);
