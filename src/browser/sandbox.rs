@@ -193,13 +193,19 @@ async fn open_aside(ctx: &Arc<Context>, storage: &Value) -> Result<Tab, CdpError
             "local": storage["local"],
             "session": storage["session"],
         });
+        // JSON is a JavaScript literal: the page's keys and values are data here, never code.
         let source = RESTORE_STORAGE.replace("DATA", &data.to_string());
-        conn.call(
-            "Page.addScriptToEvaluateOnNewDocument",
-            json!({"source": source, "worldName": "pixelwatch-restore"}),
-            Some(&tab.session),
-        )
-        .await?;
+        if let Err(e) = conn
+            .call(
+                "Page.addScriptToEvaluateOnNewDocument",
+                json!({"source": source, "worldName": "pixelwatch-restore"}),
+                Some(&tab.session),
+            )
+            .await
+        {
+            // The copy still loads, as a visitor without this origin's storage.
+            tracing::debug!(error = %e, "the page's storage could not be given to the probe's copy");
+        }
     }
     Ok(tab)
 }
