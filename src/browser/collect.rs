@@ -34,7 +34,7 @@ impl Tab {
         }
         visit.browser_died = self.conn.is_closed();
         if !visit.browser_died
-            && let Some(jar) = cookies::read_jar(&self.conn).await
+            && let Some(jar) = cookies::read_jar(&self.conn, self.browser_context.as_deref()).await
         {
             visit.cookies = cookies::visit_cookies(jar_before, jar, &st);
         }

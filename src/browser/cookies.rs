@@ -53,14 +53,13 @@ pub struct VisitCookies {
 
 /// Every cookie in the browser, third-party and partitioned ones included. `None` when the
 /// browser did not answer.
-pub(super) async fn read_jar(conn: &Connection) -> Option<Vec<JarCookie>> {
+pub(super) async fn read_jar(conn: &Connection, context: Option<&str>) -> Option<Vec<JarCookie>> {
+    let params = match context {
+        Some(id) => json!({"browserContextId": id}),
+        None => json!({}),
+    };
     let v = conn
-        .call_with_timeout(
-            "Storage.getCookies",
-            json!({}),
-            None,
-            Duration::from_secs(5),
-        )
+        .call_with_timeout("Storage.getCookies", params, None, Duration::from_secs(5))
         .await
         .ok()?;
     Some(v["cookies"].as_array()?.iter().map(jar_cookie).collect())

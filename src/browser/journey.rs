@@ -81,7 +81,9 @@ impl Tab {
         screenshot: bool,
     ) -> Visit {
         let mut st = self.fresh_state(Phase::Journey);
-        let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
+        let jar_before = cookies::read_jar(&self.conn, self.browser_context.as_deref())
+            .await
+            .unwrap_or_default();
         let started = Instant::now();
         let mut error = None;
         let mut reason = SettleReason::Quiet;

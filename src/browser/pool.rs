@@ -245,6 +245,17 @@ impl Pool {
         }
     }
 
+    /// Opens a tab in a browser context of its own, given the visitor's cookies and thrown
+    /// away with the tab: a scripted journey types into it, so nothing it types reaches the
+    /// jar or storage of later journeys (the crawl is over by then).
+    pub async fn open_isolated_tab(&self) -> Result<Tab, PoolError> {
+        self.reap().await;
+        let ctx = self.live().await.map_err(PoolError::Launch)?;
+        super::sandbox::open_isolated(&ctx)
+            .await
+            .map_err(PoolError::Tab)
+    }
+
     /// Takes a tab that holds queued WebSocket frames out of service, so its worker goes on in
     /// a fresh tab whose WebSockets work. When the browser already holds [`MAX_PARKED`] such
     /// tabs it is replaced: new tabs open in a fresh browser, and its own tabs leave it at their

@@ -158,6 +158,12 @@ impl Tab {
     }
 }
 
+/// Opens a tab in a browser context of its own holding the default context's cookies (a
+/// scripted journey's: what it types stays there, see `Pool::open_isolated_tab`).
+pub(super) async fn open_isolated(ctx: &Arc<Context>) -> Result<Tab, CdpError> {
+    open_aside(ctx, &Value::Null).await
+}
+
 /// Opens a tab in a new browser context holding the default context's cookies and, for
 /// `storage`'s origin, its local and session storage (`READ_STORAGE`'s answer).
 async fn open_aside(ctx: &Arc<Context>, storage: &Value) -> Result<Tab, CdpError> {

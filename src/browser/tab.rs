@@ -116,9 +116,9 @@ pub struct Tab {
     pub(super) sockets_offline: bool,
     /// Our isolated world's execution context per frame, for the current document.
     worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
-    /// The throwaway browser context the tab lives in (the form probe's, `sandbox.rs`),
-    /// disposed of when the tab is closed.
-    browser_context: Option<String>,
+    /// The throwaway browser context the tab lives in (the form probe's or a journey's,
+    /// `sandbox.rs`), disposed of when the tab is closed.
+    pub(super) browser_context: Option<String>,
     /// The id of the browser context the tab lives in ("" when it could not be read).
     pub(super) context_id: String,
     /// Counts this tab as open on its browser.
@@ -267,7 +267,9 @@ impl Tab {
         } else {
             Phase::Load
         });
-        let jar_before = cookies::read_jar(&self.conn).await.unwrap_or_default();
+        let jar_before = cookies::read_jar(&self.conn, self.browser_context.as_deref())
+            .await
+            .unwrap_or_default();
         let started = Instant::now();
         let Arrival {
             mut error,
