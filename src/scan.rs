@@ -490,11 +490,6 @@ impl Worker {
             && let Some(t) = tab.take()
         {
             t.close().await;
-        } else if tab.as_ref().is_some_and(Tab::holds_queued_frames)
-            && let Some(t) = tab.take()
-        {
-            // A probe queued WebSocket frames in this tab: park it, go on in a fresh one.
-            self.pool.park(t).await;
         }
         if visit.not_html && page.error.is_none() {
             page.error = Some("not an HTML page (download); recorded, not rendered".into());

@@ -224,6 +224,27 @@ type = { selector = "#msg", canary = "text" }
 click = { selector = "#send" }
 "##;
 
+/// A one-page crawl from `path` on the clinic, then `journeys`, one tab at a time.
+fn journey_options(
+    server: &FixtureServer,
+    path: &str,
+    journeys: Vec<std::path::PathBuf>,
+) -> ScanOptions {
+    ScanOptions {
+        start: format!("https://{C}{path}"),
+        max_pages: 1,
+        concurrency: 1,
+        page_timeout: Duration::from_secs(10),
+        settle_quiet: Duration::from_millis(300),
+        settle_max: Duration::from_secs(3),
+        sitemaps: false,
+        probe_forms: true,
+        journeys,
+        browser_args: server.browser_args(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scripted_journey_logs_in_and_its_findings_name_the_step() {
     // SAFETY: set before any thread of this test reads the environment.
@@ -233,20 +254,10 @@ async fn a_scripted_journey_logs_in_and_its_findings_name_the_step() {
     let file = dir.path().join("portal.toml");
     std::fs::write(&file, JOURNEY).unwrap();
     let opts = ScanOptions {
-        start: format!("https://{C}/portal/login"),
-        max_pages: 1,
-        concurrency: 1,
-        page_timeout: Duration::from_secs(10),
-        settle_quiet: Duration::from_millis(300),
-        settle_max: Duration::from_secs(3),
-        sitemaps: false,
-        probe_forms: true,
-        journeys: vec![file.clone()],
-        browser_args: server.browser_args(),
         screenshots: Some(std::sync::Arc::new(
             pixelwatch::screenshots::Screenshots::create(&dir.path().join("shots")).unwrap(),
         )),
-        ..Default::default()
+        ..journey_options(&server, "/portal/login", vec![file.clone()])
     };
     let report = scan(&opts).await;
     let journey = report
@@ -374,19 +385,7 @@ async fn what_one_journey_types_never_reaches_the_next() {
         format!("name = \"next\"\n[[step]]\ngoto = \"https://{C}/next\"\n[[step]]\nwait_for = \"Next\"\n"),
     )
     .unwrap();
-    let opts = ScanOptions {
-        start: format!("https://{C}/"),
-        max_pages: 1,
-        concurrency: 1,
-        page_timeout: Duration::from_secs(10),
-        settle_quiet: Duration::from_millis(300),
-        settle_max: Duration::from_secs(3),
-        sitemaps: false,
-        probe_forms: true,
-        journeys: vec![first, second],
-        browser_args: server.browser_args(),
-        ..Default::default()
-    };
+    let opts = journey_options(&server, "/", vec![first, second]);
     let report = scan(&opts).await;
     let journeys: Vec<&pixelwatch::model::Page> = report
         .pages

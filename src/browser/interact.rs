@@ -263,7 +263,7 @@ impl Tab {
         }
         st.sockets_offline = true;
         self.guard_mode.store(mode as u8, Ordering::SeqCst);
-        self.ctx.probe_started(&self.context_id).await;
+        self.ctx.probe_started(self.probe_context()).await;
         st.guard = Some(self.ctx.guard.clone());
         st.journey = mode == GuardMode::Journey;
         let enabled = self

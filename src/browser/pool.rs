@@ -256,10 +256,10 @@ impl Pool {
             .map_err(PoolError::Tab)
     }
 
-    /// Takes a tab that holds queued WebSocket frames out of service, so its worker goes on in
-    /// a fresh tab whose WebSockets work. When the browser already holds [`MAX_PARKED`] such
-    /// tabs it is replaced: new tabs open in a fresh browser, and its own tabs leave it at their
-    /// next page ([`Tab::retiring`]).
+    /// Takes a tab that holds queued WebSocket frames (a form probe's copy of a page) out of
+    /// service for good: never closed, it ends with the browser. When the browser already
+    /// holds [`MAX_PARKED`] such tabs it is replaced: new tabs open in a fresh browser, and its
+    /// own tabs leave it at their next page ([`Tab::retiring`]).
     pub async fn park(&self, tab: Tab) {
         let generation = tab.generation();
         let full = {
@@ -308,22 +308,8 @@ impl Pool {
                 return;
             }
         };
-        if let Ok(jar) = old
-            .ctx
-            .conn
-            .call("Storage.getCookies", json!({}), None)
-            .await
-        {
-            let cookies = carry(&jar["cookies"]);
-            if !cookies.is_empty()
-                && let Err(e) = fresh
-                    .ctx
-                    .conn
-                    .call("Storage.setCookies", json!({"cookies": cookies}), None)
-                    .await
-            {
-                tracing::warn!(error = %e, "the replaced browser's cookies could not be carried over");
-            }
+        if let Err(e) = copy_jar(&old.ctx.conn, &fresh.ctx.conn, None).await {
+            tracing::warn!(error = %e, "the replaced browser's cookies could not be carried over");
         }
         cur.1 = fresh.ctx.generation;
         cur.0 = Some(fresh);
@@ -450,9 +436,30 @@ pub enum PoolError {
     Tab(CdpError),
 }
 
+/// Copies the default cookie jar of `from`'s browser into `to`'s, into browser context
+/// `context` (the default one when `None`): a replacement browser, the form probe's copy.
+pub(super) async fn copy_jar(
+    from: &Connection,
+    to: &Connection,
+    context: Option<&str>,
+) -> Result<(), CdpError> {
+    let jar = from.call("Storage.getCookies", json!({}), None).await?;
+    let cookies = carry(&jar["cookies"]);
+    if cookies.is_empty() {
+        return Ok(());
+    }
+    let mut params = json!({"cookies": cookies});
+    if let Some(id) = context {
+        params["browserContextId"] = json!(id);
+    }
+    to.call("Storage.setCookies", params, None)
+        .await
+        .map(|_| ())
+}
+
 /// `Storage.getCookies` cookies as `Storage.setCookies` parameters (session cookies stay
 /// session cookies).
-pub(super) fn carry(cookies: &serde_json::Value) -> Vec<serde_json::Value> {
+fn carry(cookies: &serde_json::Value) -> Vec<serde_json::Value> {
     const PARAMS: &[&str] = &[
         "name",
         "value",

@@ -12,9 +12,10 @@
 //! the page origin's local and session storage, sent to the same URL and left to settle, then
 //! probed there: its requests from the moment the probe starts are the page's probe record (its
 //! own load is a copy of what the visit already recorded). Then the tab is closed and the
-//! context disposed of, with whatever the page wrote into it. Inside that context a request the
-//! guard would let go is still asked about the cookies it would carry (`tab.rs`,
-//! `judge_paused`): the page could have written a typed value into its own jar.
+//! context disposed of, with whatever the page wrote into it. Inside that context the page can
+//! still write a typed value into its own jar: the guard judges the `Cookie` header each paused
+//! request shows, and a request let go leaves with exactly the headers judged (`tab.rs`,
+//! `pinned_headers`).
 //!
 //! A WebSocket open when the probe started holds the frames the page queued on it, and closing
 //! the tab would release them: a copy on which the page sent any frame while its sockets were
@@ -138,9 +139,7 @@ impl Tab {
         }
         outcome
     }
-}
 
-impl Tab {
     /// A service worker that controls the visited page (the visitor's earlier pages installed
     /// it) is new in the probe's context: when the copy registered it again, waits (bounded)
     /// until it is active, so a worker that would carry what is typed is there to be caught,
@@ -225,17 +224,7 @@ async fn furnish(ctx: &Context, id: &str) -> Result<(), CdpError> {
         None,
     )
     .await?;
-    let jar = conn.call("Storage.getCookies", json!({}), None).await?;
-    let cookies = super::pool::carry(&jar["cookies"]);
-    if !cookies.is_empty() {
-        conn.call(
-            "Storage.setCookies",
-            json!({"cookies": cookies, "browserContextId": id}),
-            None,
-        )
-        .await?;
-    }
-    Ok(())
+    super::pool::copy_jar(conn, conn, Some(id)).await
 }
 
 /// Disposes of browser context `id` and everything the pages in it wrote.

@@ -117,10 +117,8 @@ pub struct Tab {
     /// Our isolated world's execution context per frame, for the current document.
     worlds: std::sync::Mutex<std::collections::HashMap<String, i64>>,
     /// The throwaway browser context the tab lives in (the form probe's or a journey's,
-    /// `sandbox.rs`), disposed of when the tab is closed.
+    /// `sandbox.rs`), disposed of when the tab is closed. Only such tabs type anything.
     pub(super) browser_context: Option<String>,
-    /// The id of the browser context the tab lives in ("" when it could not be read).
-    pub(super) context_id: String,
     /// Counts this tab as open on its browser.
     _open: super::pool::OpenTab,
 }
@@ -158,19 +156,6 @@ impl Tab {
         }
         let created = conn.call("Target.createTarget", params, None).await?;
         let target_id = created["targetId"].as_str().unwrap_or_default().to_string();
-        let context_id = match &browser_context {
-            Some(id) => id.clone(),
-            None => conn
-                .call("Target.getTargetInfo", json!({"targetId": target_id}), None)
-                .await
-                .ok()
-                .and_then(|i| {
-                    i["targetInfo"]["browserContextId"]
-                        .as_str()
-                        .map(str::to_string)
-                })
-                .unwrap_or_default(),
-        };
         let attached = conn
             .call(
                 "Target.attachToTarget",
@@ -196,7 +181,6 @@ impl Tab {
             sockets_offline: false,
             worlds: Default::default(),
             browser_context,
-            context_id,
             _open: super::pool::OpenTab::new(&ctx),
         };
         setup_session(&ctx, &tab.session, "page").await?;
@@ -217,9 +201,15 @@ impl Tab {
         tracing::debug!("the new window did not report its size");
     }
 
+    /// The browser context key its probes count under: its own context's id, or "" (unknown:
+    /// every shared worker counts as in it) for a tab of the default context.
+    pub(super) fn probe_context(&self) -> &str {
+        self.browser_context.as_deref().unwrap_or_default()
+    }
+
     /// Whether this tab holds WebSocket frames queued during a probe: it must never be closed
     /// or reused for pages whose sockets matter; park it (see [`super::Pool::park`]).
-    pub fn holds_queued_frames(&self) -> bool {
+    pub(super) fn holds_queued_frames(&self) -> bool {
         self.sockets_offline
     }
 
@@ -452,7 +442,7 @@ impl Tab {
             st.tab_broken = true;
         }
         if self.guard_mode.swap(GuardMode::Off as u8, Ordering::SeqCst) != GuardMode::Off as u8 {
-            self.ctx.probe_ended(&self.context_id).await;
+            self.ctx.probe_ended(self.probe_context()).await;
             // The probed page is gone: interception ends, and WebSockets come back online
             // unless frames were queued on a socket that was open during the probe.
             let _ = self
