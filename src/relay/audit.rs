@@ -242,7 +242,9 @@ pub fn dead_letters(path: &Path) -> Result<Vec<DeadLetter>, StoreError> {
 }
 
 /// Move dead letters back to pending (all, or the given outbox ids) with attempts reset; their
-/// audit rows go back to `queued` for that destination. Every given id must be a dead letter:
+/// audit rows go back to `queued` for that destination. A replayed row is due now, as a retry
+/// (`next_attempt_ms` after its creation: the running relay reads first attempts only from
+/// ids it has not passed, schema v4). Every given id must be a dead letter:
 /// otherwise nothing is changed and the error names the ids. Safe while the relay runs
 /// (SQLite locking, WAL).
 pub fn replay(path: &Path, ids: Option<&[i64]>) -> Result<usize, AdminError> {
@@ -272,7 +274,8 @@ pub fn replay(path: &Path, ids: Option<&[i64]>) -> Result<usize, AdminError> {
     for id in targets {
         let changed = tx
             .execute(
-                "UPDATE outbox SET state = 'pending', attempts = 0, next_attempt_ms = ?2
+                "UPDATE outbox SET state = 'pending', attempts = 0,
+                        next_attempt_ms = max(?2, created_ms + 1)
                  WHERE id = ?1 AND state = 'dead'",
                 params![id, now],
             )

@@ -22,6 +22,7 @@ const MIGRATIONS: &[Migration] = relay_migrations!(
     "0001_init.sql",
     "0002_destinations_nonces.sql",
     "0003_delivery_batches.sql",
+    "0004_outbox_lean_indexes.sql",
 );
 
 /// Schema version this relay writes.

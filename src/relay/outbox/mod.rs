@@ -39,8 +39,10 @@
 //! Claims (reading a destination's due rows) run on a read connection of their own, not on
 //! the writer: WAL lets them read committed rows while the writer commits.
 
+mod pending;
 mod store;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,6 +218,8 @@ pub struct RowRef {
     pub audit_id: i64,
     /// Attempts made so far.
     pub attempts: u32,
+    /// Enqueue time, Unix ms (a retry is always scheduled after it).
+    pub created_ms: i64,
 }
 
 /// A claimed batch: all rows share one destination and one test event code (or none).
@@ -326,8 +330,15 @@ pub struct Outbox {
     /// A read connection for claims: reading due rows (payloads included) is not the writer's
     /// work. A dispatcher claims again only after its previous batch was recorded (committed),
     /// so a read sees every outcome it must.
-    claims: Arc<std::sync::Mutex<Connection>>,
+    claims: Arc<std::sync::Mutex<Claims>>,
     path: Arc<Path>,
+}
+
+/// The claims connection, and per destination the id after which its first attempts are read
+/// (in memory: a restart reads from the start again).
+struct Claims {
+    conn: Connection,
+    after: HashMap<Arc<str>, i64>,
 }
 
 /// The writer thread; join it after dropping every [`Outbox`] handle.
@@ -351,16 +362,16 @@ impl Outbox {
         let conn = db::open(path, sync)?;
         // Every statement the writer runs stays prepared (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
-        // The statements the writer holds prepared ([`store::Db`]): fail here, not in the thread.
-        store::Db::new(&conn).map_err(|source| StoreError::Sqlite {
-            path: path.display().to_string(),
-            source,
-        })?;
         let p = path.to_path_buf();
         let e = move |source| StoreError::Sqlite {
             path: p.display().to_string(),
             source,
         };
+        // What the outbox holds, and the statements the writer holds prepared ([`store::Db`]):
+        // fail here, not in the thread.
+        let pending = store::Db::new(&conn, pending::Pending::load(&conn).map_err(&e)?)
+            .map_err(&e)?
+            .into_pending();
         let salt: Vec<u8> = rand::rng().random::<[u8; 32]>().to_vec();
         conn.execute(
             "INSERT OR IGNORE INTO meta (key, value) VALUES ('id_salt', ?1)",
@@ -377,12 +388,15 @@ impl Outbox {
         // the WAL fsync on the same disk and made p99 spikes of ~300 ms.
         let reader = db::open(path, sync)?;
         let (tx, rx) = mpsc::channel(4096);
-        let claims = Arc::new(std::sync::Mutex::new(db::open(path, sync)?));
+        let claims = Arc::new(std::sync::Mutex::new(Claims {
+            conn: db::open(path, sync)?,
+            after: HashMap::new(),
+        }));
         let shown: Arc<Path> = Arc::from(path);
         let path: PathBuf = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer_loop(conn, rx, path, metrics))
+            .spawn(move || writer_loop(conn, pending, rx, path, metrics))
             .map_err(|_| StoreError::WriterGone)?;
         let outbox = Outbox {
             tx,
@@ -448,8 +462,10 @@ impl Outbox {
         let (claims, path) = (self.claims.clone(), self.path.clone());
         tokio::task::spawn_blocking(move || {
             // A poisoned lock only means another claim panicked; the connection is fine.
-            let c = claims.lock().unwrap_or_else(|p| p.into_inner());
-            store::claim(&c, &dest, limit, now_ms).map_err(|source| StoreError::Sqlite {
+            let mut c = claims.lock().unwrap_or_else(|p| p.into_inner());
+            let Claims { conn, after } = &mut *c;
+            let after = after.entry(dest.clone()).or_insert(0);
+            store::claim(conn, &dest, limit, now_ms, after).map_err(|source| StoreError::Sqlite {
                 path: path.display().to_string(),
                 source,
             })
@@ -459,7 +475,8 @@ impl Outbox {
     }
 
     /// Record a delivery outcome for rows of one destination. Returns how many rows were
-    /// dead-lettered (by a `Dead` record, or a `Retry` past `max_attempts`).
+    /// dead-lettered (by a `Dead` record, or a `Retry` past `max_attempts`). Rows whose outcome
+    /// could not be recorded are claimed again (they stay pending, never tried or not).
     pub async fn record(
         &self,
         destination: &Arc<str>,
@@ -473,11 +490,21 @@ impl Outbox {
                 id: c.id,
                 audit_id: c.audit_id,
                 attempts: c.attempts,
+                created_ms: c.created_ms,
             })
             .collect();
         let dest = destination.clone();
-        self.call(move |c| store::record(c, &dest, &rows, &outcome, now_ms))
-            .await
+        let lowest = rows.iter().map(|r| r.id).min();
+        let recorded = self
+            .call(move |c| store::record(c, &dest, &rows, &outcome, now_ms))
+            .await;
+        if let (Err(_), Some(lowest)) = (&recorded, lowest) {
+            let mut c = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(after) = c.after.get_mut(destination) {
+                *after = (*after).min(lowest - 1);
+            }
+        }
+        recorded
     }
 
     /// Pending rows per destination.
@@ -498,6 +525,7 @@ impl Outbox {
 
 fn writer_loop(
     conn: Connection,
+    pending: pending::Pending,
     mut rx: mpsc::Receiver<Cmd>,
     path: PathBuf,
     metrics: Arc<Metrics>,
@@ -506,7 +534,7 @@ fn writer_loop(
         path: path.display().to_string(),
         source,
     };
-    let db = match store::Db::new(&conn) {
+    let db = match store::Db::new(&conn, pending) {
         Ok(db) => db,
         Err(e) => {
             // Checked in `Outbox::open`; callers get `WriterGone`.
@@ -530,6 +558,12 @@ fn writer_loop(
             .fetch_add(group.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let prune = last_prune.elapsed() >= NONCE_PRUNE_EVERY;
         let result = commit_group(&db, &mut group, prune, &err);
+        // What the outbox holds in memory follows the transaction: kept if it committed,
+        // undone if not (a transaction that failed anywhere is rolled back when dropped).
+        match &result {
+            Ok(()) => db.pending.borrow_mut().committed(),
+            Err(_) => db.pending.borrow_mut().rolled_back(),
+        }
         if prune && result.is_ok() {
             last_prune = Instant::now();
         }
@@ -576,6 +610,7 @@ fn commit_group(
     }
     if failed {
         tx.rollback()?;
+        db.pending.borrow_mut().rolled_back();
         let tx = db.unchecked_transaction()?;
         for cmd in group.iter_mut() {
             store::in_savepoint(db, |c| {

@@ -6,6 +6,7 @@ use std::ops::Deref;
 
 use rusqlite::{Connection, OptionalExtension, Statement, params};
 
+use super::pending::Pending;
 use super::{Batch, Claimed, Decision, Enqueued, NewAudit, Nonce, Record, RowRef, Stored};
 use crate::relay::consent::NewConsent;
 
@@ -14,32 +15,40 @@ const INSERT_AUDIT: &str =
                     legal_basis, updated_ms, destinations, pending)
  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?1, ?9, ?10)";
 const INSERT_OUTBOX: &str =
-    "INSERT INTO outbox (destination, event_id, test_event_code, payload, next_attempt_ms,
+    "INSERT INTO outbox (id, destination, event_id, test_event_code, payload, next_attempt_ms,
                     created_ms, audit_id, event_time)
- VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7) ON CONFLICT DO NOTHING";
+ VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)";
 const INSERT_NONCE: &str =
     "INSERT INTO nonce (hash, expires_ms) VALUES (?1, ?2) ON CONFLICT DO NOTHING";
 
-/// The writer's connection, with the statements every accepted request runs held prepared.
-/// rusqlite's statement cache hashes the whole SQL text on each use and again when the
-/// statement goes back (SipHash over ~250 bytes, twice): on the writer, the one thread every
-/// request waits for, that cost more than binding the values. Everything else goes through
-/// the connection ([`Deref`]) and its cache.
+/// The writer's connection, with the statements every accepted request runs held prepared,
+/// and what the outbox holds ([`Pending`]: the keys that make a repeated event id a duplicate
+/// without a unique index). rusqlite's statement cache hashes the whole SQL text on each use
+/// and again when the statement goes back (SipHash over ~250 bytes, twice): on the writer, the
+/// one thread every request waits for, that cost more than binding the values. Everything
+/// else goes through the connection ([`Deref`]) and its cache.
 pub(super) struct Db<'c> {
     conn: &'c Connection,
     insert_audit: RefCell<Statement<'c>>,
     insert_outbox: RefCell<Statement<'c>>,
     insert_nonce: RefCell<Statement<'c>>,
+    pub(super) pending: RefCell<Pending>,
 }
 
 impl<'c> Db<'c> {
-    pub(super) fn new(conn: &'c Connection) -> rusqlite::Result<Db<'c>> {
+    pub(super) fn new(conn: &'c Connection, pending: Pending) -> rusqlite::Result<Db<'c>> {
         Ok(Db {
             conn,
             insert_audit: RefCell::new(conn.prepare(INSERT_AUDIT)?),
             insert_outbox: RefCell::new(conn.prepare(INSERT_OUTBOX)?),
             insert_nonce: RefCell::new(conn.prepare(INSERT_NONCE)?),
+            pending: RefCell::new(pending),
         })
+    }
+
+    /// Give back what the outbox holds (the statements are dropped).
+    pub(super) fn into_pending(self) -> Pending {
+        self.pending.into_inner()
     }
 }
 
@@ -56,9 +65,11 @@ impl Deref for Db<'_> {
 /// prepared once and cached (rusqlite's `Savepoint` parses them anew each time).
 pub(super) fn in_savepoint(c: &Db<'_>, f: impl FnOnce(&Db<'_>) -> bool) -> rusqlite::Result<()> {
     c.prepare_cached("SAVEPOINT command")?.execute([])?;
+    let mark = c.pending.borrow().mark();
     if !f(c) {
         // Undo this command's writes; the rest of the group stays.
         c.prepare_cached("ROLLBACK TO command")?.execute([])?;
+        c.pending.borrow_mut().undo_to(mark);
     }
     c.prepare_cached("RELEASE command")?.execute([])?;
     Ok(())
@@ -160,16 +171,22 @@ pub(super) fn insert_audit(c: &Db<'_>, a: &NewAudit) -> rusqlite::Result<Vec<Enq
             out.push(Enqueued::Recorded);
             continue;
         };
-        let n = c.insert_outbox.borrow_mut().execute(params![
-            &*d.name,
-            o.event_id,
-            o.test_event_code,
-            o.payload,
-            a.received_ms,
-            audit_id,
-            o.event_time
-        ])?;
-        if n == 1 {
+        let id = c.pending.borrow_mut().add(
+            &d.name,
+            &o.event_id,
+            o.test_event_code.as_deref(),
+        );
+        if let Some(id) = id {
+            c.insert_outbox.borrow_mut().execute(params![
+                id,
+                &*d.name,
+                o.event_id,
+                o.test_event_code,
+                o.payload,
+                a.received_ms,
+                audit_id,
+                o.event_time
+            ])?;
             out.push(Enqueued::Accepted);
         } else {
             out.push(Enqueued::Duplicate);
@@ -212,7 +229,7 @@ fn path(dest: &str, key: &str) -> String {
 }
 
 pub(super) fn record(
-    c: &Connection,
+    c: &Db<'_>,
     dest: &str,
     rows: &[RowRef],
     outcome: &Record,
@@ -227,14 +244,16 @@ pub(super) fn record(
             // It lists the audit rows of the outbox rows this deleted, so an event is listed
             // as delivered to a destination at most once.
             let mut audit_ids: Vec<i64> = Vec::with_capacity(rows.len());
+            let mut pending = c.pending.borrow_mut();
             for chunk in rows.chunks(500) {
                 let mut stmt = c.prepare(&format!(
-                    "DELETE FROM outbox WHERE id IN ({}) RETURNING audit_id",
+                    "DELETE FROM outbox WHERE id IN ({}) RETURNING audit_id, event_id, test_event_code",
                     id_list(chunk.iter().map(|r| r.id))
                 ))?;
-                let deleted = stmt.query_map([], |r| r.get::<_, i64>(0))?;
-                for id in deleted {
-                    audit_ids.push(id?);
+                let mut deleted = stmt.query([])?;
+                while let Some(r) = deleted.next()? {
+                    audit_ids.push(r.get(0)?);
+                    pending.remove(dest, r.get_ref(1)?.as_str()?, r.get_ref(2)?.as_str_or_null()?);
                 }
             }
             audit_ids.sort_unstable();
@@ -265,7 +284,9 @@ pub(super) fn record(
                     died += 1;
                     mark_dead(c, dest, r, &format!("{reason};max_attempts"), now)?;
                 } else {
-                    let next = now + policy.delay_ms(attempts - 1) as i64;
+                    // Later than its creation time, so the row is in the retry index and
+                    // never again taken for a first attempt.
+                    let next = (now + policy.delay_ms(attempts - 1) as i64).max(r.created_ms + 1);
                     c.prepare_cached(
                         "UPDATE outbox SET attempts = ?2, next_attempt_ms = ?3, last_error = ?4 WHERE id = ?1",
                     )?
@@ -301,11 +322,42 @@ fn mark_dead(
     Ok(())
 }
 
-pub(super) fn claim(c: &Connection, dest: &str, limit: usize, now: i64) -> rusqlite::Result<Batch> {
+/// Oldest due rows of one destination, up to `limit`, sharing one test event code: rows due
+/// for a retry first (the due index holds only those), otherwise rows never tried, in id
+/// order from `after` on, which moves past what it hands out. Both reads see one snapshot.
+pub(super) fn claim(
+    c: &Connection,
+    dest: &str,
+    limit: usize,
+    now: i64,
+    after: &mut i64,
+) -> rusqlite::Result<Batch> {
+    let tx = c.unchecked_transaction()?;
+    let retries = claim_retries(&tx, dest, limit, now)?;
+    if !retries.rows.is_empty() {
+        return Ok(retries);
+    }
+    claim_fresh(&tx, dest, limit, now, after)
+}
+
+fn claimed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
+    Ok(Claimed {
+        id: r.get(0)?,
+        event_id: r.get(1)?,
+        payload: r.get(2)?,
+        attempts: r.get(3)?,
+        audit_id: r.get(4)?,
+        created_ms: r.get(5)?,
+        event_time: r.get(6)?,
+    })
+}
+
+fn claim_retries(c: &Connection, dest: &str, limit: usize, now: i64) -> rusqlite::Result<Batch> {
     let first: Option<Option<String>> = c
         .prepare_cached(
             "SELECT test_event_code FROM outbox
-              WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
+              WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms > created_ms
+                AND next_attempt_ms <= ?2
               ORDER BY next_attempt_ms, id LIMIT 1",
         )?
         .query_row(params![dest, now], |r| r.get(0))
@@ -315,24 +367,14 @@ pub(super) fn claim(c: &Connection, dest: &str, limit: usize, now: i64) -> rusql
     };
     let mut stmt = c.prepare_cached(
         "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time FROM outbox
-          WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms <= ?2
-            AND IFNULL(test_event_code, '') = ?3
+          WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms > created_ms
+            AND next_attempt_ms <= ?2 AND IFNULL(test_event_code, '') = ?3
           ORDER BY next_attempt_ms, id LIMIT ?4",
     )?;
     let rows = stmt
         .query_map(
             params![dest, now, code.clone().unwrap_or_default(), limit as i64],
-            |r| {
-                Ok(Claimed {
-                    id: r.get(0)?,
-                    event_id: r.get(1)?,
-                    payload: r.get(2)?,
-                    attempts: r.get(3)?,
-                    audit_id: r.get(4)?,
-                    created_ms: r.get(5)?,
-                    event_time: r.get(6)?,
-                })
-            },
+            claimed,
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Batch {
@@ -341,10 +383,64 @@ pub(super) fn claim(c: &Connection, dest: &str, limit: usize, now: i64) -> rusql
     })
 }
 
-pub(super) fn depth(c: &Connection) -> rusqlite::Result<Vec<(String, i64)>> {
+/// Rows never tried, after `after` in id order: the run that shares the first one's test
+/// event code and is due. Ids only grow while the relay runs (the writer hands them out), so
+/// a row this skips was handed out before; with none left, `after` moves to the highest id.
+fn claim_fresh(
+    c: &Connection,
+    dest: &str,
+    limit: usize,
+    now: i64,
+    after: &mut i64,
+) -> rusqlite::Result<Batch> {
     let mut stmt = c.prepare_cached(
-        "SELECT destination, count(*) FROM outbox WHERE state = 'pending' GROUP BY destination",
+        "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time, test_event_code
+           FROM outbox
+          WHERE id > ?1 AND destination = ?2 AND state = 'pending' AND next_attempt_ms = created_ms
+          ORDER BY id LIMIT ?3",
     )?;
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect()
+    let mut found = stmt.query(params![*after, dest, limit as i64])?;
+    let mut batch = Batch::default();
+    let mut seen = false;
+    while let Some(r) = found.next()? {
+        seen = true;
+        let code: Option<String> = r.get(7)?;
+        if (!batch.rows.is_empty() && code != batch.test_event_code) || r.get::<_, i64>(5)? > now
+        {
+            break;
+        }
+        batch.test_event_code = code;
+        batch.rows.push(claimed(r)?);
+    }
+    drop(found);
+    match batch.rows.last() {
+        Some(last) => *after = last.id,
+        None if !seen => {
+            let top: Option<i64> =
+                c.prepare_cached("SELECT max(id) FROM outbox")?
+                    .query_row([], |r| r.get(0))?;
+            *after = (*after).max(top.unwrap_or(0));
+        }
+        None => {}
+    }
+    Ok(batch)
+}
+/// Pending rows per destination (destinations with none are left out): the rows the writer
+/// knows of, less the dead letters (the dead index holds only those).
+pub(super) fn depth(c: &Db<'_>) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT destination, count(*) FROM outbox WHERE state = 'dead' GROUP BY destination",
+    )?;
+    let dead: Vec<(String, i64)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let pending = c.pending.borrow();
+    Ok(pending
+        .rows()
+        .map(|(d, n)| {
+            let dead = dead.iter().find(|(x, _)| x == d).map_or(0, |(_, n)| *n);
+            (d.to_string(), n - dead)
+        })
+        .filter(|(_, n)| *n > 0)
+        .collect())
 }

@@ -237,6 +237,13 @@ async fn a_failing_command_is_undone_alone_and_the_rest_of_its_group_commits() {
         .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
         .expect("audit");
     assert_eq!(ids, ["e1", "e3"]);
+    // What the writer keeps in memory was undone with the command: e2 is not a duplicate.
+    assert_eq!(
+        ob.ingest(vec![audit("e2", &["tiktok"])], None)
+            .await
+            .expect("e2"),
+        Stored::Done(vec![vec![Enqueued::Accepted]])
+    );
     let commits = metrics
         .group_commits
         .load(std::sync::atomic::Ordering::Relaxed);
@@ -295,6 +302,192 @@ async fn a_delivered_batch_is_one_row_and_each_event_reads_as_delivered() {
     );
     assert_eq!(ids(only(Decision::Queued)), [5, 4]);
     assert!(only(Decision::DeadLettered).is_empty());
+    drop(ob);
+    writer.join();
+}
+
+fn delivered(id: &str) -> Record {
+    Record::Delivered {
+        request_id: id.into(),
+        shortfall: None,
+    }
+}
+
+fn event_ids(b: &Batch) -> Vec<&str> {
+    b.rows.iter().map(|r| r.event_id.as_str()).collect()
+}
+
+#[tokio::test]
+async fn an_event_id_in_the_outbox_is_a_duplicate_across_a_restart_and_free_once_delivered() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tt: Arc<str> = Arc::from("tiktok");
+    let (ob, writer, _) = open(&dir);
+    ob.ingest(vec![audit("e1", &["tiktok", "meta"])], None)
+        .await
+        .expect("ingest");
+    drop(ob);
+    writer.join();
+    // A new writer knows what the table holds: no unique index says it any more (schema v4).
+    let (ob, writer, _) = open(&dir);
+    assert_eq!(
+        ob.ingest(vec![audit("e1", &["tiktok", "meta"])], None)
+            .await
+            .expect("again"),
+        Stored::Done(vec![vec![Enqueued::Duplicate, Enqueued::Duplicate]])
+    );
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    assert_eq!(event_ids(&b), ["e1"], "one row, not two");
+    ob.record(&tt, &b.rows, delivered("r1"), 6)
+        .await
+        .expect("record");
+    assert_eq!(
+        ob.ingest(vec![audit("e1", &["tiktok", "meta"])], None)
+            .await
+            .expect("after delivery"),
+        Stored::Done(vec![vec![Enqueued::Accepted, Enqueued::Duplicate]]),
+        "delivered to tiktok: queued there again; still in meta's outbox"
+    );
+    let mut depth = ob.depth().await.expect("depth");
+    depth.sort();
+    assert_eq!(depth, vec![("meta".into(), 1), ("tiktok".into(), 1)]);
+    drop(ob);
+    writer.join();
+}
+
+#[tokio::test]
+async fn first_attempts_are_read_once_in_id_order_and_ids_are_never_reused() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tt: Arc<str> = Arc::from("tiktok");
+    let (ob, writer, reader) = open(&dir);
+    ob.ingest(vec![audit("e1", &["tiktok"])], None)
+        .await
+        .expect("ingest");
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    let first = b.rows[0].id;
+    ob.record(&tt, &b.rows, delivered("r1"), 6)
+        .await
+        .expect("record");
+    // The table is empty now: SQLite would give the next row the same id again, below where
+    // the claims already read. The writer hands out ids itself.
+    ob.ingest(vec![audit("e2", &["tiktok"])], None)
+        .await
+        .expect("ingest");
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    assert_eq!(event_ids(&b), ["e2"]);
+    assert!(b.rows[0].id > first, "{} after {first}", b.rows[0].id);
+    ob.record(&tt, &b.rows, delivered("r2"), 6)
+        .await
+        .expect("record");
+    let left: i64 = reader
+        .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(left, 0);
+    drop(ob);
+    writer.join();
+}
+
+#[tokio::test]
+async fn retries_and_replayed_dead_letters_are_claimed_after_first_attempts_moved_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tt: Arc<str> = Arc::from("tiktok");
+    let (ob, writer, _) = open(&dir);
+    let policy = RetryPolicy {
+        base_ms: 10,
+        cap_ms: 10,
+        max_attempts: 5,
+    };
+    let events: Vec<NewAudit> = ["dead", "retry", "ok"]
+        .iter()
+        .map(|e| audit(e, &["tiktok"]))
+        .collect();
+    ob.ingest(events, None).await.expect("ingest");
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    assert_eq!(event_ids(&b), ["dead", "retry", "ok"]);
+    let dead = Record::Dead {
+        reason: "meta:100".into(),
+    };
+    ob.record(&tt, &b.rows[..1], dead, 5).await.expect("dead");
+    let retry = Record::Retry {
+        reason: "http:503".into(),
+        policy,
+    };
+    ob.record(&tt, &b.rows[1..2], retry, 5).await.expect("retry");
+    ob.record(&tt, &b.rows[2..], delivered("r1"), 5)
+        .await
+        .expect("ok");
+    ob.ingest(vec![audit("late", &["tiktok"])], None)
+        .await
+        .expect("ingest");
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    assert_eq!(event_ids(&b), ["late"], "the retry is not due yet");
+    ob.record(&tt, &b.rows, delivered("r2"), 5)
+        .await
+        .expect("late");
+    let b = ob.claim(&tt, 10, 1_000).await.expect("claim");
+    assert_eq!(event_ids(&b), ["retry"], "due: claimed though first attempts moved past it");
+    assert_eq!(b.rows[0].attempts, 1);
+    ob.record(&tt, &b.rows, delivered("r3"), 1_000)
+        .await
+        .expect("retried");
+    assert!(ob.claim(&tt, 10, 1_000).await.expect("claim").rows.is_empty());
+    assert!(ob.depth().await.expect("depth").is_empty(), "only a dead letter left");
+    // An operator replays the dead letter while the relay runs.
+    let n = crate::relay::audit::replay(&dir.path().join("o.db"), None).expect("replay");
+    assert_eq!(n, 1);
+    assert_eq!(
+        ob.depth().await.expect("depth"),
+        vec![("tiktok".to_string(), 1)]
+    );
+    let b = ob
+        .claim(&tt, 10, chrono::Utc::now().timestamp_millis() + 1)
+        .await
+        .expect("claim");
+    assert_eq!(event_ids(&b), ["dead"], "the replayed row is claimed by the running relay");
+    assert_eq!(b.rows[0].attempts, 0);
+    drop(ob);
+    writer.join();
+}
+
+#[tokio::test]
+async fn a_batch_of_first_attempts_shares_one_test_event_code() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tt: Arc<str> = Arc::from("tiktok");
+    let (ob, writer, _) = open(&dir);
+    let with_code = |e: &str, code: Option<&str>| {
+        let mut a = audit(e, &["tiktok"]);
+        for d in &mut a.destinations {
+            if let Some(row) = &mut d.row {
+                row.test_event_code = code.map(str::to_string);
+            }
+        }
+        a
+    };
+    let events = vec![
+        with_code("a", None),
+        with_code("b", None),
+        with_code("c", Some("TEST1")),
+        with_code("d", None),
+    ];
+    ob.ingest(events, None).await.expect("ingest");
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let b = ob.claim(&tt, 10, 5).await.expect("claim");
+        if b.rows.is_empty() {
+            break;
+        }
+        seen.push((b.test_event_code.clone(), event_ids(&b).join(",")));
+        ob.record(&tt, &b.rows, delivered("r"), 5)
+            .await
+            .expect("record");
+    }
+    assert_eq!(
+        seen,
+        [
+            (None, "a,b".to_string()),
+            (Some("TEST1".to_string()), "c".to_string()),
+            (None, "d".to_string())
+        ]
+    );
     drop(ob);
     writer.join();
 }
