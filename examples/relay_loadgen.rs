@@ -99,11 +99,12 @@ async fn serve(listen: SocketAddr, mode: &str) {
     axum::serve(listener, app).await.expect("serve");
 }
 
-/// Digits as letters (`1984` -> `bjie`).
+/// Digits as letters (`1984` -> `zpyv`), from letters that spell no term of the bundled
+/// lexicon (`a`-`j` spelt `adhd`, and the relay replaces such an id).
 fn letters(n: u64) -> String {
     n.to_string()
         .bytes()
-        .map(|b| (b - b'0' + b'a') as char)
+        .map(|b| b"qzxwvkjyfp"[usize::from(b - b'0')] as char)
         .collect()
 }
 

@@ -107,8 +107,12 @@ async fn sigkill_mid_delivery_loses_no_accepted_event() {
                     break;
                 }
                 let Ok(v) = r.json::<Value>().await else { break };
-                if v["results"][0]["decision"] == "accepted" {
-                    accepted.lock().unwrap().insert(id);
+                // The id the destinations will see (the relay replaces a caller's id that
+                // names a condition, and derives the same id for like events).
+                if v["results"][0]["decision"] == "accepted"
+                    && let Some(sent) = v["results"][0]["event_id"].as_str()
+                {
+                    accepted.lock().unwrap().insert(sent.to_string());
                 }
             }
         }));

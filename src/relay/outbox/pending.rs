@@ -177,10 +177,25 @@ mod tests {
         let mut p = empty();
         assert_eq!(p.add("tiktok", "e1", None), None, "held since load");
         assert_eq!(p.add("meta", "e1", Some("TEST1")), None);
-        assert_eq!(p.add("meta", "e1", None), Some(10), "live and test are apart");
+        assert_eq!(
+            p.add("meta", "e1", None),
+            Some(10),
+            "live and test are apart"
+        );
         assert_eq!(p.add("tiktok", "e1", Some("TEST1")), Some(11));
-        assert_eq!(p.add("tiktokx", "e1", None), Some(12), "names are not prefixes");
-        assert_eq!(counts(&p), [("meta".into(), 2), ("tiktok".into(), 2), ("tiktokx".into(), 1)]);
+        assert_eq!(
+            p.add("tiktokx", "e1", None),
+            Some(12),
+            "names are not prefixes"
+        );
+        assert_eq!(
+            counts(&p),
+            [
+                ("meta".into(), 2),
+                ("tiktok".into(), 2),
+                ("tiktokx".into(), 1)
+            ]
+        );
     }
 
     #[test]
@@ -198,7 +213,10 @@ mod tests {
         p.rolled_back();
         assert_eq!(counts(&p), before);
         let again = p.add("tiktok", "e2", None).expect("free again");
-        assert!(again > first + 1, "ids are never given back ({first} then {again})");
+        assert!(
+            again > first + 1,
+            "ids are never given back ({first} then {again})"
+        );
         p.committed();
         p.rolled_back();
         assert_eq!(p.add("tiktok", "e2", None), None, "committed changes stay");

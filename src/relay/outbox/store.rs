@@ -171,11 +171,10 @@ pub(super) fn insert_audit(c: &Db<'_>, a: &NewAudit) -> rusqlite::Result<Vec<Enq
             out.push(Enqueued::Recorded);
             continue;
         };
-        let id = c.pending.borrow_mut().add(
-            &d.name,
-            &o.event_id,
-            o.test_event_code.as_deref(),
-        );
+        let id = c
+            .pending
+            .borrow_mut()
+            .add(&d.name, &o.event_id, o.test_event_code.as_deref());
         if let Some(id) = id {
             c.insert_outbox.borrow_mut().execute(params![
                 id,
@@ -253,7 +252,11 @@ pub(super) fn record(
                 let mut deleted = stmt.query([])?;
                 while let Some(r) = deleted.next()? {
                     audit_ids.push(r.get(0)?);
-                    pending.remove(dest, r.get_ref(1)?.as_str()?, r.get_ref(2)?.as_str_or_null()?);
+                    pending.remove(
+                        dest,
+                        r.get_ref(1)?.as_str()?,
+                        r.get_ref(2)?.as_str_or_null()?,
+                    );
                 }
             }
             audit_ids.sort_unstable();
@@ -405,8 +408,7 @@ fn claim_fresh(
     while let Some(r) = found.next()? {
         seen = true;
         let code: Option<String> = r.get(7)?;
-        if (!batch.rows.is_empty() && code != batch.test_event_code) || r.get::<_, i64>(5)? > now
-        {
+        if (!batch.rows.is_empty() && code != batch.test_event_code) || r.get::<_, i64>(5)? > now {
             break;
         }
         batch.test_event_code = code;
@@ -416,9 +418,9 @@ fn claim_fresh(
     match batch.rows.last() {
         Some(last) => *after = last.id,
         None if !seen => {
-            let top: Option<i64> =
-                c.prepare_cached("SELECT max(id) FROM outbox")?
-                    .query_row([], |r| r.get(0))?;
+            let top: Option<i64> = c
+                .prepare_cached("SELECT max(id) FROM outbox")?
+                .query_row([], |r| r.get(0))?;
             *after = (*after).max(top.unwrap_or(0));
         }
         None => {}

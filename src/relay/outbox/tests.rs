@@ -411,7 +411,9 @@ async fn retries_and_replayed_dead_letters_are_claimed_after_first_attempts_move
         reason: "http:503".into(),
         policy,
     };
-    ob.record(&tt, &b.rows[1..2], retry, 5).await.expect("retry");
+    ob.record(&tt, &b.rows[1..2], retry, 5)
+        .await
+        .expect("retry");
     ob.record(&tt, &b.rows[2..], delivered("r1"), 5)
         .await
         .expect("ok");
@@ -424,13 +426,26 @@ async fn retries_and_replayed_dead_letters_are_claimed_after_first_attempts_move
         .await
         .expect("late");
     let b = ob.claim(&tt, 10, 1_000).await.expect("claim");
-    assert_eq!(event_ids(&b), ["retry"], "due: claimed though first attempts moved past it");
+    assert_eq!(
+        event_ids(&b),
+        ["retry"],
+        "due: claimed though first attempts moved past it"
+    );
     assert_eq!(b.rows[0].attempts, 1);
     ob.record(&tt, &b.rows, delivered("r3"), 1_000)
         .await
         .expect("retried");
-    assert!(ob.claim(&tt, 10, 1_000).await.expect("claim").rows.is_empty());
-    assert!(ob.depth().await.expect("depth").is_empty(), "only a dead letter left");
+    assert!(
+        ob.claim(&tt, 10, 1_000)
+            .await
+            .expect("claim")
+            .rows
+            .is_empty()
+    );
+    assert!(
+        ob.depth().await.expect("depth").is_empty(),
+        "only a dead letter left"
+    );
     // An operator replays the dead letter while the relay runs.
     let n = crate::relay::audit::replay(&dir.path().join("o.db"), None).expect("replay");
     assert_eq!(n, 1);
@@ -442,7 +457,11 @@ async fn retries_and_replayed_dead_letters_are_claimed_after_first_attempts_move
         .claim(&tt, 10, chrono::Utc::now().timestamp_millis() + 1)
         .await
         .expect("claim");
-    assert_eq!(event_ids(&b), ["dead"], "the replayed row is claimed by the running relay");
+    assert_eq!(
+        event_ids(&b),
+        ["dead"],
+        "the replayed row is claimed by the running relay"
+    );
     assert_eq!(b.rows[0].attempts, 0);
     drop(ob);
     writer.join();
