@@ -53,6 +53,26 @@ pub enum StoreError {
     /// Applying the schema failed (the message names the database and the migration file).
     #[error("{0}")]
     Migration(String),
+    /// Another relay serves from this database (the outbox's writer is one per database).
+    #[error(
+        "database '{path}' is in use by another pixelwatch-relay (it holds '{lock}'); run one relay per database"
+    )]
+    InUse {
+        /// Database path.
+        path: String,
+        /// The lock file.
+        lock: String,
+    },
+    /// The lock file next to the database could not be opened.
+    #[error("cannot open the lock file '{lock}' of database '{path}': {source}")]
+    Lock {
+        /// Database path.
+        path: String,
+        /// The lock file.
+        lock: String,
+        /// I/O error.
+        source: std::io::Error,
+    },
     /// The group transaction did not commit; nothing in it was stored.
     #[error("commit failed: {0}")]
     Commit(String),

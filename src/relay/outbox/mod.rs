@@ -38,6 +38,14 @@
 //!
 //! Claims (reading a destination's due rows) run on a read connection of their own, not on
 //! the writer: WAL lets them read committed rows while the writer commits.
+//!
+//! No index is written per accepted event (schema v4): an outbox row goes into the table
+//! alone. That an event id is already in a destination's outbox is known from the writer's
+//! memory ([`pending`], rebuilt from the table at start); a row's first attempt is claimed in
+//! id order from where that destination's claims got to (the writer hands out ids, so they
+//! only grow while the process runs); only rows waiting for a retry, and dead letters, are in
+//! an index. That is why one relay process owns a database ([`Outbox::open`] takes a lock
+//! file); the operator commands only read it, or turn dead letters into retries.
 
 mod pending;
 mod store;
@@ -359,6 +367,7 @@ impl Outbox {
         sync: Synchronous,
         metrics: Arc<Metrics>,
     ) -> Result<(Outbox, WriterThread, Vec<u8>, Connection), StoreError> {
+        let lock = lock(path)?;
         let conn = db::open(path, sync)?;
         // Every statement the writer runs stays prepared (the default cache holds 16).
         conn.set_prepared_statement_cache_capacity(64);
@@ -396,7 +405,11 @@ impl Outbox {
         let path: PathBuf = path.to_path_buf();
         let writer = std::thread::Builder::new()
             .name("outbox-writer".into())
-            .spawn(move || writer_loop(conn, pending, rx, path, metrics))
+            .spawn(move || {
+                writer_loop(conn, pending, rx, path, metrics);
+                // Held until the writer closed its connection; the OS drops it if we die.
+                drop(lock);
+            })
             .map_err(|_| StoreError::WriterGone)?;
         let outbox = Outbox {
             tx,
@@ -520,6 +533,39 @@ impl Outbox {
                 .map(|_| ())
         })
         .await
+    }
+}
+
+/// Only one writer per database: what it keeps in memory ([`pending`]) and the row ids it
+/// hands out assume no other process adds or deletes outbox rows. An advisory lock on
+/// `<database>.lock`, held for the writer's life (the OS releases it if the process dies).
+/// The operator commands (`audit`, `dead-letters`, `replay`) do not take it.
+fn lock(path: &Path) -> Result<std::fs::File, StoreError> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".lock");
+    let lock_path = PathBuf::from(name);
+    let shown = || lock_path.display().to_string();
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|source| StoreError::Lock {
+            path: path.display().to_string(),
+            lock: shown(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse {
+            path: path.display().to_string(),
+            lock: shown(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Lock {
+            path: path.display().to_string(),
+            lock: shown(),
+            source,
+        }),
     }
 }
 

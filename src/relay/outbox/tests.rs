@@ -510,3 +510,23 @@ async fn a_batch_of_first_attempts_shares_one_test_event_code() {
     drop(ob);
     writer.join();
 }
+
+#[tokio::test]
+async fn a_second_writer_on_one_database_is_refused_until_the_first_is_gone() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (ob, writer, _) = open(&dir);
+    let second = Outbox::open(&dir.path().join("o.db"), Synchronous::Full, Arc::default());
+    let Err(e) = second else {
+        panic!("a second writer opened the database");
+    };
+    let msg = e.to_string();
+    assert!(matches!(e, StoreError::InUse { .. }), "{msg}");
+    assert!(msg.contains("o.db.lock") && msg.contains("one relay per database"), "{msg}");
+    // The operator commands still read it.
+    assert!(crate::relay::audit::dead_letters(&dir.path().join("o.db")).is_ok());
+    drop(ob);
+    writer.join();
+    let (ob, writer, _) = open(&dir);
+    drop(ob);
+    writer.join();
+}
