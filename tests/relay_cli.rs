@@ -262,3 +262,39 @@ async fn admin_commands_refuse_unknown_ids_and_filter_values() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn a_second_serve_on_a_database_in_use_exits_with_a_clear_error() {
+    let mut h = Harness::start(Opts::default()).await;
+    let cfg = h.dir.path().join("second.toml");
+    std::fs::write(
+        &cfg,
+        relay_support::config_text("127.0.0.1:0", &h.db, &h.standin, None, &h.opts),
+    )
+    .expect("write config");
+    let mut c = Command::new(BIN);
+    c.args(["serve", "--config"])
+        .arg(&cfg)
+        .env("PIXELWATCH_TIKTOK_ACCESS_TOKEN", TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().expect("spawn");
+    // Bounded: a second relay that started serving would never exit by itself.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("a second relay served from a database in use");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let out = child.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = text(&out);
+    assert!(
+        said.contains("is in use by another pixelwatch-relay") && said.contains("relay.db.lock"),
+        "{said}"
+    );
+    assert!(!said.contains(TOKEN), "{said}");
+    h.shutdown().await;
+}

@@ -521,7 +521,10 @@ async fn a_second_writer_on_one_database_is_refused_until_the_first_is_gone() {
     };
     let msg = e.to_string();
     assert!(matches!(e, StoreError::InUse { .. }), "{msg}");
-    assert!(msg.contains("o.db.lock") && msg.contains("one relay per database"), "{msg}");
+    assert!(
+        msg.contains("o.db.lock") && msg.contains("one relay per database"),
+        "{msg}"
+    );
     // The operator commands still read it.
     assert!(crate::relay::audit::dead_letters(&dir.path().join("o.db")).is_ok());
     drop(ob);
