@@ -42,12 +42,13 @@ TT=$(port); META=$(port); NOOP=$(port)
 "$LOADGEN" meta --listen "127.0.0.1:$META" & PIDS+=($!); META_PID=$!
 "$LOADGEN" noop --listen "127.0.0.1:$NOOP" & PIDS+=($!)
 
-# CPU ticks per thread name of some processes: "comm ticks" lines (comm of the stand-ins is
-# their process name, prefixed so they are told apart).
+# CPU ticks per thread name of some processes, and the time those threads were ready to run
+# but waited for a CPU (schedstat's run delay, ns): "comm ticks wait_ns" lines (comm of the
+# stand-ins is their process name, prefixed so they are told apart).
 cpu() {
   python3 - "$@" <<'PY'
 import os, sys
-tot = {}
+tot, wait = {}, {}
 for spec in sys.argv[1:]:
     prefix, pid = spec.split("=")
     try:
@@ -57,14 +58,16 @@ for spec in sys.argv[1:]:
     for t in tids:
         try:
             s = open(f"/proc/{pid}/task/{t}/stat").read()
-        except FileNotFoundError:
+            w = int(open(f"/proc/{pid}/task/{t}/schedstat").read().split()[1])
+        except (FileNotFoundError, IndexError, ValueError):
             continue
         comm = s[s.index("(") + 1 : s.rindex(")")]
         f = s[s.rindex(")") + 2 :].split()
         name = prefix if prefix != "relay" else "relay:" + comm.rstrip("0123456789-")
         tot[name] = tot.get(name, 0) + int(f[11]) + int(f[12])
+        wait[name] = wait.get(name, 0) + w
 for k, v in sorted(tot.items()):
-    print(k, v)
+    print(k, v, wait[k])
 PY
 }
 
@@ -120,16 +123,19 @@ run_relay() {
   # CPU per accepted event of the closed loop, by thread, until its backlog drained.
   python3 - "$WORK/$label/cpu0" "$WORK/$label/cpu1" "$WORK/$label/cpu2" "$(field "$R" accepted)" <<'PY'
 import os, sys
-def load(p):
-    return {l.split()[0]: int(l.split()[1]) for l in open(p) if l.strip()}
+def load(p, col=1):
+    return {l.split()[0]: int(l.split()[col]) for l in open(p) if l.strip()}
 a, b, c, n = load(sys.argv[1]), load(sys.argv[2]), load(sys.argv[3]), int(sys.argv[4])
+wa, wc = load(sys.argv[1], 2), load(sys.argv[3], 2)
 hz = os.sysconf("SC_CLK_TCK")
 us = lambda d, k: (d.get(k, 0) - a.get(k, 0)) / hz * 1e6 / max(n, 1)
-print("   CPU per accepted event (closed loop until drained), by thread:")
+waited = lambda k: (wc.get(k, 0) - wa.get(k, 0)) / 1e3 / max(n, 1)
+print("   CPU per accepted event (closed loop until drained), by thread, and the time it was ready")
+print("   but waited for a CPU (a box short of CPU shows here, not in the CPU column):")
 relay = sum(us(c, k) for k in c if k.startswith("relay:"))
 for k in sorted(c):
     if us(c, k) >= 0.5:
-        print(f"     {k:<26} {us(c, k):6.1f} us")
+        print(f"     {k:<26} {us(c, k):6.1f} us   waited {waited(k):6.1f} us")
 print(f"     {'relay, all threads':<26} {relay:6.1f} us (during the run: {sum(us(b, k) for k in b if k.startswith('relay:')):.1f} us)")
 PY
   python3 - "$WORK/$label/metrics.txt" <<'PY'

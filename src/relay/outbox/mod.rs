@@ -522,7 +522,7 @@ impl Outbox {
 
     /// Pending rows per destination.
     pub async fn depth(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        self.call(|c| store::depth(c)).await
+        self.call(store::depth).await
     }
 
     /// Check that the database accepts a write lock.

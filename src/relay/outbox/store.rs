@@ -325,9 +325,11 @@ fn mark_dead(
     Ok(())
 }
 
-/// Oldest due rows of one destination, up to `limit`, sharing one test event code: rows due
-/// for a retry first (the due index holds only those), otherwise rows never tried, in id
-/// order from `after` on, which moves past what it hands out. Both reads see one snapshot.
+/// Oldest due rows of one destination, up to `limit`, sharing one test event code, in the
+/// order they fell due: rows waiting for a retry (the due index holds only those) and rows
+/// never tried (read in id order from `after` on; a row falls due when it is created) are
+/// merged, so neither kind starves the other. `after` moves past the first attempts handed
+/// out. Every read sees one snapshot.
 pub(super) fn claim(
     c: &Connection,
     dest: &str,
@@ -336,11 +338,71 @@ pub(super) fn claim(
     after: &mut i64,
 ) -> rusqlite::Result<Batch> {
     let tx = c.unchecked_transaction()?;
-    let retries = claim_retries(&tx, dest, limit, now)?;
-    if !retries.rows.is_empty() {
-        return Ok(retries);
+    let (fresh, seen) = first_attempts(&tx, dest, limit, now, *after)?;
+    let retry_head: Option<(i64, i64, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT next_attempt_ms, id, test_event_code FROM outbox
+              WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms > created_ms
+                AND next_attempt_ms <= ?2
+              ORDER BY next_attempt_ms, id LIMIT 1",
+        )?
+        .query_row(params![dest, now], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .optional()?;
+    // The batch's test event code is the one of the row that fell due first.
+    let code = match (fresh.first(), &retry_head) {
+        (None, None) => {
+            if !seen {
+                // No first attempt after `after` at all: none below the newest id is left.
+                let top: Option<i64> = tx
+                    .prepare_cached("SELECT max(id) FROM outbox")?
+                    .query_row([], |r| r.get(0))?;
+                *after = (*after).max(top.unwrap_or(0));
+            }
+            return Ok(Batch::default());
+        }
+        (Some((f, code)), Some((next, id, rcode))) => {
+            if (f.created_ms, f.id) <= (*next, *id) {
+                code.clone()
+            } else {
+                rcode.clone()
+            }
+        }
+        (Some((_, code)), None) => code.clone(),
+        (None, Some((_, _, code))) => code.clone(),
+    };
+    let retries = match retry_head {
+        Some(_) => retries_with_code(&tx, dest, limit, now, code.as_deref())?,
+        None => Vec::new(),
+    };
+    // First attempts are taken from the front only, so `after` can move to the last one taken.
+    let fresh: Vec<Claimed> = match fresh.first() {
+        Some((_, first)) if *first == code => fresh.into_iter().map(|(r, _)| r).collect(),
+        _ => Vec::new(),
+    };
+    let mut batch = Batch {
+        test_event_code: code,
+        rows: Vec::with_capacity(limit.min(retries.len() + fresh.len())),
+    };
+    let (mut retries, mut fresh) = (retries.into_iter().peekable(), fresh.into_iter().peekable());
+    while batch.rows.len() < limit {
+        let take_fresh = match (fresh.peek(), retries.peek()) {
+            (Some(f), Some((next, r))) => (f.created_ms, f.id) <= (*next, r.id),
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+            (None, None) => break,
+        };
+        let row = if take_fresh {
+            let row = fresh.next().expect("peeked");
+            *after = row.id;
+            row
+        } else {
+            retries.next().expect("peeked").1
+        };
+        batch.rows.push(row);
     }
-    claim_fresh(&tx, dest, limit, now, after)
+    Ok(batch)
 }
 
 fn claimed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
@@ -355,78 +417,60 @@ fn claimed(r: &rusqlite::Row<'_>) -> rusqlite::Result<Claimed> {
     })
 }
 
-fn claim_retries(c: &Connection, dest: &str, limit: usize, now: i64) -> rusqlite::Result<Batch> {
-    let first: Option<Option<String>> = c
-        .prepare_cached(
-            "SELECT test_event_code FROM outbox
-              WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms > created_ms
-                AND next_attempt_ms <= ?2
-              ORDER BY next_attempt_ms, id LIMIT 1",
-        )?
-        .query_row(params![dest, now], |r| r.get(0))
-        .optional()?;
-    let Some(code) = first else {
-        return Ok(Batch::default());
-    };
-    let mut stmt = c.prepare_cached(
-        "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time FROM outbox
-          WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms > created_ms
-            AND next_attempt_ms <= ?2 AND IFNULL(test_event_code, '') = ?3
-          ORDER BY next_attempt_ms, id LIMIT ?4",
-    )?;
-    let rows = stmt
-        .query_map(
-            params![dest, now, code.clone().unwrap_or_default(), limit as i64],
-            claimed,
-        )?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(Batch {
-        test_event_code: code,
-        rows,
-    })
-}
-
-/// Rows never tried, after `after` in id order: the run that shares the first one's test
-/// event code and is due. Ids only grow while the relay runs (the writer hands them out), so
-/// a row this skips was handed out before; with none left, `after` moves to the highest id.
-fn claim_fresh(
+/// Due rows waiting for a retry with one test event code, with the time each fell due.
+fn retries_with_code(
     c: &Connection,
     dest: &str,
     limit: usize,
     now: i64,
-    after: &mut i64,
-) -> rusqlite::Result<Batch> {
+    code: Option<&str>,
+) -> rusqlite::Result<Vec<(i64, Claimed)>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time, next_attempt_ms
+           FROM outbox
+          WHERE destination = ?1 AND state = 'pending' AND next_attempt_ms > created_ms
+            AND next_attempt_ms <= ?2 AND IFNULL(test_event_code, '') = ?3
+          ORDER BY next_attempt_ms, id LIMIT ?4",
+    )?;
+    stmt.query_map(
+        params![dest, now, code.unwrap_or_default(), limit as i64],
+        |r| Ok((r.get(7)?, claimed(r)?)),
+    )?
+    .collect()
+}
+
+/// Rows never tried, after `after` in id order: the run that is due and shares the first
+/// one's test event code, each with its code; and whether the read found any row after
+/// `after` at all. Ids only grow while the relay runs (the writer hands them out), so a first
+/// attempt at or below `after` was handed out before.
+fn first_attempts(
+    c: &Connection,
+    dest: &str,
+    limit: usize,
+    now: i64,
+    after: i64,
+) -> rusqlite::Result<(Vec<(Claimed, Option<String>)>, bool)> {
     let mut stmt = c.prepare_cached(
         "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time, test_event_code
            FROM outbox
           WHERE id > ?1 AND destination = ?2 AND state = 'pending' AND next_attempt_ms = created_ms
           ORDER BY id LIMIT ?3",
     )?;
-    let mut found = stmt.query(params![*after, dest, limit as i64])?;
-    let mut batch = Batch::default();
+    let mut found = stmt.query(params![after, dest, limit as i64])?;
+    let mut run: Vec<(Claimed, Option<String>)> = Vec::new();
     let mut seen = false;
     while let Some(r) = found.next()? {
         seen = true;
         let code: Option<String> = r.get(7)?;
-        if (!batch.rows.is_empty() && code != batch.test_event_code) || r.get::<_, i64>(5)? > now {
+        let other_code = run.first().is_some_and(|(_, first)| *first != code);
+        if other_code || r.get::<_, i64>(5)? > now {
             break;
         }
-        batch.test_event_code = code;
-        batch.rows.push(claimed(r)?);
+        run.push((claimed(r)?, code));
     }
-    drop(found);
-    match batch.rows.last() {
-        Some(last) => *after = last.id,
-        None if !seen => {
-            let top: Option<i64> = c
-                .prepare_cached("SELECT max(id) FROM outbox")?
-                .query_row([], |r| r.get(0))?;
-            *after = (*after).max(top.unwrap_or(0));
-        }
-        None => {}
-    }
-    Ok(batch)
+    Ok((run, seen))
 }
+
 /// Pending rows per destination (destinations with none are left out): the rows the writer
 /// knows of, less the dead letters (the dead index holds only those).
 pub(super) fn depth(c: &Db<'_>) -> rusqlite::Result<Vec<(String, i64)>> {

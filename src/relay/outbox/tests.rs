@@ -533,3 +533,48 @@ async fn a_second_writer_on_one_database_is_refused_until_the_first_is_gone() {
     drop(ob);
     writer.join();
 }
+
+#[tokio::test]
+async fn retries_and_first_attempts_share_a_batch_in_the_order_they_fell_due() {
+    let dir = tempfile::tempdir().expect("dir");
+    let tt: Arc<str> = Arc::from("tiktok");
+    let (ob, writer, _) = open(&dir);
+    let policy = RetryPolicy {
+        base_ms: 10,
+        cap_ms: 10,
+        max_attempts: 5,
+    };
+    ob.ingest(vec![audit("first", &["tiktok"])], None)
+        .await
+        .expect("ingest");
+    let b = ob.claim(&tt, 10, 5).await.expect("claim");
+    let retry = Record::Retry {
+        reason: "http:503".into(),
+        policy,
+    };
+    ob.record(&tt, &b.rows, retry, 5).await.expect("retry");
+    // Created at 1 like the first, so due before the retry (at 10-15): while a destination
+    // keeps failing, new events are not held back behind its retries, nor the other way round.
+    ob.ingest(vec![audit("second", &["tiktok"])], None)
+        .await
+        .expect("ingest");
+    let b = ob.claim(&tt, 10, 1_000).await.expect("claim");
+    assert_eq!(event_ids(&b), ["second", "first"]);
+    assert_eq!(
+        b.rows.iter().map(|r| r.attempts).collect::<Vec<_>>(),
+        [0, 1]
+    );
+    ob.record(&tt, &b.rows, delivered("r1"), 1_000)
+        .await
+        .expect("record");
+    assert!(
+        ob.claim(&tt, 10, 1_000)
+            .await
+            .expect("claim")
+            .rows
+            .is_empty()
+    );
+    assert!(ob.depth().await.expect("depth").is_empty());
+    drop(ob);
+    writer.join();
+}
