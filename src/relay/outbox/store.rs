@@ -439,6 +439,9 @@ fn retries_with_code(
     .collect()
 }
 
+/// Rows never tried, each with its test event code, in id order.
+type FirstAttempts = Vec<(Claimed, Option<String>)>;
+
 /// Rows never tried, after `after` in id order: the run that is due and shares the first
 /// one's test event code, each with its code; and whether the read found any row after
 /// `after` at all. Ids only grow while the relay runs (the writer hands them out), so a first
@@ -449,7 +452,7 @@ fn first_attempts(
     limit: usize,
     now: i64,
     after: i64,
-) -> rusqlite::Result<(Vec<(Claimed, Option<String>)>, bool)> {
+) -> rusqlite::Result<(FirstAttempts, bool)> {
     let mut stmt = c.prepare_cached(
         "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time, test_event_code
            FROM outbox
@@ -457,7 +460,7 @@ fn first_attempts(
           ORDER BY id LIMIT ?3",
     )?;
     let mut found = stmt.query(params![after, dest, limit as i64])?;
-    let mut run: Vec<(Claimed, Option<String>)> = Vec::new();
+    let mut run: FirstAttempts = Vec::new();
     let mut seen = false;
     while let Some(r) = found.next()? {
         seen = true;
