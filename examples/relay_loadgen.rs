@@ -5,9 +5,11 @@
 //!   relay_loadgen tiktok --listen ADDR   answers like TikTok: 200 `{"code":0,...}`
 //!   relay_loadgen meta   --listen ADDR   answers like Meta: 200 `{"events_received":N,...}`
 //!   relay_loadgen load   --url URL [--consent-url URL] [--concurrency N] [--seconds S] [--rate R]
+//!                        [--events N]
 //!
-//! `load` sends single-event requests (one new event_id each) and prints accepted events/s and
-//! latency percentiles. Without `--rate` it is closed-loop (max throughput); with `--rate` it is
+//! `load` sends single-event requests (one new event_id each; `--events N`: N events per
+//! request, as `{"events": [...]}`, the way a page batches with `sendBeacon`) and prints
+//! accepted events/s and latency percentiles (per request). Without `--rate` it is closed-loop (max throughput); with `--rate` it is
 //! open-loop at R requests/s and latency is measured from the scheduled send time, so a stall
 //! shows up in the percentiles instead of silently lowering the rate.
 
@@ -48,15 +50,24 @@ fn main() {
             let seconds: f64 = arg(&args, "--seconds").map_or(10.0, |v| v.parse().expect("number"));
             let rate: Option<f64> = arg(&args, "--rate").map(|v| v.parse().expect("number"));
             let label = arg(&args, "--label").unwrap_or_else(|| url.clone());
+            let events: usize = arg(&args, "--events").map_or(1, |v| v.parse().expect("number"));
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
-            rt.block_on(load(label, url, consent_url, concurrency, seconds, rate));
+            rt.block_on(load(
+                label,
+                url,
+                consent_url,
+                concurrency,
+                seconds,
+                rate,
+                events,
+            ));
         }
         _ => {
             eprintln!(
-                "usage: relay_loadgen noop|tiktok|meta --listen ADDR | load --url URL [--consent-url URL] [--concurrency N] [--seconds S] [--rate R] [--label L]"
+                "usage: relay_loadgen noop|tiktok|meta --listen ADDR | load --url URL [--consent-url URL] [--concurrency N] [--seconds S] [--rate R] [--events N] [--label L]"
             );
             std::process::exit(3);
         }
@@ -115,6 +126,7 @@ async fn load(
     concurrency: usize,
     seconds: f64,
     rate: Option<f64>,
+    events: usize,
 ) {
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
@@ -160,17 +172,25 @@ async fn load(
                     break;
                 }
                 let scheduled = if period.is_some() { next } else { Instant::now() };
-                // Ids and click ids in the platforms' formats (digits as letters: no digit runs).
-                let id = format!("loadgen-{}-{}-event", letters(w as u64), letters(i));
-                i += 1;
                 let consent = token
                     .as_ref()
                     .map(|t| format!(r#","consent_token":"{t}""#))
                     .unwrap_or_default();
-                let body = format!(
-                    r#"{{"event":"BookedGLP1Consultation","event_id":"{id}","ttclid":"E.C.P.CqgBbench{lw}xYkLmQp","fbclid":"IwAR2F4-dbP0bench{lw}QQGCINEz7PYX","url":"https://clinic.example/book/glp1"{consent}}}"#,
-                    lw = letters(w as u64)
-                );
+                let mut batch = Vec::with_capacity(events);
+                for _ in 0..events {
+                    // Ids and click ids in the platforms' formats (digits as letters: no digit
+                    // runs).
+                    let id = format!("loadgen-{}-{}-event", letters(w as u64), letters(i));
+                    i += 1;
+                    batch.push(format!(
+                        r#"{{"event":"BookedGLP1Consultation","event_id":"{id}","ttclid":"E.C.P.CqgBbench{lw}xYkLmQp","fbclid":"IwAR2F4-dbP0bench{lw}QQGCINEz7PYX","url":"https://clinic.example/book/glp1"{consent}}}"#,
+                        lw = letters(w as u64)
+                    ));
+                }
+                let body = match batch.as_slice() {
+                    [one] => one.clone(),
+                    many => format!(r#"{{"events":[{}]}}"#, many.join(",")),
+                };
                 let r = client
                     .post(&url)
                     .header("Origin", origin)
@@ -181,7 +201,7 @@ async fn load(
                 match r {
                     Ok(r) if r.status().as_u16() == 202 => {
                         let _ = r.bytes().await;
-                        accepted += 1;
+                        accepted += events as u64;
                         lat.push(scheduled.elapsed().as_micros() as u64);
                     }
                     _ => errors += 1,

@@ -21,6 +21,10 @@
 #                                           (the order bias and the drift of a shared box cancel;
 #                                           compare the mean of each binary's two rows)
 #   PERF_DIR=dir                            `perf record` the relay's closed loop into dir/<label>.data
+#   EVENTS_PER_REQUEST=n                    the relay's closed loop sends n events per request
+#                                           (`{"events": [...]}`, as a page's sendBeacon batch);
+#                                           the ceiling stays one request, the 1,000/s loop one
+#                                           event per request
 set -euo pipefail
 SECS=${1:-10}
 CONC=${2:-64}
@@ -106,7 +110,7 @@ run_relay() {
     perf record -F 499 --call-graph dwarf,32768 -p "$pid" -o "$PERF_DIR/$label.data" -- sleep "$SECS" >/dev/null 2>&1 & perf_pid=$!
   fi
   local R
-  R=$("$LOADGEN" load --label "$label" --url "http://127.0.0.1:$RELAY/v1/events" --consent-url "http://127.0.0.1:$RELAY/v1/consent" --concurrency "$CONC" --seconds "$SECS")
+  R=$("$LOADGEN" load --label "$label" --url "http://127.0.0.1:$RELAY/v1/events" --consent-url "http://127.0.0.1:$RELAY/v1/consent" --concurrency "$CONC" --seconds "$SECS" --events "${EVENTS_PER_REQUEST:-1}")
   cpu "${procs[@]}" > "$WORK/$label/cpu1"
   local T; T=$(drain "$RELAY")
   cpu "${procs[@]}" > "$WORK/$label/cpu2"
@@ -169,7 +173,7 @@ PY
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), synchronous=$SYNC, $SECS s per run, concurrency $CONC, destinations: tiktok + meta"
+echo "== machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), synchronous=$SYNC, $SECS s per run, concurrency $CONC, destinations: tiktok + meta, ${EVENTS_PER_REQUEST:-1} event(s) per request in the closed loop"
 C1=$(ceiling); echo "$C1"
 if [ -n "${BASELINE_BIN:-}" ]; then run_relay baseline "$BASELINE_BIN"; fi
 run_relay relay "$BIN/pixelwatch-relay"
