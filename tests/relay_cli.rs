@@ -15,6 +15,14 @@ const BIN: &str = env!("CARGO_BIN_EXE_pixelwatch-relay");
 const TOKEN: &str = "EAAGm0PX4ZCpsBA9f3c2aa7e41b5d6c8e0f1a2b3c4d";
 
 fn run(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Output {
+    command(args, config, env)
+        .output()
+        .expect("run the relay binary")
+}
+
+/// The relay binary with `args --config config`, only the given environment of its own, and
+/// debug logs (so a leak would show).
+fn command(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Command {
     let mut c = Command::new(BIN);
     c.args(args).arg("--config").arg(config);
     for var in [
@@ -29,7 +37,7 @@ fn run(args: &[&str], config: &Path, env: &[(&str, &str)]) -> Output {
         c.env(k, v);
     }
     c.env("PIXELWATCH_LOG", "debug");
-    c.output().expect("run the relay binary")
+    c
 }
 
 fn text(o: &Output) -> String {
@@ -272,13 +280,15 @@ async fn a_second_serve_on_a_database_in_use_exits_with_a_clear_error() {
         relay_support::config_text("127.0.0.1:0", &h.db, &h.standin, None, &h.opts),
     )
     .expect("write config");
-    let mut c = Command::new(BIN);
-    c.args(["serve", "--config"])
-        .arg(&cfg)
-        .env("PIXELWATCH_TIKTOK_ACCESS_TOKEN", TOKEN)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = c.spawn().expect("spawn");
+    let mut child = command(
+        &["serve"],
+        &cfg,
+        &[("PIXELWATCH_TIKTOK_ACCESS_TOKEN", TOKEN)],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn");
     // Bounded: a second relay that started serving would never exit by itself.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while child.try_wait().expect("wait").is_none() {

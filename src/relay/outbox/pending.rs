@@ -9,23 +9,24 @@
 //! process): a caller cannot choose event ids that collide, and by chance two of a billion
 //! keys collide with a probability of about 10^-21.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 
 use rusqlite::Connection;
 
-/// One change, as logged for undo.
+/// One change, as logged for undo: the destination's slot in `rows`, and the key.
 enum Change {
-    Added(Arc<str>, u128),
-    Removed(Arc<str>, u128),
+    Added(usize, u128),
+    Removed(usize, u128),
 }
 
 /// The outbox's keys and counts, with the undo log of the open transaction.
 pub(super) struct Pending {
     seeds: (RandomState, RandomState),
     keys: HashSet<u128>,
-    rows: HashMap<Arc<str>, i64>,
+    /// Rows per destination; a destination keeps its slot once it has one.
+    rows: Vec<(Arc<str>, i64)>,
     next_id: i64,
     log: Vec<Change>,
 }
@@ -37,7 +38,7 @@ impl Pending {
         let mut p = Pending {
             seeds: (RandomState::new(), RandomState::new()),
             keys: HashSet::new(),
-            rows: HashMap::new(),
+            rows: Vec::new(),
             next_id: 1,
             log: Vec::new(),
         };
@@ -49,23 +50,24 @@ impl Pending {
             let dest: String = r.get(1)?;
             let event_id: String = r.get(2)?;
             let code: Option<String> = r.get(3)?;
-            let dest = p.name(&dest);
             let key = p.key(&dest, &event_id, code.as_deref());
             p.keys.insert(key);
-            *p.rows.entry(dest).or_default() += 1;
+            let slot = p.slot(&dest);
+            p.rows[slot].1 += 1;
             p.next_id = p.next_id.max(id + 1);
         }
-        p.log.clear();
         Ok(p)
     }
 
-    /// The shared name for `dest` (one allocation per destination, not per row).
-    fn name(&self, dest: &str) -> Arc<str> {
-        self.rows
-            .keys()
-            .find(|k| &***k == dest)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(dest))
+    /// `dest`'s slot in `rows` (a handful of destinations: a scan is cheaper than a hash).
+    fn slot(&mut self, dest: &str) -> usize {
+        match self.rows.iter().position(|(d, _)| &**d == dest) {
+            Some(i) => i,
+            None => {
+                self.rows.push((Arc::from(dest), 0));
+                self.rows.len() - 1
+            }
+        }
     }
 
     fn key(&self, dest: &str, event_id: &str, code: Option<&str>) -> u128 {
@@ -94,9 +96,9 @@ impl Pending {
         if !self.keys.insert(key) {
             return None;
         }
-        let dest = self.name(dest);
-        *self.rows.entry(dest.clone()).or_default() += 1;
-        self.log.push(Change::Added(dest, key));
+        let slot = self.slot(dest);
+        self.rows[slot].1 += 1;
+        self.log.push(Change::Added(slot, key));
         let id = self.next_id;
         // Never given back, not even when the transaction is undone: a claim may already have
         // read past a lower id, so ids only grow while the process runs.
@@ -108,9 +110,9 @@ impl Pending {
     pub(super) fn remove(&mut self, dest: &str, event_id: &str, code: Option<&str>) {
         let key = self.key(dest, event_id, code);
         if self.keys.remove(&key) {
-            let dest = self.name(dest);
-            *self.rows.entry(dest.clone()).or_default() -= 1;
-            self.log.push(Change::Removed(dest, key));
+            let slot = self.slot(dest);
+            self.rows[slot].1 -= 1;
+            self.log.push(Change::Removed(slot, key));
         }
     }
 
@@ -128,13 +130,13 @@ impl Pending {
     pub(super) fn undo_to(&mut self, mark: usize) {
         while self.log.len() > mark {
             match self.log.pop() {
-                Some(Change::Added(dest, key)) => {
+                Some(Change::Added(slot, key)) => {
                     self.keys.remove(&key);
-                    *self.rows.entry(dest).or_default() -= 1;
+                    self.rows[slot].1 -= 1;
                 }
-                Some(Change::Removed(dest, key)) => {
+                Some(Change::Removed(slot, key)) => {
                     self.keys.insert(key);
-                    *self.rows.entry(dest).or_default() += 1;
+                    self.rows[slot].1 += 1;
                 }
                 None => break,
             }
@@ -156,7 +158,7 @@ impl Pending {
 mod tests {
     use super::*;
 
-    fn empty() -> Pending {
+    fn loaded() -> Pending {
         let c = Connection::open_in_memory().expect("db");
         c.execute_batch(
             "CREATE TABLE outbox (id INTEGER PRIMARY KEY, destination TEXT, event_id TEXT, test_event_code TEXT);
@@ -174,7 +176,7 @@ mod tests {
 
     #[test]
     fn loads_the_table_and_refuses_a_key_it_holds() {
-        let mut p = empty();
+        let mut p = loaded();
         assert_eq!(p.add("tiktok", "e1", None), None, "held since load");
         assert_eq!(p.add("meta", "e1", Some("TEST1")), None);
         assert_eq!(
@@ -200,7 +202,7 @@ mod tests {
 
     #[test]
     fn an_undone_transaction_leaves_keys_and_counts_as_they_were_but_not_ids() {
-        let mut p = empty();
+        let mut p = loaded();
         p.committed();
         let before = counts(&p);
         let first = p.add("tiktok", "e2", None).expect("new");
@@ -224,7 +226,7 @@ mod tests {
 
     #[test]
     fn a_removed_key_can_be_queued_again() {
-        let mut p = empty();
+        let mut p = loaded();
         p.remove("tiktok", "e1", None);
         p.remove("tiktok", "unknown", None);
         p.committed();

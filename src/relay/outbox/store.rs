@@ -338,7 +338,7 @@ pub(super) fn claim(
     after: &mut i64,
 ) -> rusqlite::Result<Batch> {
     let tx = c.unchecked_transaction()?;
-    let (fresh, seen) = first_attempts(&tx, dest, limit, now, *after)?;
+    let fresh = first_attempts(&tx, dest, limit, now, *after)?;
     let retry_head: Option<(i64, i64, Option<String>)> = tx
         .prepare_cached(
             "SELECT next_attempt_ms, id, test_event_code FROM outbox
@@ -351,9 +351,9 @@ pub(super) fn claim(
         })
         .optional()?;
     // The batch's test event code is the one of the row that fell due first.
-    let code = match (fresh.first(), &retry_head) {
+    let code = match (fresh.rows.first(), &retry_head) {
         (None, None) => {
-            if !seen {
+            if !fresh.seen {
                 // No first attempt after `after` at all: none below the newest id is left.
                 let top: Option<i64> = tx
                     .prepare_cached("SELECT max(id) FROM outbox")?
@@ -362,14 +362,14 @@ pub(super) fn claim(
             }
             return Ok(Batch::default());
         }
-        (Some((f, code)), Some((next, id, rcode))) => {
+        (Some(f), Some((next, id, rcode))) => {
             if (f.created_ms, f.id) <= (*next, *id) {
-                code.clone()
+                fresh.code.clone()
             } else {
                 rcode.clone()
             }
         }
-        (Some((_, code)), None) => code.clone(),
+        (Some(_), None) => fresh.code.clone(),
         (None, Some((_, _, code))) => code.clone(),
     };
     let retries = match retry_head {
@@ -377,9 +377,10 @@ pub(super) fn claim(
         None => Vec::new(),
     };
     // First attempts are taken from the front only, so `after` can move to the last one taken.
-    let fresh: Vec<Claimed> = match fresh.first() {
-        Some((_, first)) if *first == code => fresh.into_iter().map(|(r, _)| r).collect(),
-        _ => Vec::new(),
+    let fresh = if fresh.code == code {
+        fresh.rows
+    } else {
+        Vec::new()
     };
     let mut batch = Batch {
         test_event_code: code,
@@ -439,20 +440,24 @@ fn retries_with_code(
     .collect()
 }
 
-/// Rows never tried, each with its test event code, in id order.
-type FirstAttempts = Vec<(Claimed, Option<String>)>;
+/// A run of rows never tried, in id order, that share one test event code.
+struct FirstAttempts {
+    code: Option<String>,
+    rows: Vec<Claimed>,
+    /// Whether the read found any row after `after` at all.
+    seen: bool,
+}
 
 /// Rows never tried, after `after` in id order: the run that is due and shares the first
-/// one's test event code, each with its code; and whether the read found any row after
-/// `after` at all. Ids only grow while the relay runs (the writer hands them out), so a first
-/// attempt at or below `after` was handed out before.
+/// one's test event code. Ids only grow while the relay runs (the writer hands them out), so
+/// a first attempt at or below `after` was handed out before.
 fn first_attempts(
     c: &Connection,
     dest: &str,
     limit: usize,
     now: i64,
     after: i64,
-) -> rusqlite::Result<(FirstAttempts, bool)> {
+) -> rusqlite::Result<FirstAttempts> {
     let mut stmt = c.prepare_cached(
         "SELECT id, event_id, payload, attempts, audit_id, created_ms, event_time, test_event_code
            FROM outbox
@@ -460,18 +465,21 @@ fn first_attempts(
           ORDER BY id LIMIT ?3",
     )?;
     let mut found = stmt.query(params![after, dest, limit as i64])?;
-    let mut run: FirstAttempts = Vec::new();
-    let mut seen = false;
+    let mut run = FirstAttempts {
+        code: None,
+        rows: Vec::new(),
+        seen: false,
+    };
     while let Some(r) = found.next()? {
-        seen = true;
+        run.seen = true;
         let code: Option<String> = r.get(7)?;
-        let other_code = run.first().is_some_and(|(_, first)| *first != code);
-        if other_code || r.get::<_, i64>(5)? > now {
+        if (!run.rows.is_empty() && code != run.code) || r.get::<_, i64>(5)? > now {
             break;
         }
-        run.push((claimed(r)?, code));
+        run.code = code;
+        run.rows.push(claimed(r)?);
     }
-    Ok((run, seen))
+    Ok(run)
 }
 
 /// Pending rows per destination (destinations with none are left out): the rows the writer

@@ -313,6 +313,18 @@ fn delivered(id: &str) -> Record {
     }
 }
 
+/// A retryable failure, due again 5-10 ms later.
+fn retry_in_10ms() -> Record {
+    Record::Retry {
+        reason: "http:503".into(),
+        policy: RetryPolicy {
+            base_ms: 10,
+            cap_ms: 10,
+            max_attempts: 5,
+        },
+    }
+}
+
 fn event_ids(b: &Batch) -> Vec<&str> {
     b.rows.iter().map(|r| r.event_id.as_str()).collect()
 }
@@ -391,11 +403,6 @@ async fn retries_and_replayed_dead_letters_are_claimed_after_first_attempts_move
     let dir = tempfile::tempdir().expect("dir");
     let tt: Arc<str> = Arc::from("tiktok");
     let (ob, writer, _) = open(&dir);
-    let policy = RetryPolicy {
-        base_ms: 10,
-        cap_ms: 10,
-        max_attempts: 5,
-    };
     let events: Vec<NewAudit> = ["dead", "retry", "ok"]
         .iter()
         .map(|e| audit(e, &["tiktok"]))
@@ -407,10 +414,7 @@ async fn retries_and_replayed_dead_letters_are_claimed_after_first_attempts_move
         reason: "meta:100".into(),
     };
     ob.record(&tt, &b.rows[..1], dead, 5).await.expect("dead");
-    let retry = Record::Retry {
-        reason: "http:503".into(),
-        policy,
-    };
+    let retry = retry_in_10ms();
     ob.record(&tt, &b.rows[1..2], retry, 5)
         .await
         .expect("retry");
@@ -539,19 +543,11 @@ async fn retries_and_first_attempts_share_a_batch_in_the_order_they_fell_due() {
     let dir = tempfile::tempdir().expect("dir");
     let tt: Arc<str> = Arc::from("tiktok");
     let (ob, writer, _) = open(&dir);
-    let policy = RetryPolicy {
-        base_ms: 10,
-        cap_ms: 10,
-        max_attempts: 5,
-    };
     ob.ingest(vec![audit("first", &["tiktok"])], None)
         .await
         .expect("ingest");
     let b = ob.claim(&tt, 10, 5).await.expect("claim");
-    let retry = Record::Retry {
-        reason: "http:503".into(),
-        policy,
-    };
+    let retry = retry_in_10ms();
     ob.record(&tt, &b.rows, retry, 5).await.expect("retry");
     // Created at 1 like the first, so due before the retry (at 10-15): while a destination
     // keeps failing, new events are not held back behind its retries, nor the other way round.
