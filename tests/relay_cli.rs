@@ -308,3 +308,58 @@ async fn a_second_serve_on_a_database_in_use_exits_with_a_clear_error() {
     assert!(!said.contains(TOKEN), "{said}");
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn serve_warns_of_pending_events_for_a_destination_no_longer_configured() {
+    let mut h = Harness::start(Opts {
+        meta: true,
+        max_attempts: 10_000,
+        ..Opts::default()
+    })
+    .await;
+    // Meta keeps failing, so its copy of the event stays in the outbox.
+    h.meta()
+        .push_modes(std::iter::repeat_n(relay_support::Mode::Http(503), 10_000));
+    let (s, v) = h.send_consented(&relay_support::evid(1), "orphan").await;
+    assert_eq!(s, 202, "{v}");
+    let st = h.standin.clone();
+    relay_support::wait_for(10, "TikTok delivered", || st.events().len() == 1).await;
+    h.shutdown().await;
+    // The operator removes Meta from the config.
+    let cfg = h.dir.path().join("tiktok-only.toml");
+    let mut opts = h.opts.clone();
+    opts.meta = false;
+    std::fs::write(
+        &cfg,
+        relay_support::config_text("127.0.0.1:0", &h.db, &h.standin, None, &opts),
+    )
+    .expect("write config");
+    let log = std::fs::File::create(h.dir.path().join("serve.log")).expect("log");
+    let mut child = command(
+        &["serve"],
+        &cfg,
+        &[("PIXELWATCH_TIKTOK_ACCESS_TOKEN", TOKEN)],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(log)
+    .spawn()
+    .expect("spawn");
+    let path = h.dir.path().join("serve.log");
+    let said = || std::fs::read_to_string(&path).unwrap_or_default();
+    // Bounded: the warning comes at start, before "relay listening".
+    relay_support::wait_for(20, "the relay listening", || {
+        said().contains("relay listening")
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let said = said();
+    let warning = said
+        .lines()
+        .find(|l| l.contains("for a destination that is not configured"))
+        .unwrap_or_else(|| panic!("no warning: {said}"));
+    assert!(
+        warning.contains("destination=meta") && warning.contains("pending=1"),
+        "{warning}"
+    );
+}

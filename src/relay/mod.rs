@@ -69,8 +69,9 @@ impl Relay {
                 path: cfg.database.path.display().to_string(),
                 source,
             })?;
-        warn_orphaned_rows(&reader, &cfg);
         drop(reader);
+        // The writer already counted the outbox's rows when it started: no second table scan.
+        warn_orphaned_rows(&outbox.depth().await.unwrap_or_default(), &cfg);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let policy = outbox::RetryPolicy {
             base_ms: cfg.dispatch.backoff_base_ms,
@@ -186,15 +187,9 @@ impl Relay {
 }
 
 /// Pending rows of a destination that is no longer configured are kept, not delivered: say so.
-fn warn_orphaned_rows(conn: &rusqlite::Connection, cfg: &RelayConfig) {
-    let rows: Vec<(String, i64)> = conn
-        .prepare(
-            "SELECT destination, count(*) FROM outbox WHERE state = 'pending' GROUP BY destination",
-        )
-        .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-        .unwrap_or_default();
-    for (name, n) in rows {
-        if !cfg.destinations.iter().any(|d| d.name == name) {
+fn warn_orphaned_rows(depth: &[(String, i64)], cfg: &RelayConfig) {
+    for (name, n) in depth {
+        if !cfg.destinations.iter().any(|d| d.name == *name) {
             tracing::warn!(destination = %name, pending = n,
                 "pending events for a destination that is not configured; they stay in the outbox");
         }
